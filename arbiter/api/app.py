@@ -1,0 +1,168 @@
+"""The HTTP API. ``create_app`` builds everything from an Arbiter; nothing at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from arbiter.api import views
+from arbiter.cycle import Arbiter
+from arbiter.model import IncidentKind, IncidentState
+from arbiter.store.repository import MAX_PAGE, CursorError, StoreError
+
+log = logging.getLogger("arbiter.api")
+router = APIRouter()
+
+
+def get_arbiter(request: Request) -> Arbiter:
+    return request.app.state.arbiter
+
+
+ArbiterDep = Annotated[Arbiter, Depends(get_arbiter)]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _wants_text(request: Request, fmt: str | None) -> bool:
+    if fmt is not None:
+        return fmt == "text"
+    accept = request.headers.get("accept", "")
+    return "text/plain" in accept and "application/json" not in accept
+
+
+@router.get("/verdict", summary="May this node claim MASTER?")
+def get_verdict(
+    request: Request,
+    arb: ArbiterDep,
+    cluster: Annotated[str, Query(min_length=1, max_length=64)],
+    node: Annotated[str, Query(min_length=1, max_length=64)],
+    vip: Annotated[str | None, Query(max_length=64)] = None,
+    format: Annotated[Literal["json", "text"] | None, Query()] = None,  # noqa: A002
+) -> Response:
+    cfg = arb.config.cluster(cluster)
+    if cfg is None:
+        raise HTTPException(404, f"unknown cluster {cluster!r}")
+    if cfg.node(node) is None:
+        raise HTTPException(404, f"unknown node {node!r} in cluster {cluster!r}")
+    if vip is not None:
+        try:
+            vip = str(ipaddress.ip_address(vip))
+        except ValueError:
+            raise HTTPException(422, f"vip: {vip!r} is not an IP address") from None
+        if vip not in cfg.vips:
+            raise HTTPException(404, f"vip {vip} is not a VIP of cluster {cluster!r}")
+    body = views.verdict(arb.config, cfg, node, vip, arb.runtime, arb.history, _now())
+    if _wants_text(request, format):
+        return PlainTextResponse(body["verdict"] + "\n")
+    return JSONResponse(body)
+
+
+@router.get("/status", summary="Live state of every cluster and of the arbiter itself")
+def get_status(arb: ArbiterDep) -> dict[str, Any]:
+    return views.status(arb.config, arb.runtime, arb.history, arb.last_seen, _now())
+
+
+@router.get("/incidents", summary="Incidents, newest first")
+def list_incidents(
+    arb: ArbiterDep,
+    cluster: Annotated[str | None, Query(max_length=64)] = None,
+    state: Annotated[IncidentState | None, Query()] = None,
+    kind: Annotated[IncidentKind | None, Query()] = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601; naive means UTC")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    if cluster is not None and arb.config.cluster(cluster) is None:
+        raise HTTPException(404, f"unknown cluster {cluster!r}")
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    try:
+        items, nxt = arb.repo.list_incidents(
+            cluster=cluster, state=state.value if state else None,
+            kind=kind.value if kind else None, since=since, limit=limit, cursor=cursor,
+        )
+    except CursorError as exc:
+        raise HTTPException(422, f"cursor: {exc}") from None
+    except StoreError as exc:
+        raise HTTPException(503, f"database unavailable: {exc}") from None
+    return {"items": items, "next_cursor": nxt}
+
+
+@router.get("/incidents/{incident_id}", summary="One incident with fence attempts and evidence")
+def get_incident(arb: ArbiterDep, incident_id: Annotated[int, Path(ge=1)]) -> dict[str, Any]:
+    try:
+        inc = arb.repo.get_incident(incident_id)
+    except StoreError as exc:
+        raise HTTPException(503, f"database unavailable: {exc}") from None
+    if inc is None:
+        raise HTTPException(404, f"no incident {incident_id}")
+    return inc
+
+
+@router.get("/healthz", summary="The process is up")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Database reachable and rounds running and fresh")
+def readyz(arb: ArbiterDep) -> JSONResponse:
+    problems = []
+    try:
+        arb.repo.ping()
+    except StoreError as exc:
+        problems.append(f"database: {exc}")
+    stale = views.staleness(arb.config, arb.runtime, _now())
+    if stale:
+        problems.append(f"rounds: {stale}")
+    if problems:
+        return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    msgs = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p not in ("query", "path", "body"))
+        msgs.append(f"{loc}: {e.get('msg')}")
+    return JSONResponse({"detail": "; ".join(msgs), "errors": exc.errors()}, status_code=422)
+
+
+def create_app(arbiter: Arbiter, run_loop: bool = False) -> FastAPI:
+    """Build the API around an Arbiter. With run_loop, the app's lifespan runs the rounds."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = None
+        if run_loop:
+            task = asyncio.create_task(arbiter.run_forever(stop), name="arbiter-loop")
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(task, 30)
+
+    app = FastAPI(
+        title="keepalived-arbiter",
+        version="0.1.0",
+        description="Split-brain detection and arbitration for keepalived/VRRP clusters.",
+        lifespan=lifespan,
+    )
+    app.state.arbiter = arbiter
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.include_router(router)
+    return app

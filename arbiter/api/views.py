@@ -1,0 +1,119 @@
+"""Response bodies built from the arbiter's latest round. No I/O, no side effects."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from arbiter.config import ClusterConfig, Config
+from arbiter.cycle import Runtime
+from arbiter.model import ClusterHistory, History, Verdict
+from arbiter.serialize import iso, node_observation
+
+
+def staleness(config: Config, rt: Runtime, now: datetime) -> str | None:
+    """Why the latest observations cannot be trusted for a verdict, or None."""
+    if rt.snapshot is None or rt.assessment is None:
+        return "no round has completed yet"
+    age = (now - rt.snapshot.at).total_seconds()
+    if age > config.stale_after:
+        return (
+            f"observations are stale: last round {age:.1f}s ago "
+            f"(stale_after {config.stale_after}s)"
+        )
+    return None
+
+
+def verdict(
+    config: Config, cluster: ClusterConfig, node: str, vip: str | None, rt: Runtime,
+    history: History, now: datetime,
+) -> dict[str, Any]:
+    hist: ClusterHistory = history.cluster(cluster.name)
+    inc = hist.incident
+    body: dict[str, Any] = {
+        "cluster": cluster.name,
+        "node": node,
+        "vip": vip,
+        "holder": None,
+        "incident": inc.id if inc else None,
+        "epoch": hist.epoch,
+        "observed_at": iso(rt.snapshot.at) if rt.snapshot else None,
+    }
+    stale = staleness(config, rt, now)
+    if stale:
+        return {**body, "verdict": Verdict.ABSTAIN.value, "reason": stale}
+    assert rt.assessment is not None
+    ca = rt.assessment.cluster(cluster.name)
+    na = ca.node(node) if ca else None
+    if ca is None or na is None:
+        return {**body, "verdict": Verdict.ABSTAIN.value, "reason": "node not assessed yet"}
+    if vip:
+        holder = ca.holder_of(vip)
+    else:
+        holders = {ca.holder_of(v) for v in cluster.vips}
+        holder = holders.pop() if len(holders) == 1 else None
+    return {**body, "holder": holder, "verdict": na.verdict.value, "reason": na.reason}
+
+
+def status(config: Config, rt: Runtime, history: History, last_seen: dict, now: datetime) -> dict:
+    snap, a = rt.snapshot, rt.assessment
+    stale = staleness(config, rt, now)
+    clusters = []
+    for c in config.clusters:
+        hist = history.cluster(c.name)
+        ca = a.cluster(c.name) if a else None
+        obs = snap.cluster(c.name) if snap else None
+        nodes = []
+        for n in c.nodes:
+            o = obs.node(n.name) if obs else None
+            na = ca.node(n.name) if ca else None
+            entry: dict[str, Any] = {"name": n.name, "address": n.address, "priority": n.priority}
+            if o is not None:
+                entry.update(node_observation(o, c.vips))
+            entry["last_seen"] = iso(last_seen.get((c.name, n.name)))
+            entry["verdict"] = na.verdict.value if na else None
+            entry["verdict_reason"] = na.reason if na else None
+            entry["held"] = n.name in hist.held_nodes
+            nodes.append(entry)
+        inc = hist.incident
+        clusters.append({
+            "name": c.name,
+            "vips": c.vips,
+            "holders": {v: list(h) for v, h in ca.holders} if ca else {},
+            "split_vips": list(ca.split_vips) if ca else [],
+            "orphan_vips": list(ca.orphan_vips) if ca else [],
+            "split_streak": hist.split_streak,
+            "reason": ca.reason if ca else None,
+            "incident": None if inc is None else {
+                "id": inc.id, "state": inc.state.value, "survivor": inc.survivor,
+                "victims": list(inc.victims), "attempts": inc.attempts,
+            },
+            "held": [{"node": n, "incident": i} for n, i in hist.held],
+            "epoch": hist.epoch,
+            "nodes": nodes,
+        })
+    st = rt.stats
+    return {
+        "arbiter": {
+            "self_check": None if snap is None else {
+                "gateways": dict(snap.self_check.gateways),
+                "sees_gateway": snap.self_check.sees_gateway,
+            },
+            "abstaining": a.abstain_reason if a else "no round has completed yet",
+            "stale": stale,
+            "tilt": {"until": iso(rt.tilt_until), "reason": rt.tilt_reason}
+            if rt.tilt_until and now < rt.tilt_until else None,
+            "dry_run": config.arbiter.dry_run,
+            "interval": config.arbiter.interval,
+            "confirm_rounds": config.arbiter.confirm_rounds,
+            "last_round": {
+                "started_at": iso(st.started_at), "finished_at": iso(st.finished_at),
+                "duration_ms": round(st.duration_ms, 1), "count": st.count,
+                "overruns": st.overruns,
+            },
+            "db_error": rt.db_error,
+            "last_error": rt.last_error,
+            "isolated_incident": history.isolated_incident,
+        },
+        "clusters": clusters,
+    }

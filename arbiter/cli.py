@@ -1,0 +1,322 @@
+"""The ``arbiter`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from datetime import UTC
+from pathlib import Path
+
+from arbiter import config as config_mod
+from arbiter.config import Config, ConfigError
+
+log = logging.getLogger("arbiter")
+
+EXIT_OK, EXIT_SPLIT, EXIT_ERROR = 0, 1, 2
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def _load(path: str) -> Config:
+    return config_mod.load(path)
+
+
+# --- wiring -------------------------------------------------------------------
+
+
+def build_arbiter(cfg: Config):  # type: ignore[no-untyped-def]
+    from arbiter.cycle import Arbiter
+    from arbiter.probe.icmp import IcmpPinger, choose_privileged
+    from arbiter.probe.ssh import SshPool
+    from arbiter.store.repository import Repository
+
+    privileged = choose_privileged(cfg.arbiter.icmp_privileged)
+    log.info("ICMP: %s sockets", "raw (privileged)" if privileged else "unprivileged datagram")
+    pool = SshPool(cfg.ssh.client_keys, cfg.ssh.known_hosts, cfg.ssh.connect_timeout,
+                   cfg.ssh.keepalive_interval)
+    repo = Repository.from_url(cfg.arbiter.database)
+    return Arbiter(cfg, repo, IcmpPinger(privileged), pool), pool
+
+
+def prepare_database(url: str, auto: bool) -> str:
+    from arbiter.store import migrate
+    from arbiter.store.repository import make_engine
+
+    engine = make_engine(url)
+    try:
+        cur, head = migrate.current_revision(engine), migrate.head_revision()
+        if cur == head:
+            return cur or "base"
+        if auto:
+            return migrate.upgrade(engine)
+        raise RuntimeError(
+            f"database schema is at {cur or 'empty'}, the code needs {head}: "
+            "run `arbiter db upgrade -c FILE` first"
+        )
+    finally:
+        engine.dispose()
+
+
+async def _serve(cfg: Config) -> int:
+    import uvicorn
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from arbiter.api.app import create_app
+
+    arb, pool = build_arbiter(cfg)
+    await arb.restore()
+    host, port = config_mod.parse_listen(cfg.arbiter.listen)
+    app = create_app(arb, run_loop=True)
+
+    # Housekeeping off the round path: a periodic one-line summary for the journal.
+    sched = AsyncIOScheduler(timezone=UTC)
+    sched.add_job(lambda: _summary(arb), "interval", seconds=60, id="summary",
+                  max_instances=1, coalesce=True)
+    sched.start()
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                           access_log=False, lifespan="on"))
+    log.info("arbiter serving on http://%s:%d (interval %.2fs, confirm_rounds %d%s)", host, port,
+             cfg.arbiter.interval, cfg.arbiter.confirm_rounds,
+             ", DRY RUN" if cfg.arbiter.dry_run else "")
+    try:
+        await server.serve()
+    finally:
+        sched.shutdown(wait=False)
+        await pool.close()
+    return EXIT_OK
+
+
+def _summary(arb) -> None:  # type: ignore[no-untyped-def]
+    rt = arb.runtime
+    a = rt.assessment
+    splits = [c.cluster for c in a.clusters if c.split_vips] if a else []
+    log.info("summary: %d rounds, last %.0fms, %d overruns, split brain in %s, db %s",
+             rt.stats.count, rt.stats.duration_ms, rt.stats.overruns, splits or "none",
+             rt.db_error or "ok")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    _setup_logging(args.log_level)
+    url = cfg.arbiter.database
+    # An embedded SQLite is ours to upgrade; a shared server database is upgraded explicitly.
+    rev = prepare_database(url, auto=url.startswith("sqlite") or args.upgrade)
+    log.info("database schema at revision %s", rev)
+    return asyncio.run(_serve(cfg))
+
+
+# --- check --------------------------------------------------------------------
+
+
+def _fmt_bool(v: bool | None, yes: str = "yes", no: str = "NO") -> str:
+    return "?" if v is None else (yes if v else no)
+
+
+async def _check(cfg: Config) -> int:
+    from arbiter import decide
+    from arbiter.model import ClusterHistory, History, IncidentState, OpenIncident
+
+    arb, pool = build_arbiter(cfg)
+    try:
+        snap = await arb.observe()
+    finally:
+        await pool.close()
+    a = decide.assess(cfg, snap, History(), snap.at)
+    gws = ", ".join(f"{g} {'up' if ok else 'DOWN'}" for g, ok in snap.self_check.gateways)
+    print(f"arbiter self-check: {gws}")
+    if a.abstaining:
+        print(f"ABSTAIN: {a.abstain_reason}")
+    split_any = False
+    for c in cfg.clusters:
+        ca = a.cluster(c.name)
+        obs = snap.cluster(c.name)
+        assert ca is not None and obs is not None
+        print(f"\ncluster {c.name}  VIPs {', '.join(c.vips)}")
+        hdr = f"  {'node':<12}{'health':<12}{'icmp':<6}{'ssh':<6}{'keepalived':<11}" \
+              f"{'gateways':<10}{'holds':<28}error"
+        print(hdr)
+        for o in obs.nodes:
+            held = ",".join(o.holds(c.vips)) or "-"
+            ka = {True: "running", False: "stopped", None: "?"}[o.keepalived_running]
+            gw = f"{o.gateways_seen}/{len(o.gateways)}" if o.ssh_ok else "?"
+            print(f"  {o.node:<12}{o.health.value:<12}{_fmt_bool(o.icmp_ok, 'ok', 'FAIL'):<6}"
+                  f"{_fmt_bool(o.ssh_ok, 'ok', 'FAIL'):<6}{ka:<11}{gw:<10}{held:<28}"
+                  f"{o.ssh_error or ''}")
+        for vip, holders in ca.holders:
+            print(f"  {vip}: {' + '.join(holders) if holders else 'NO HOLDER'}")
+        if ca.split_vips:
+            split_any = True
+            print(f"  SPLIT BRAIN: {ca.reason}")
+            # What would happen once confirmed: the same pure policy, primed.
+            primed = History(clusters=((c.name, ClusterHistory(
+                split_streak=cfg.arbiter.confirm_rounds - 1,
+                incident=OpenIncident(id=None, state=IncidentState.OPEN),
+                incumbents=(),
+            )),))
+            cfg_dry = cfg.model_copy(
+                update={"arbiter": cfg.arbiter.model_copy(update={"dry_run": True})}
+            )
+            hyp = decide.assess(cfg_dry, snap, primed, snap.at).cluster(c.name)
+            if hyp and hyp.fence:
+                print(f"  decision once confirmed ({cfg.arbiter.confirm_rounds} rounds): "
+                      f"{hyp.fence.reason}")
+            elif hyp:
+                print(f"  no fence would be taken: {hyp.reason}")
+        for note in ca.notes:
+            print(f"  note: {note}")
+    if a.abstaining:
+        return EXIT_ERROR
+    return EXIT_SPLIT if split_any else EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    _setup_logging(args.log_level)
+    return asyncio.run(_check(cfg))
+
+
+# --- config, db, incidents ---------------------------------------------------------
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    cfg = _load(args.file)
+    nodes = sum(len(c.nodes) for c in cfg.clusters)
+    print(f"{args.file}: OK ({len(cfg.clusters)} cluster(s), {nodes} node(s); "
+          f"stale_after {cfg.stale_after:g}s, tilt_after {cfg.tilt_after:g}s)")
+    return EXIT_OK
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    _setup_logging(args.log_level)
+    rev = prepare_database(cfg.arbiter.database, auto=True)
+    print(f"database at revision {rev}")
+    return EXIT_OK
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    from arbiter.store.repository import Repository
+
+    cfg = _load(args.config)
+    repo = Repository.from_url(cfg.arbiter.database)
+    items, _ = repo.list_incidents(cluster=args.cluster, state=args.state, limit=args.limit)
+    if args.json:
+        print(json.dumps(items, indent=2))
+        return EXIT_OK
+    if not items:
+        print("no incidents")
+    for i in items:
+        who = f" survivor={i['survivor']} victims={','.join(i['victims'])}" if i["survivor"] else ""
+        print(f"#{i['id']:<5} {i['opened_at'][:19]}  {i['kind']:<16} {i['cluster'] or '-':<10} "
+              f"{i['state']:<12}{who}\n        {i['reason']}")
+    return EXIT_OK
+
+
+# --- sim ------------------------------------------------------------------------
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    return asyncio.run(_sim(args))
+
+
+async def _sim(args: argparse.Namespace) -> int:
+    from arbiter.sim.scenario import start_pair
+
+    out = Path(args.out)
+    site, cfg_path = await start_pair(out, args.scenario, port=args.port)
+    print(f"simulated nodes up ({args.scenario}); config: {cfg_path}")
+    print(f"try: arbiter check -c {cfg_path}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if args.seconds:
+            await asyncio.wait_for(stop.wait(), args.seconds)
+        else:
+            await stop.wait()
+    except TimeoutError:
+        pass
+    finally:
+        await site.close()
+    return EXIT_OK
+
+
+# --- entry point ------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="arbiter", description="keepalived split-brain arbiter")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run rounds and the HTTP API")
+    s.add_argument("-c", "--config", required=True)
+    s.add_argument("--upgrade", action="store_true",
+                   help="also upgrade a non-SQLite database schema before serving")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("check", help="one round, a readable table; exit 0 ok, 1 split, 2 error")
+    s.add_argument("-c", "--config", required=True)
+    s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("config", help="config tools")
+    csub = s.add_subparsers(dest="config_cmd", required=True)
+    v = csub.add_parser("validate", help="validate a config file")
+    v.add_argument("file")
+    v.set_defaults(func=cmd_config_validate)
+
+    s = sub.add_parser("db", help="database tools")
+    dsub = s.add_subparsers(dest="db_cmd", required=True)
+    u = dsub.add_parser("upgrade", help="apply Alembic migrations")
+    u.add_argument("-c", "--config", required=True)
+    u.set_defaults(func=cmd_db_upgrade)
+
+    s = sub.add_parser("incidents", help="list recent incidents")
+    s.add_argument("-c", "--config", required=True)
+    s.add_argument("--limit", type=int, default=20)
+    s.add_argument("--cluster")
+    s.add_argument("--state")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_incidents)
+
+    s = sub.add_parser("sim", help="run simulated SSH directors on 127.0.0.x for trying things")
+    s.add_argument("-o", "--out", required=True, help="directory for keys, known_hosts, config")
+    s.add_argument("--scenario", default="split", choices=["healthy", "split", "dual-master"])
+    s.add_argument("--port", type=int, default=2222)
+    s.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")
+    s.set_defaults(func=cmd_sim)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - a clear message beats a traceback for operators
+        log.debug("fatal", exc_info=True)
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

@@ -1,0 +1,339 @@
+"""Configuration: a TOML file validated with pydantic.
+
+An invalid config refuses to start. Every error names the field path
+(``clusters[0].nodes[1].priority``) and the reason, so an operator can fix it
+without reading the source.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_FENCE = "systemctl stop keepalived"
+DEFAULT_RECOVER = "systemctl start keepalived"
+
+IPAddr = Annotated[str, Field(description="an IPv4 or IPv6 address")]
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """The config cannot be used. ``str()`` lists one ``path: reason`` per line."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        head = f"invalid config {source}" if source else "invalid config"
+        super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _ip(value: str, field: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address ({field})") from None
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos more often than not: refuse them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArbiterSection(_Strict):
+    listen: str = "127.0.0.1:8080"
+    database: str = "sqlite:///arbiter.db"
+    interval: float = Field(1.0, ge=0.1, le=3600, description="seconds between rounds")
+    confirm_rounds: int = Field(
+        2, ge=2, le=1000,
+        description="consecutive rounds a split brain must persist before fencing; "
+        "1 would fence on a single round of evidence, so it is refused",
+    )
+    resolve_rounds: int = Field(3, ge=1, le=1000, description="clean rounds that resolve")
+    gateways: list[IPAddr] = Field(min_length=1)
+    dry_run: bool = False
+    icmp_timeout: float = Field(0.5, gt=0, le=30)
+    icmp_privileged: Literal["auto", "yes", "no"] = "auto"
+    stale_after: float | None = Field(
+        None, gt=0, description="observations older than this make verdicts abstain"
+    )
+    tilt_after: float | None = Field(
+        None, gt=0, description="a round starting this much later than scheduled means TILT"
+    )
+    tilt_period: float = Field(30.0, ge=0, description="seconds fencing stays suspended")
+    fence_verify_timeout: float = Field(5.0, gt=0, le=300)
+    fence_retry_after: float = Field(10.0, gt=0)
+    max_fence_attempts: int = Field(3, ge=1, le=100)
+    degraded_hold: float = Field(
+        30.0, ge=0,
+        description="seconds a node that answers ICMP but not SSH keeps its last seen VIPs",
+    )
+
+    @field_validator("gateways")
+    @classmethod
+    def _gateways(cls, v: list[str]) -> list[str]:
+        return [_ip(g, "gateway") for g in v]
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        parse_listen(v)
+        return v
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, v: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(v)
+        except ArgumentError as exc:
+            raise ValueError(f"not a SQLAlchemy URL: {exc}") from None
+        return v
+
+
+class SSHSection(_Strict):
+    username: str = "root"
+    port: int = Field(22, ge=1, le=65535)
+    client_keys: list[str] = Field(min_length=1)
+    known_hosts: str
+    connect_timeout: float = Field(2.0, gt=0, le=120)
+    command_timeout: float = Field(3.0, gt=0, le=300)
+    keepalive_interval: float = Field(5.0, gt=0)
+    gateway_ping_timeout: float = Field(
+        1.0, gt=0, le=30, description="how long a node waits for its own gateway ping"
+    )
+
+    @model_validator(mode="after")
+    def _timings(self) -> SSHSection:
+        if self.gateway_ping_timeout >= self.command_timeout:
+            raise ValueError(
+                f"gateway_ping_timeout ({self.gateway_ping_timeout}s) must be shorter than "
+                f"command_timeout ({self.command_timeout}s): the node's gateway pings run "
+                "inside the collect command"
+            )
+        return self
+
+
+class NodeConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    address: IPAddr
+    priority: int = Field(100, ge=0, le=255)
+    port: int | None = Field(None, ge=1, le=65535)
+    username: str | None = None
+    fence_command: str | None = None
+    recover_command: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return _ip(v, "address")
+
+
+class ClusterConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    vips: list[IPAddr] = Field(min_length=1)
+    gateways: list[IPAddr] = Field(default_factory=list)
+    fence_command: str = DEFAULT_FENCE
+    recover_command: str = DEFAULT_RECOVER
+    nodes: list[NodeConfig] = Field(min_length=2)
+
+    @field_validator("vips", "gateways")
+    @classmethod
+    def _ips(cls, v: list[str]) -> list[str]:
+        out = [_ip(x, "vip/gateway") for x in v]
+        if len(set(out)) != len(out):
+            raise ValueError("duplicate address in list")
+        return out
+
+    @model_validator(mode="after")
+    def _consistency(self) -> ClusterConfig:
+        names = [n.name for n in self.nodes]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate node name(s): {', '.join(dup)}")
+        addrs = [n.address for n in self.nodes]
+        dup = sorted({a for a in addrs if addrs.count(a) > 1})
+        if dup:
+            raise ValueError(f"duplicate node address(es): {', '.join(dup)}")
+        clash = sorted(set(addrs) & set(self.vips))
+        if clash:
+            raise ValueError(f"VIP(s) {', '.join(clash)} equal a node address")
+        return self
+
+    def node(self, name: str) -> NodeConfig | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+    def fence_command_for(self, node: NodeConfig) -> str:
+        return node.fence_command or self.fence_command
+
+    def recover_command_for(self, node: NodeConfig) -> str:
+        return node.recover_command or self.recover_command
+
+
+class Config(_Strict):
+    arbiter: ArbiterSection
+    ssh: SSHSection
+    clusters: list[ClusterConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cross(self) -> Config:
+        names = [c.name for c in self.clusters]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate cluster name(s): {', '.join(dup)}")
+        a, _s = self.arbiter, self.ssh
+        # Patroni-style timing rule: a healthy round must finish and be
+        # published before its observations count as stale, or every verdict
+        # would flap to abstain between rounds.
+        if a.stale_after is not None and a.stale_after < a.interval + self.round_budget:
+            raise ValueError(
+                f"arbiter.stale_after ({a.stale_after}s) must be >= interval + "
+                f"ssh.connect_timeout + ssh.command_timeout ({a.interval + self.round_budget}s)"
+            )
+        if a.tilt_after is not None and a.tilt_after < a.interval:
+            raise ValueError(
+                f"arbiter.tilt_after ({a.tilt_after}s) must be >= interval ({a.interval}s)"
+            )
+        if a.icmp_timeout > self.round_budget:
+            raise ValueError(
+                f"arbiter.icmp_timeout ({a.icmp_timeout}s) must not exceed "
+                f"ssh.connect_timeout + ssh.command_timeout ({self.round_budget}s)"
+            )
+        return self
+
+    @property
+    def round_budget(self) -> float:
+        """Upper bound of one node's observation: connect then run."""
+        return self.ssh.connect_timeout + self.ssh.command_timeout
+
+    @property
+    def stale_after(self) -> float:
+        a = self.arbiter
+        return a.stale_after or (2 * a.interval + self.round_budget)
+
+    @property
+    def tilt_after(self) -> float:
+        a = self.arbiter
+        return a.tilt_after or max(3 * a.interval, 2.0)
+
+    def cluster(self, name: str) -> ClusterConfig | None:
+        return next((c for c in self.clusters if c.name == name), None)
+
+    def gateways_for(self, cluster: ClusterConfig) -> list[str]:
+        return cluster.gateways or self.arbiter.gateways
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", value)
+    if not m:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range 1-65535")
+    return host, port
+
+
+def _expand_env(value: Any, path: str, problems: list[str]) -> Any:
+    """Replace ``${NAME}`` in strings by environment variables (secrets stay out of files)."""
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else k, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in os.environ:
+                problems.append(f"{path}: environment variable {name} is not set")
+                return ""
+            return os.environ[name]
+
+        return _ENV_REF.sub(sub, value)
+    return value
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def from_dict(data: dict[str, Any], source: str | None = None, check_files: bool = True) -> Config:
+    problems: list[str] = []
+    data = _expand_env(data, "", problems)
+    if problems:
+        raise ConfigError(problems, source)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            [f"{_loc(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()],
+            source,
+        ) from None
+    if check_files:
+        problems.extend(_file_problems(cfg, Path(source).parent if source else Path.cwd()))
+        if problems:
+            raise ConfigError(problems, source)
+    return cfg
+
+
+def _file_problems(cfg: Config, base: Path) -> list[str]:
+    out = []
+    for i, key in enumerate(cfg.ssh.client_keys):
+        if not os.access(base / key, os.R_OK):
+            out.append(f"ssh.client_keys[{i}]: cannot read {key}")
+    if not os.access(base / cfg.ssh.known_hosts, os.R_OK):
+        out.append(
+            f"ssh.known_hosts: cannot read {cfg.ssh.known_hosts} (host keys are checked "
+            "strictly; collect them with deploy/node/collect-host-keys and review them)"
+        )
+    return out
+
+
+def load(path: str | Path, check_files: bool = True) -> Config:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"cannot read file: {exc.strerror}"], str(path)) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
+    cfg = from_dict(data, str(path), check_files=check_files)
+    return _resolve_paths(cfg, path.parent)
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    """Relative key paths are relative to the config file, not the cwd."""
+    ssh = cfg.ssh.model_copy(
+        update={
+            "client_keys": [str((base / k).resolve()) for k in cfg.ssh.client_keys],
+            "known_hosts": str((base / cfg.ssh.known_hosts).resolve()),
+        }
+    )
+    db = cfg.arbiter.database
+    if db.startswith("sqlite:///") and not db.startswith("sqlite:////"):
+        rel = db.removeprefix("sqlite:///")
+        if rel and rel != ":memory:":
+            db = "sqlite:///" + str((base / rel).resolve())
+    arb = cfg.arbiter.model_copy(update={"database": db})
+    return cfg.model_copy(update={"ssh": ssh, "arbiter": arb})

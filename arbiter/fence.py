@@ -1,0 +1,163 @@
+"""Executing a fence order: stop, verify, escalate, and record every step.
+
+Each step is handed to ``record`` the moment it ends, so a crash mid-fence
+still leaves a trail. Victims are fenced one at a time (one fence in flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from arbiter.config import ClusterConfig, Config
+from arbiter.model import Address, FenceMethod, FenceOrder, VictimAction
+from arbiter.probe.ssh import CollectParseError, Runner, Target, collect_command, parse_collect
+from arbiter.store.repository import AttemptRecord
+
+Record = Callable[[AttemptRecord], Awaitable[None]]
+VERIFY_POLL = 0.2
+
+
+@dataclass(frozen=True)
+class FenceOutcome:
+    ok: bool
+    held: tuple[str, ...]  # victims whose keepalived we stopped: held until released
+    summary: str
+
+
+def target_for(config: Config, cluster: ClusterConfig, node: str) -> Target:
+    n = cluster.node(node)
+    assert n is not None, node
+    return Target(n.name, n.address, n.port or config.ssh.port, n.username or config.ssh.username)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _step(
+    runner: Runner, t: Target, step: str, command: str, timeout: float, record: Record
+) -> AttemptRecord:
+    started = _now()
+    res = await runner.run(t, command, timeout)
+    out = (res.stdout + ("\n" + res.stderr if res.stderr else "")).strip()
+    rec = AttemptRecord(
+        node=t.name, step=step, command=command,
+        ok=res.ok and res.exit_status == 0, exit_status=res.exit_status,
+        output=out, error=res.error or (None if res.exit_status == 0 else
+                                        f"exit status {res.exit_status}"),
+        started_at=started, finished_at=_now(),
+    )
+    await record(rec)
+    return rec
+
+
+async def remaining_vips(
+    runner: Runner, t: Target, vips: tuple[str, ...], timeout: float
+) -> tuple[tuple[Address, ...] | None, str | None]:
+    """The victim's VIP addresses still on non-loopback interfaces (None: could not read)."""
+    res = await runner.run(t, collect_command([], 1.0), timeout)
+    if not res.ok or res.exit_status != 0:
+        return None, res.error or f"exit status {res.exit_status}"
+    try:
+        facts = parse_collect(res.stdout, [])
+    except CollectParseError as exc:
+        return None, str(exc)
+    return tuple(a for a in facts.addresses if a.address in vips and not a.is_loopback), None
+
+
+async def _verify(
+    runner: Runner, t: Target, vips: tuple[str, ...], bound: float, cmd_timeout: float,
+    record: Record,
+) -> tuple[bool, tuple[Address, ...]]:
+    started = _now()
+    deadline = time.monotonic() + bound
+    left: tuple[Address, ...] | None = None
+    err = None
+    polls = 0
+    while True:
+        polls += 1
+        left, err = await remaining_vips(runner, t, vips, cmd_timeout)
+        if left == () or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(VERIFY_POLL)
+    gone = left == ()
+    detail = (
+        f"VIP(s) {', '.join(vips)} gone after {polls} read(s)" if gone
+        else f"still present after {bound}s: "
+        + (", ".join(f"{a.address}/{a.prefixlen} on {a.ifname}" for a in left) if left
+           else f"could not read addresses ({err})")
+    )
+    await record(AttemptRecord(
+        node=t.name, step="verify", command="ip -j addr show", ok=gone,
+        exit_status=0 if left is not None else None, output=detail,
+        error=None if gone else detail, started_at=started, finished_at=_now(),
+    ))
+    return gone, left or ()
+
+
+def del_command(a: Address) -> str:
+    return f"ip addr del {shlex.quote(f'{a.address}/{a.prefixlen}')} dev {shlex.quote(a.ifname)}"
+
+
+async def fence_victim(
+    config: Config, cluster: ClusterConfig, action: VictimAction, vips: tuple[str, ...],
+    runner: Runner, record: Record,
+) -> tuple[bool, bool]:
+    """Returns (VIP verified gone, keepalived was stopped by us)."""
+    t = target_for(config, cluster, action.node)
+    node_cfg = cluster.node(action.node)
+    assert node_cfg is not None
+    cmd_timeout = config.ssh.command_timeout
+    bound = config.arbiter.fence_verify_timeout
+    stopped = False
+    if action.method is FenceMethod.STOP_KEEPALIVED:
+        rec = await _step(runner, t, "fence_command", cluster.fence_command_for(node_cfg),
+                          cmd_timeout, record)
+        stopped = rec.ok
+        if not rec.ok and rec.exit_status is None:
+            return False, False  # could not even run it: SSH is down, nothing to verify
+        gone, left = await _verify(runner, t, vips, bound, cmd_timeout, record)
+        if gone:
+            return True, stopped
+    else:
+        left, err = await remaining_vips(runner, t, vips, cmd_timeout)
+        if left is None:
+            await record(AttemptRecord(
+                node=t.name, step="remove_address", command="ip -j addr show", ok=False,
+                exit_status=None, output="", error=f"could not read addresses: {err}",
+                started_at=_now(), finished_at=_now(),
+            ))
+            return False, False
+        if not left:
+            return True, False
+    # Escalate: the VIP outlived the stop (or keepalived was already dead).
+    step = "escalate" if action.method is FenceMethod.STOP_KEEPALIVED else "remove_address"
+    for a in left:
+        await _step(runner, t, step, del_command(a), cmd_timeout, record)
+    gone, _ = await _verify(runner, t, vips, min(bound, 2.0), cmd_timeout, record)
+    return gone, stopped
+
+
+async def execute(
+    config: Config, cluster: ClusterConfig, order: FenceOrder, runner: Runner, record: Record
+) -> FenceOutcome:
+    held: list[str] = []
+    failed: list[str] = []
+    for action in order.victims:
+        ok, stopped = await fence_victim(config, cluster, action, order.vips, runner, record)
+        if stopped:
+            held.append(action.node)
+        if not ok:
+            failed.append(action.node)
+    if failed:
+        return FenceOutcome(False, tuple(held), f"fence of {', '.join(failed)} failed")
+    return FenceOutcome(
+        True, tuple(held),
+        f"fenced {', '.join(v.node for v in order.victims)}; {order.survivor} holds "
+        f"{', '.join(order.vips)} alone",
+    )

@@ -1,0 +1,255 @@
+"""Frozen domain types shared by probes, policy, store and API.
+
+Probes produce observations (a failed probe is a value, never an exception);
+the policy turns one snapshot plus history into an assessment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+
+class Health(StrEnum):
+    HEALTHY = "healthy"  # ICMP and SSH both answer
+    DEGRADED = "degraded"  # exactly one of them answers: not dead
+    UNREACHABLE = "unreachable"  # neither answers
+
+
+class Verdict(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+    ABSTAIN = "abstain"
+
+
+class FenceMethod(StrEnum):
+    STOP_KEEPALIVED = "stop_keepalived"  # run fence_command, escalate to ip addr del
+    REMOVE_ADDRESS = "remove_address"  # keepalived is dead: the VIP is a stale leftover
+
+
+class IncidentState(StrEnum):
+    OPEN = "open"  # seen, not (yet) decided
+    DECIDED = "decided"  # dry run: decision recorded, nothing done
+    FENCING = "fencing"  # decision committed, fence in flight
+    FENCED = "fenced"  # victim verified without the VIP
+    FENCE_FAILED = "fence_failed"
+    RESOLVED = "resolved"
+
+
+class IncidentKind(StrEnum):
+    SPLIT_BRAIN = "split_brain"
+    ORPHAN_VIP = "orphan_vip"
+    ARBITER_ISOLATED = "arbiter_isolated"
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    ifname: str
+    address: str
+    prefixlen: int
+
+    @property
+    def is_loopback(self) -> bool:
+        # LVS-DR real servers carry the VIP on lo (or lo:0): that is not ownership.
+        return self.ifname == "lo" or self.ifname.startswith("lo:")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeObservation:
+    node: str
+    icmp_ok: bool
+    ssh_ok: bool
+    observed_at: datetime
+    icmp_rtt_ms: float | None = None
+    ssh_error: str | None = None
+    # None means unknown: SSH failed and nothing recent could be carried forward.
+    addresses: tuple[Address, ...] | None = None
+    keepalived_running: bool | None = None
+    gateways: tuple[tuple[str, bool], ...] = ()  # the node's own ICMP view
+    # When addresses were carried forward from an earlier round (degraded node).
+    addresses_seen_at: datetime | None = None
+    ssh_ms: float | None = None
+
+    @property
+    def health(self) -> Health:
+        if self.icmp_ok and self.ssh_ok:
+            return Health.HEALTHY
+        if self.icmp_ok or self.ssh_ok:
+            return Health.DEGRADED
+        return Health.UNREACHABLE
+
+    @property
+    def reachable(self) -> bool:
+        return self.icmp_ok or self.ssh_ok
+
+    @property
+    def gateways_seen(self) -> int:
+        return sum(1 for _, ok in self.gateways if ok)
+
+    @property
+    def carried_forward(self) -> bool:
+        return self.addresses_seen_at is not None and not self.ssh_ok
+
+    def holds(self, vips: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+        """VIPs this node owns: on a non-loopback interface."""
+        if not self.addresses:
+            return ()
+        own = {a.address for a in self.addresses if not a.is_loopback}
+        return tuple(v for v in vips if v in own)
+
+    def vip_addresses(self, vips: tuple[str, ...] | list[str]) -> tuple[Address, ...]:
+        if not self.addresses:
+            return ()
+        return tuple(a for a in self.addresses if a.address in vips and not a.is_loopback)
+
+
+@dataclass(frozen=True, slots=True)
+class SelfCheck:
+    gateways: tuple[tuple[str, bool], ...]
+    tilt_reason: str | None = None  # set while fencing is suspended after a stall
+
+    @property
+    def sees_gateway(self) -> bool:
+        return any(ok for _, ok in self.gateways)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterObservation:
+    cluster: str
+    nodes: tuple[NodeObservation, ...]
+
+    def node(self, name: str) -> NodeObservation | None:
+        return next((n for n in self.nodes if n.node == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one round saw, taken once and never mutated (Patroni's ClusterView)."""
+
+    at: datetime
+    self_check: SelfCheck
+    clusters: tuple[ClusterObservation, ...]
+
+    def cluster(self, name: str) -> ClusterObservation | None:
+        return next((c for c in self.clusters if c.cluster == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenIncident:
+    """The policy's memory of a split-brain incident (id assigned by the store)."""
+
+    id: int | None
+    state: IncidentState
+    survivor: str | None = None
+    victims: tuple[str, ...] = ()
+    attempts: int = 0
+    last_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterHistory:
+    split_streak: int = 0
+    split_since: datetime | None = None
+    clean_streak: int = 0
+    orphan_streak: int = 0
+    orphan_incident: int | None = None
+    # vip -> node that held it alone in the last clean round
+    incumbents: tuple[tuple[str, str], ...] = ()
+    incident: OpenIncident | None = None
+    held: tuple[tuple[str, int], ...] = ()  # (node, incident id): fenced, not released
+    epoch: int = 0
+    verdicts: tuple[tuple[str, str], ...] = ()
+
+    def incumbent_of(self, vip: str) -> str | None:
+        return dict(self.incumbents).get(vip)
+
+    @property
+    def held_nodes(self) -> frozenset[str]:
+        return frozenset(n for n, _ in self.held)
+
+    def with_(self, **kw) -> ClusterHistory:
+        return replace(self, **kw)
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    clusters: tuple[tuple[str, ClusterHistory], ...] = ()
+    isolated_incident: int | None = None
+
+    def cluster(self, name: str) -> ClusterHistory:
+        return dict(self.clusters).get(name) or ClusterHistory()
+
+
+@dataclass(frozen=True, slots=True)
+class VictimAction:
+    node: str
+    method: FenceMethod
+    vips: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FenceOrder:
+    cluster: str
+    survivor: str
+    victims: tuple[VictimAction, ...]
+    vips: tuple[str, ...]
+    reason: str
+    ranking: tuple[tuple[str, str], ...] = ()  # node -> why it ranked where it did
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAssessment:
+    node: str
+    health: Health
+    holds: tuple[str, ...]
+    verdict: Verdict
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterAssessment:
+    cluster: str
+    nodes: tuple[NodeAssessment, ...]
+    holders: tuple[tuple[str, tuple[str, ...]], ...]  # vip -> holders
+    split_vips: tuple[str, ...]
+    orphan_vips: tuple[str, ...]
+    reason: str
+    next_history: ClusterHistory
+    fence: FenceOrder | None = None
+    open_split: bool = False  # a new split-brain incident begins this round
+    resolve_split: bool = False
+    open_orphan: bool = False
+    resolve_orphan: bool = False
+    epoch_changed: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    def node(self, name: str) -> NodeAssessment | None:
+        return next((n for n in self.nodes if n.node == name), None)
+
+    def holder_of(self, vip: str) -> str | None:
+        """The node clients should reach for this VIP: sole holder, or the survivor."""
+        holders = dict(self.holders).get(vip, ())
+        if len(holders) == 1:
+            return holders[0]
+        inc = self.next_history.incident
+        if inc and inc.survivor and inc.survivor in holders:
+            return inc.survivor
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    at: datetime
+    abstain_reason: str | None
+    clusters: tuple[ClusterAssessment, ...]
+    open_isolated: bool = False
+    resolve_isolated: bool = False
+
+    @property
+    def abstaining(self) -> bool:
+        return self.abstain_reason is not None
+
+    def cluster(self, name: str) -> ClusterAssessment | None:
+        return next((c for c in self.clusters if c.cluster == name), None)

@@ -1,0 +1,223 @@
+"""Persistent asyncssh connections, strict host keys, and the one collect command.
+
+One connection per node, kept open with keepalives and reused every round.
+A failed connect or command closes the connection and returns a failed
+result; the next round reconnects. Nothing here raises into the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import asyncssh
+
+from arbiter.model import Address
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    address: str
+    port: int
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    ok: bool  # connected and the command ran (whatever its exit status)
+    exit_status: int | None
+    stdout: str
+    stderr: str
+    error: str | None
+    duration_ms: float
+
+
+class Runner(Protocol):
+    async def run(self, target: Target, command: str, timeout: float) -> CommandResult: ...
+
+
+def _describe(exc: BaseException, connect_timeout: float) -> str:
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        return f"host key not verifiable (strict known_hosts): {exc.reason}"
+    if isinstance(exc, asyncssh.PermissionDenied):
+        return f"authentication failed: {exc.reason}"
+    if isinstance(exc, asyncssh.DisconnectError):
+        return f"disconnected: {exc.reason}"
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return f"timed out after {connect_timeout}s"
+    if isinstance(exc, OSError):
+        return f"connect failed: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class SshPool:
+    """A node -> connection map. Safe for concurrent use by rounds and fences."""
+
+    def __init__(
+        self,
+        client_keys: list[str],
+        known_hosts: str,
+        connect_timeout: float,
+        keepalive_interval: float = 5.0,
+        max_concurrent_connects: int = 100,
+    ):
+        self._keys = [asyncssh.read_private_key(k) for k in client_keys]
+        self._known_hosts = asyncssh.read_known_hosts(known_hosts)
+        self.connect_timeout = connect_timeout
+        self.keepalive_interval = keepalive_interval
+        self._conns: dict[Target, asyncssh.SSHClientConnection] = {}
+        self._locks: dict[Target, asyncio.Lock] = {}
+        # Bounded connect storms: sshd's MaxStartups drops excess unauthenticated
+        # connections, and a cold start of 1000 nodes must not trip it.
+        self._connect_slots = asyncio.Semaphore(max_concurrent_connects)
+
+    async def _connection(self, t: Target) -> asyncssh.SSHClientConnection:
+        conn = self._conns.get(t)
+        if conn is not None and not conn.is_closed():
+            return conn
+        lock = self._locks.setdefault(t, asyncio.Lock())
+        async with lock:
+            conn = self._conns.get(t)
+            if conn is not None and not conn.is_closed():
+                return conn
+            async with self._connect_slots:
+                conn = await asyncio.wait_for(
+                    asyncssh.connect(
+                        t.address, port=t.port, username=t.username,
+                        client_keys=self._keys, known_hosts=self._known_hosts,
+                        agent_path=None, config=None,
+                        keepalive_interval=self.keepalive_interval, keepalive_count_max=3,
+                        connect_timeout=self.connect_timeout,
+                    ),
+                    self.connect_timeout,
+                )
+            self._conns[t] = conn
+            log.info("ssh connected to %s (%s:%d)", t.name, t.address, t.port)
+            return conn
+
+    def drop(self, t: Target) -> None:
+        conn = self._conns.pop(t, None)
+        if conn is not None:
+            conn.close()
+
+    async def run(self, target: Target, command: str, timeout: float) -> CommandResult:
+        start = time.perf_counter()
+        try:
+            conn = await self._connection(target)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a value
+            self.drop(target)
+            return CommandResult(False, None, "", "", _describe(exc, self.connect_timeout),
+                                 (time.perf_counter() - start) * 1000)
+        try:
+            res = await asyncio.wait_for(conn.run(command, check=False), timeout)
+        except TimeoutError:
+            self.drop(target)
+            return CommandResult(False, None, "", "", f"command timed out after {timeout}s",
+                                 (time.perf_counter() - start) * 1000)
+        except Exception as exc:  # noqa: BLE001
+            self.drop(target)
+            return CommandResult(False, None, "", "", _describe(exc, self.connect_timeout),
+                                 (time.perf_counter() - start) * 1000)
+        return CommandResult(
+            True, res.exit_status, _text(res.stdout), _text(res.stderr), None,
+            (time.perf_counter() - start) * 1000,
+        )
+
+    async def close(self) -> None:
+        conns = list(self._conns.values())
+        self._conns.clear()
+        for c in conns:
+            c.close()
+        for c in conns:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(c.wait_closed(), 2)
+
+
+def _text(v: str | bytes | None) -> str:
+    if v is None:
+        return ""
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+
+
+# --- the collect command ----------------------------------------------------
+
+MARK = "@@arbiter-collect v1"
+
+
+def collect_command(gateways: list[str], ping_timeout: float) -> str:
+    """One POSIX sh command: addresses, keepalived state, the node's own gateway view.
+
+    Gateway pings run in parallel so the command costs one ping timeout at most.
+    """
+    w = max(1, math.ceil(ping_timeout))
+    gws = " ".join(shlex.quote(g) for g in gateways)
+    gw_loop = (
+        f"for g in {gws}; do ( if ping -n -q -c 1 -W {w} \"$g\" >/dev/null 2>&1; "
+        'then echo "$g up"; else echo "$g down"; fi ) & done; wait; '
+        if gateways else ""
+    )
+    return (
+        f"echo '{MARK}'; echo @@addr; ip -j addr show; echo; echo @@keepalived; "
+        "if pidof keepalived >/dev/null 2>&1; then echo running; else echo stopped; fi; "
+        f"echo @@gw; {gw_loop}echo @@end"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    addresses: tuple[Address, ...]
+    keepalived_running: bool
+    gateways: tuple[tuple[str, bool], ...]
+
+
+class CollectParseError(ValueError):
+    pass
+
+
+def parse_collect(stdout: str, gateways: list[str]) -> NodeFacts:
+    sections: dict[str, list[str]] = {}
+    cur = None
+    for line in stdout.splitlines():
+        if line.startswith("@@") and not line.startswith("@@arbiter"):
+            cur = line[2:].strip()
+            sections[cur] = []
+        elif cur is not None:
+            sections[cur].append(line)
+    for need in ("addr", "keepalived", "gw", "end"):
+        if need not in sections:
+            raise CollectParseError(f"collect output lacks the @@{need} section")
+    try:
+        raw = json.loads("\n".join(sections["addr"]).strip() or "[]")
+    except json.JSONDecodeError as exc:
+        raise CollectParseError(f"`ip -j addr` output is not JSON ({exc.msg}); "
+                                "does the node have iproute2 with JSON support?") from None
+    addrs = []
+    for link in raw:
+        ifname = link.get("ifname", "?")
+        for ai in link.get("addr_info", []):
+            if "local" in ai:
+                addrs.append(Address(ai.get("label", ifname) if ifname == "lo" else ifname,
+                                     ai["local"], int(ai.get("prefixlen", 32))))
+    ka = [x.strip() for x in sections["keepalived"] if x.strip()]
+    if ka not in (["running"], ["stopped"]):
+        raise CollectParseError(f"unexpected keepalived state {ka!r}")
+    seen: dict[str, bool] = {}
+    for line in sections["gw"]:
+        parts = line.split()
+        if len(parts) == 2 and parts[1] in ("up", "down"):
+            seen[parts[0]] = parts[1] == "up"
+    return NodeFacts(
+        addresses=tuple(addrs),
+        keepalived_running=ka == ["running"],
+        gateways=tuple((g, seen.get(g, False)) for g in gateways),
+    )

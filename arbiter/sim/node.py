@@ -1,0 +1,221 @@
+"""A simulated director: a real asyncssh server that plays a node from a state table.
+
+It answers the arbiter's collect command with ``ip -j addr``-shaped JSON, and
+acts on fence, recover and ``ip addr del`` commands by changing its state.
+Used by the tests, ``arbiter sim`` and the scale benchmark (hundreds at once,
+one listener per node on distinct 127.x addresses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncssh
+
+from arbiter.probe.ssh import MARK
+
+
+@dataclass
+class SimState:
+    name: str
+    address: str
+    # ifname -> [(address, prefixlen)]
+    interfaces: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    keepalived_running: bool = True
+    gateways: dict[str, bool] = field(default_factory=dict)  # this node's own view
+    vips: list[str] = field(default_factory=list)  # what keepalived drops on a clean stop
+    release_vips_on_stop: bool = True
+    fence_command: str = "systemctl stop keepalived"
+    recover_command: str = "systemctl start keepalived"
+    latency: float = 0.0  # seconds added to every command
+    hang: bool = False  # accept the command, never answer
+    commands: list[str] = field(default_factory=list)
+
+    def add(self, ifname: str, addr: str, prefix: int = 24) -> None:
+        self.interfaces.setdefault(ifname, []).append((addr, prefix))
+
+    def remove(self, addr: str, ifname: str | None = None) -> bool:
+        hit = False
+        for name, addrs in self.interfaces.items():
+            if ifname and name != ifname:
+                continue
+            keep = [a for a in addrs if a[0] != addr]
+            hit |= len(keep) != len(addrs)
+            self.interfaces[name] = keep
+        return hit
+
+    def holds(self, vip: str) -> bool:
+        return any(vip == a for n, addrs in self.interfaces.items() if n != "lo" for a, _ in addrs)
+
+    def ip_json(self) -> str:
+        links = []
+        for i, (name, addrs) in enumerate(self.interfaces.items(), start=1):
+            links.append({
+                "ifindex": i, "ifname": name,
+                "flags": ["LOOPBACK", "UP"] if name == "lo" else ["BROADCAST", "UP"],
+                "addr_info": [
+                    {"family": "inet6" if ":" in a else "inet", "local": a, "prefixlen": p,
+                     "scope": "host" if name == "lo" else "global"}
+                    for a, p in addrs
+                ],
+            })
+        return json.dumps(links)
+
+
+def standard_state(name: str, address: str, vips: list[str], holds: list[str],
+                   gateways: dict[str, bool], lo_vips: list[str] | None = None) -> SimState:
+    s = SimState(name=name, address=address, gateways=dict(gateways), vips=list(vips))
+    s.add("lo", "127.0.0.1", 8)
+    for v in lo_vips or []:
+        s.add("lo", v, 32)
+    s.add("eth0", address, 24)
+    for v in holds:
+        s.add("eth0", v, 24)
+    return s
+
+
+_GW_LOOP = re.compile(r"for g in (.*?); do")
+_IP_DEL = re.compile(r"^ip addr del (\S+) dev (\S+)$")
+
+
+def respond(state: SimState, command: str) -> tuple[int, str, str]:
+    """The node's behaviour: command in, (exit status, stdout, stderr) out."""
+    state.commands.append(command)
+    if MARK in command:
+        m = _GW_LOOP.search(command)
+        gws = shlex.split(m.group(1)) if m else []
+        lines = [MARK, "@@addr", state.ip_json(), "", "@@keepalived",
+                 "running" if state.keepalived_running else "stopped", "@@gw"]
+        lines += [f"{g} {'up' if state.gateways.get(g, False) else 'down'}" for g in gws]
+        lines.append("@@end")
+        return 0, "\n".join(lines) + "\n", ""
+    if command == state.fence_command:
+        state.keepalived_running = False
+        if state.release_vips_on_stop:
+            for v in state.vips:
+                for name in list(state.interfaces):
+                    if name != "lo":
+                        state.remove(v, name)
+        return 0, "", ""
+    if command == state.recover_command:
+        state.keepalived_running = True
+        return 0, "", ""
+    m = _IP_DEL.match(command)
+    if m:
+        addr = shlex.split(m.group(1))[0].split("/")[0]
+        ifname = shlex.split(m.group(2))[0]
+        if state.remove(addr, ifname):
+            return 0, "", ""
+        return 2, "", "RTNETLINK answers: Cannot assign requested address\n"
+    return 127, "", f"sh: 1: {command.split()[0] if command.split() else ''}: not found\n"
+
+
+class _Server(asyncssh.SSHServer):
+    def __init__(self, node: SimNode):
+        self.node = node
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        self.node.live.add(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.node.live.discard(self.conn)
+
+
+class SimNode:
+    """One listener playing one node."""
+
+    def __init__(self, state: SimState, port: int, host_key: asyncssh.SSHKey,
+                 authorized: asyncssh.SSHAuthorizedKeys, max_sessions: int = 10):
+        self.state = state
+        self.port = port
+        self.host_key = host_key
+        self.authorized = authorized
+        self.max_sessions = max_sessions
+        self.live: set[asyncssh.SSHServerConnection] = set()
+        self._server: asyncssh.SSHAcceptor | None = None
+
+    async def _process(self, process: asyncssh.SSHServerProcess) -> None:
+        cmd = process.command or ""
+        st = self.state
+        if st.hang:
+            await asyncio.sleep(3600)
+        if st.latency:
+            await asyncio.sleep(st.latency)
+        status, out, err = respond(st, cmd)
+        process.stdout.write(out)
+        if err:
+            process.stderr.write(err)
+        process.exit(status)
+
+    async def start(self) -> None:
+        self._server = await asyncssh.create_server(
+            lambda: _Server(self), self.state.address, self.port,
+            server_host_keys=[self.host_key], authorized_client_keys=self.authorized,
+            process_factory=self._process, encoding="utf-8",
+            keepalive_interval=0, login_timeout=10, max_pktsize=32768,
+        )
+
+    @property
+    def connections(self) -> int:
+        return len(self.live)
+
+    async def stop(self) -> None:
+        """Like killing every sshd process: the listener and the open sessions go."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for conn in list(self.live):
+            conn.abort()
+        self.live.clear()
+
+    def known_hosts_line(self) -> str:
+        pub = self.host_key.export_public_key("openssh").decode().strip()
+        host = self.state.address if self.port == 22 else f"[{self.state.address}]:{self.port}"
+        return f"{host} {pub}"
+
+
+class SimSite:
+    """Many sim nodes sharing one client key; writes the key and known_hosts files."""
+
+    def __init__(self, workdir: Path, port: int = 2222):
+        self.workdir = Path(workdir)
+        self.port = port
+        self.client_key = asyncssh.generate_private_key("ssh-ed25519")
+        self.nodes: dict[str, SimNode] = {}
+        self.key_path = self.workdir / "id_ed25519"
+        self.known_hosts_path = self.workdir / "known_hosts"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.client_key.write_private_key(str(self.key_path))
+        self.key_path.chmod(0o600)
+        self._authorized = asyncssh.import_authorized_keys(
+            self.client_key.export_public_key("openssh").decode()
+        )
+
+    async def add(self, state: SimState, host_key: asyncssh.SSHKey | None = None) -> SimNode:
+        node = SimNode(state, self.port, host_key or asyncssh.generate_private_key("ssh-ed25519"),
+                       self._authorized)
+        await node.start()
+        self.nodes[state.name] = node
+        self.write_known_hosts()
+        return node
+
+    def write_known_hosts(self) -> None:
+        self.known_hosts_path.write_text(
+            "".join(n.known_hosts_line() + "\n" for n in self.nodes.values())
+        )
+
+    def state(self, name: str) -> SimState:
+        return self.nodes[name].state
+
+    async def stop_node(self, name: str) -> None:
+        await self.nodes[name].stop()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(n.stop() for n in self.nodes.values()), return_exceptions=True)

@@ -1,0 +1,94 @@
+"""Shared fixtures: a migrated database, simulated SSH directors, a wired Arbiter."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from arbiter import config as config_mod
+from arbiter.cycle import Arbiter
+from arbiter.probe.icmp import IcmpPinger, choose_privileged
+from arbiter.probe.ssh import SshPool
+from arbiter.sim.node import SimSite, standard_state
+from arbiter.sim.scenario import GATEWAY, VIP1, site_config
+from arbiter.store import migrate
+from arbiter.store.repository import Repository, make_engine
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def database_urls() -> list[str]:
+    """SQLite always; PostgreSQL too when ARBITER_TEST_PG_URL names one (CI sets it)."""
+    urls = ["sqlite"]
+    if os.environ.get("ARBITER_TEST_PG_URL"):
+        urls.append("postgres")
+    return urls
+
+
+@pytest.fixture(params=database_urls())
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'arbiter.db'}"
+        return
+    base = os.environ["ARBITER_TEST_PG_URL"]
+    # A fresh schema per test: drop everything the migration created.
+    engine = make_engine(base)
+    with engine.begin() as c:
+        from sqlalchemy import text
+
+        c.execute(text("DROP SCHEMA public CASCADE"))
+        c.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    yield base
+
+
+@pytest.fixture
+def repo(db_url: str) -> Iterator[Repository]:
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    r = Repository(engine)
+    yield r
+    engine.dispose()
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[SimSite]:
+    """Two simulated directors on 127.0.0.11/.12 (lb1 holds the VIP), gateway 127.0.0.1."""
+    s = SimSite(tmp_path / "sim", port=free_port())
+    gw = {GATEWAY: True}
+    await s.add(standard_state("lb1", "127.0.0.11", [VIP1], [VIP1], gw))
+    await s.add(standard_state("lb2", "127.0.0.12", [VIP1], [], gw))
+    yield s
+    await s.close()
+
+
+def write_config(site: SimSite, tmp_path: Path, **arbiter: object) -> config_mod.Config:
+    p = tmp_path / "arbiter.toml"
+    p.write_text(site_config(site, [VIP1], f"sqlite:///{tmp_path / 'arbiter.db'}", **arbiter))
+    return config_mod.load(p)
+
+
+@pytest.fixture
+def make_arbiter(tmp_path: Path):  # type: ignore[no-untyped-def]
+    made: list[SshPool] = []
+
+    async def _make(site: SimSite, **arbiter: object) -> Arbiter:
+        cfg = write_config(site, tmp_path, **arbiter)
+        engine = make_engine(cfg.arbiter.database)
+        migrate.upgrade(engine)
+        pool = SshPool(cfg.ssh.client_keys, cfg.ssh.known_hosts, cfg.ssh.connect_timeout)
+        made.append(pool)
+        arb = Arbiter(cfg, Repository(engine), IcmpPinger(choose_privileged("auto")), pool)
+        await arb.restore()
+        return arb
+
+    yield _make
+    # pools are closed by the async tests themselves via arb.runner.close()

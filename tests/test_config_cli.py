@@ -1,0 +1,186 @@
+"""Config validation (errors name the field path) and the CLI against simulated nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from arbiter import config as config_mod
+from arbiter.config import ConfigError
+
+GOOD = """
+[arbiter]
+listen = "127.0.0.1:8080"
+database = "sqlite:///arbiter.db"
+interval = 1.0
+confirm_rounds = 2
+gateways = ["192.168.77.254"]
+dry_run = false
+
+[ssh]
+username = "root"
+client_keys = ["id_ed25519"]
+known_hosts = "known_hosts"
+connect_timeout = 2.0
+command_timeout = 3.0
+
+[[clusters]]
+name = "web"
+vips = ["192.168.77.100", "192.168.77.200"]
+gateways = ["192.168.77.254"]
+fence_command = "systemctl stop keepalived"
+recover_command = "systemctl start keepalived"
+
+  [[clusters.nodes]]
+  name = "lb1"
+  address = "192.168.77.11"
+  priority = 100
+
+  [[clusters.nodes]]
+  name = "lb2"
+  address = "192.168.77.12"
+  priority = 90
+  port = 2200
+  fence_command = "pkill keepalived"
+"""
+
+
+@pytest.fixture
+def cfgdir(tmp_path: Path) -> Path:
+    (tmp_path / "id_ed25519").write_text("key")
+    (tmp_path / "known_hosts").write_text("")
+    return tmp_path
+
+
+def write(cfgdir: Path, text: str) -> Path:
+    p = cfgdir / "arbiter.toml"
+    p.write_text(text)
+    return p
+
+
+def test_issue_example_is_valid_and_paths_resolve(cfgdir: Path) -> None:
+    cfg = config_mod.load(write(cfgdir, GOOD))
+    assert cfg.ssh.known_hosts == str(cfgdir / "known_hosts")
+    assert cfg.arbiter.database == f"sqlite:///{cfgdir / 'arbiter.db'}"
+    web = cfg.clusters[0]
+    assert web.fence_command_for(web.nodes[1]) == "pkill keepalived"
+    assert web.fence_command_for(web.nodes[0]) == "systemctl stop keepalived"
+    assert cfg.stale_after == 7.0
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "why"),
+    [
+        ("priority = 90", "priority = 900", "clusters[0].nodes[1].priority", "less than or equal"),
+        ("confirm_rounds = 2", "confirm_rounds = 1", "arbiter.confirm_rounds", "greater than"),
+        ('address = "192.168.77.12"', 'address = "192.168.77.300"',
+         "clusters[0].nodes[1].address", "not an IP address"),
+        ('name = "lb2"', 'name = "lb1"', "clusters[0]", "duplicate node name"),
+        ('vips = ["192.168.77.100", "192.168.77.200"]', 'vips = ["192.168.77.11"]',
+         "clusters[0]", "equal a node address"),
+        ("command_timeout = 3.0", "command_timeout = 0.5", "ssh", "gateway_ping_timeout"),
+        ("interval = 1.0", "interval = 1.0\nstale_after = 2.0", "(top level)", "stale_after"),
+        ("dry_run = false", "dry_run = false\nintervall = 3", "arbiter.intervall",
+         "Extra inputs are not permitted"),
+        ('listen = "127.0.0.1:8080"', 'listen = "localhost"', "arbiter.listen", "HOST:PORT"),
+        ('database = "sqlite:///arbiter.db"', 'database = "::nope::"', "arbiter.database",
+         "SQLAlchemy URL"),
+    ],
+)
+def test_bad_config_names_the_field(cfgdir: Path, old: str, new: str, path: str,
+                                    why: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ConfigError) as exc:
+        config_mod.load(write(cfgdir, GOOD.replace(old, new, 1)))
+    msg = str(exc.value)
+    assert path in msg and why in msg, msg
+
+
+def test_missing_files_and_env_secrets(cfgdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (cfgdir / "known_hosts").unlink()
+    with pytest.raises(ConfigError, match="ssh.known_hosts: cannot read"):
+        config_mod.load(write(cfgdir, GOOD))
+    (cfgdir / "known_hosts").write_text("")
+    text = GOOD.replace('"sqlite:///arbiter.db"', '"${ARBITER_TEST_DB}"')
+    with pytest.raises(ConfigError, match="arbiter.database: environment variable"):
+        config_mod.load(write(cfgdir, text))
+    monkeypatch.setenv("ARBITER_TEST_DB", "postgresql+psycopg://u:secret@db/arbiter")
+    assert config_mod.load(write(cfgdir, text)).arbiter.database.endswith("@db/arbiter")
+
+
+def test_not_toml(cfgdir: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config_mod.load(write(cfgdir, "[arbiter\n"))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "arbiter.cli", *args], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_cli_config_validate(cfgdir: Path) -> None:
+    ok = run_cli("config", "validate", str(write(cfgdir, GOOD)))
+    assert ok.returncode == 0 and "OK (1 cluster(s), 2 node(s)" in ok.stdout
+    bad = run_cli("config", "validate", str(write(cfgdir, GOOD.replace("priority = 90",
+                                                                       "priority = -1"))))
+    assert bad.returncode == 2
+    assert "clusters[0].nodes[1].priority" in bad.stderr
+
+
+@pytest.mark.parametrize(("scenario", "code"), [("healthy", 0), ("split", 1),
+                                                 ("dual-master", 1)])
+def test_cli_check_against_simulated_nodes(tmp_path: Path, scenario: str, code: int) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "arbiter.cli", "sim", "-o", str(tmp_path), "--scenario",
+         scenario, "--port", str(port), "--seconds", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert sim.stdout is not None
+        first = sim.stdout.readline()
+        assert "simulated nodes up" in first, first
+        res = run_cli("check", "-c", str(tmp_path / "arbiter.toml"))
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    assert res.returncode == code, res.stdout + res.stderr
+    assert "lb1" in res.stdout and "lb2" in res.stdout
+    if code == 1:
+        assert "SPLIT BRAIN" in res.stdout
+        assert "lb1 survives over lb2 by rule" in res.stdout
+    else:
+        assert "SPLIT" not in res.stdout
+
+
+def test_cli_db_upgrade_and_incidents(cfgdir: Path) -> None:
+    p = write(cfgdir, GOOD)
+    up = run_cli("db", "upgrade", "-c", str(p))
+    assert up.returncode == 0 and "revision 0001" in up.stdout
+    inc = run_cli("incidents", "-c", str(p))
+    assert inc.returncode == 0 and "no incidents" in inc.stdout
+
+
+def test_cli_check_unreachable_nodes_is_not_a_crash(cfgdir: Path) -> None:
+    # Nodes on loopback addresses where nothing listens on the SSH port.
+    from tests.conftest import free_port
+
+    text = GOOD.replace("192.168.77.11", "127.0.0.21").replace("192.168.77.12", "127.0.0.22")
+    text = text.replace('gateways = ["192.168.77.254"]', 'gateways = ["127.0.0.1"]')
+    text = text.replace('username = "root"', f'username = "root"\nport = {free_port()}')
+    text = text.replace("port = 2200\n", "")
+    import asyncssh
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key.write_private_key(str(cfgdir / "id_ed25519"))
+    res = run_cli("check", "-c", str(write(cfgdir, text)))
+    assert res.returncode == 0, res.stdout + res.stderr  # no holders known, no split
+    assert "connect failed" in res.stdout
+    asyncio.run(asyncio.sleep(0))

@@ -1,0 +1,230 @@
+"""The round loop end to end against simulated SSH directors and a real database."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from sqlalchemy import text
+
+from arbiter.cycle import Arbiter
+from arbiter.model import IncidentState, Verdict
+from arbiter.probe.icmp import PingResult
+from arbiter.probe.ssh import CommandResult, Target
+from arbiter.sim.node import SimSite
+from arbiter.sim.scenario import GATEWAY, VIP1
+
+
+async def rounds(arb: Arbiter, n: int, gap: float = 0.0) -> None:
+    for _ in range(n):
+        await arb.run_round()
+        await arb.wait_fences()
+        await asyncio.sleep(gap)
+
+
+def incidents(arb: Arbiter) -> list[dict]:
+    items, _ = arb.repo.list_incidents(limit=500)
+    return items
+
+
+async def test_healthy_pair_no_incident(site: SimSite, make_arbiter) -> None:
+    arb = await make_arbiter(site)
+    try:
+        await rounds(arb, 3)
+    finally:
+        await arb.runner.close()
+    ca = arb.runtime.assessment.cluster("web")
+    assert dict(ca.holders)[VIP1] == ("lb1",)
+    assert [n.verdict for n in ca.nodes] == [Verdict.ALLOW, Verdict.ALLOW]
+    assert incidents(arb) == []
+
+
+@dataclass
+class Spy:
+    """Wraps the real SSH pool; at the moment a fence command goes out it reads
+    the database to prove the decision was committed first."""
+
+    inner: object
+    arb: Arbiter | None = None
+    seen_state_at_fence: str | None = None
+
+    async def run(self, target: Target, command: str, timeout: float) -> CommandResult:
+        if command == "systemctl stop keepalived" and self.arb is not None:
+            inc = incidents(self.arb)[0]
+            self.seen_state_at_fence = f"{inc['state']}:{inc['survivor']}:{inc['victims']}"
+        return await self.inner.run(target, command, timeout)  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        await self.inner.close()  # type: ignore[attr-defined]
+
+
+async def test_split_brain_is_recorded_then_fenced(site: SimSite, make_arbiter) -> None:
+    arb = await make_arbiter(site)
+    spy = Spy(arb.runner, arb)
+    arb.runner = spy
+    try:
+        await rounds(arb, 1)  # learn the incumbent
+        site.state("lb2").add("eth0", VIP1, 24)  # VRRP cut: lb2 claims the VIP too
+        await rounds(arb, 1)
+        assert incidents(arb)[0]["state"] == "open"
+        assert "systemctl stop keepalived" not in site.state("lb2").commands  # one round: no act
+        await rounds(arb, 2)
+    finally:
+        await spy.close()
+    assert spy.seen_state_at_fence == "fencing:lb1:['lb2']"
+    (inc,) = incidents(arb)
+    full = arb.repo.get_incident(inc["id"])
+    assert full["state"] == "fenced" and full["survivor"] == "lb1"
+    assert [a["step"] for a in full["fence_attempts"]] == ["fence_command", "verify"]
+    assert full["evidence"]["holders"] == {VIP1: ["lb1", "lb2"]}
+    assert "incumbent" in full["decision"]["reason"]
+    assert not site.state("lb2").holds(VIP1) and not site.state("lb2").keepalived_running
+    assert site.state("lb1").holds(VIP1) and site.state("lb1").keepalived_running
+    lb2 = arb.runtime.assessment.cluster("web").node("lb2")
+    assert lb2.verdict is Verdict.DENY
+
+
+async def test_victim_sshd_down_fence_fails_and_survivor_untouched(
+    site: SimSite, make_arbiter
+) -> None:
+    arb = await make_arbiter(site, fence_retry_after=0.1, max_fence_attempts=2,
+                             confirm_rounds=3)
+    try:
+        await rounds(arb, 1)
+        site.state("lb2").add("eth0", VIP1, 24)
+        await rounds(arb, 1)
+        await site.stop_node("lb2")  # sshd dies; lb2 still answers ICMP (degraded)
+        await rounds(arb, 6, gap=0.15)
+    finally:
+        await arb.runner.close()
+    (inc,) = incidents(arb)
+    full = arb.repo.get_incident(inc["id"])
+    assert full["state"] == "fence_failed"
+    assert full["attempts"] == 2
+    steps = full["fence_attempts"]
+    assert steps and all(a["node"] == "lb2" and not a["ok"] for a in steps)
+    assert all("connect failed" in a["error"] for a in steps)
+    assert site.state("lb1").keepalived_running and site.state("lb1").holds(VIP1)
+    assert not any(c == "systemctl stop keepalived" or c.startswith("ip addr del")
+                   for c in site.state("lb1").commands)
+    st = arb.runtime.snapshot.cluster("web").node("lb2")
+    assert st.health.value == "degraded" and st.carried_forward
+
+
+async def test_restart_keeps_incident_and_never_fences_twice(
+    site: SimSite, make_arbiter
+) -> None:
+    arb = await make_arbiter(site, resolve_rounds=50)
+    try:
+        await rounds(arb, 1)
+        site.state("lb2").add("eth0", VIP1, 24)
+        await rounds(arb, 3)
+    finally:
+        await arb.runner.close()
+    (inc,) = incidents(arb)
+    assert inc["state"] == "fenced"
+    before = len(arb.repo.get_incident(inc["id"])["fence_attempts"])
+    # The split comes back while the arbiter is "down" (keepalived restarted by hand).
+    s = site.state("lb2")
+    s.keepalived_running = True
+    s.add("eth0", VIP1, 24)
+    arb2 = await make_arbiter(site, resolve_rounds=50)
+    try:
+        await rounds(arb2, 5)
+    finally:
+        await arb2.runner.close()
+    assert [i["id"] for i in incidents(arb2)] == [inc["id"]]
+    after = arb2.repo.get_incident(inc["id"])
+    assert len(after["fence_attempts"]) == before
+    assert "not fencing twice" in arb2.runtime.assessment.cluster("web").reason
+
+
+async def test_db_failure_is_visible_and_blocks_acting(site: SimSite, make_arbiter) -> None:
+    arb = await make_arbiter(site)
+    try:
+        await rounds(arb, 1)
+        with arb.repo.engine.begin() as c:  # a real failure: the table is gone
+            c.execute(text("ALTER TABLE incidents RENAME TO incidents_gone"))
+        site.state("lb2").add("eth0", VIP1, 24)
+        await rounds(arb, 4)
+        assert arb.runtime.db_error and "incidents" in arb.runtime.db_error
+        assert "systemctl stop keepalived" not in site.state("lb2").commands
+        assert arb.history.cluster("web").incident is None
+        with arb.repo.engine.begin() as c:
+            c.execute(text("ALTER TABLE incidents_gone RENAME TO incidents"))
+        await rounds(arb, 3)
+    finally:
+        await arb.runner.close()
+    assert arb.runtime.db_error is None
+    assert incidents(arb)[0]["state"] == "fenced"
+
+
+class IsolatedPinger:
+    """Real ICMP for the nodes; the arbiter's own gateway is made to fail."""
+
+    def __init__(self, inner):  # type: ignore[no-untyped-def]
+        self.inner = inner
+
+    async def ping_many(self, addresses: list[str], timeout: float) -> dict[str, PingResult]:
+        res = await self.inner.ping_many(addresses, timeout)
+        res[GATEWAY] = PingResult(False, None, "no echo reply")
+        return res
+
+
+async def test_isolated_arbiter_abstains(site: SimSite, make_arbiter) -> None:
+    arb = await make_arbiter(site)
+    arb.pinger = IsolatedPinger(arb.pinger)
+    try:
+        site.state("lb2").add("eth0", VIP1, 24)
+        await rounds(arb, 4)
+    finally:
+        await arb.runner.close()
+    kinds = [(i["kind"], i["state"]) for i in incidents(arb)]
+    assert kinds == [("arbiter_isolated", "open")]
+    assert "systemctl stop keepalived" not in site.state("lb2").commands
+    assert all(n.verdict is Verdict.ABSTAIN for n in arb.runtime.assessment.cluster("web").nodes)
+
+
+async def test_tilt_suspends_fencing(site: SimSite, make_arbiter) -> None:
+    arb = await make_arbiter(site)
+    try:
+        await rounds(arb, 1)
+        arb.enter_tilt("round started 9.9s late")
+        site.state("lb2").add("eth0", VIP1, 24)
+        await rounds(arb, 4)
+    finally:
+        await arb.runner.close()
+    assert "systemctl stop keepalived" not in site.state("lb2").commands
+    assert arb.runtime.assessment.abstain_reason.startswith("TILT")
+
+
+async def test_loop_runs_rounds_without_overlap_and_stops(site: SimSite, make_arbiter) -> None:
+    arb = await make_arbiter(site)
+    stop = asyncio.Event()
+    task = asyncio.create_task(arb.run_forever(stop))
+    try:
+        await asyncio.sleep(0.3)
+        assert arb.runtime.stats.count >= 1
+        arb.wake()  # an early round on request
+        await asyncio.sleep(0.3)
+        assert arb.runtime.stats.count >= 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await arb.runner.close()
+    assert not arb._round_lock.locked()
+
+
+async def test_resolution_after_clean_rounds(site: SimSite, make_arbiter) -> None:
+    arb = await make_arbiter(site, resolve_rounds=2)
+    try:
+        await rounds(arb, 1)
+        site.state("lb2").add("eth0", VIP1, 24)
+        await rounds(arb, 1)
+        site.state("lb2").remove(VIP1)  # gone after one round: no fence
+        await rounds(arb, 3)
+    finally:
+        await arb.runner.close()
+    (inc,) = incidents(arb)
+    assert inc["state"] == IncidentState.RESOLVED.value and inc["resolved_at"]
+    assert inc["attempts"] == 0

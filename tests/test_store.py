@@ -1,0 +1,103 @@
+"""The store from a fresh migration: SQLite always, PostgreSQL when CI provides one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import inspect
+
+from arbiter.model import IncidentKind, IncidentState
+from arbiter.store import migrate
+from arbiter.store.repository import AttemptRecord, CursorError, Repository, make_engine
+from arbiter.store.tables import Base
+
+T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def test_fresh_migration_matches_models(db_url: str) -> None:
+    engine = make_engine(db_url)
+    assert migrate.upgrade(engine) == migrate.head_revision()
+    insp = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        cols = {c["name"] for c in insp.get_columns(table.name)}
+        assert cols == {c.name for c in table.columns}, table.name
+    # downgrade to nothing and back: migrations are reversible
+    from alembic import command
+
+    cfg = migrate.alembic_config(db_url)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "base")
+    assert "incidents" not in inspect(engine).get_table_names()
+    migrate.upgrade(engine)
+    assert "incidents" in inspect(engine).get_table_names()
+    engine.dispose()
+
+
+def test_incident_lifecycle(repo: Repository) -> None:
+    iid = repo.open_incident(IncidentKind.SPLIT_BRAIN, "web", T, "split brain on .100",
+                             ["10.0.0.100"], {"holders": {"10.0.0.100": ["lb1", "lb2"]}})
+    repo.record_decision(iid, IncidentState.FENCING, T + timedelta(seconds=2), "lb1", ["lb2"],
+                         {"survivor": "lb1"}, {"x": 1}, "lb1 survives", False, 1)
+    repo.add_attempt(iid, 1, AttemptRecord(
+        "lb2", "fence_command", "systemctl stop keepalived", True, 0, "x" * 5000, None,
+        T + timedelta(seconds=2), T + timedelta(seconds=2, milliseconds=150)))
+    repo.set_state(iid, IncidentState.FENCED, T + timedelta(seconds=3), "fenced lb2", held=True)
+    assert [u["id"] for u in repo.unresolved()] == [iid]
+    repo.set_state(iid, IncidentState.RESOLVED, T + timedelta(seconds=9), "gone")
+    # resolved but still held: it stays in the restart state until released
+    assert [u["id"] for u in repo.unresolved()] == [iid]
+    assert repo.release(iid, T + timedelta(seconds=20), "ops@example", "released by hand")
+    assert not repo.release(iid, T + timedelta(seconds=21), "ops@example", "again")
+    assert repo.unresolved() == []
+
+    full = repo.get_incident(iid)
+    assert full is not None
+    assert full["state"] == "resolved" and full["survivor"] == "lb1"
+    assert full["opened_at"] == T.isoformat()
+    assert full["resolved_at"] == (T + timedelta(seconds=9)).isoformat()
+    (a,) = full["fence_attempts"]
+    assert a["duration_ms"] == 150.0 and len(a["output"]) == 2000
+    assert [e["state"] for e in full["timeline"]] == ["open", "fencing", "fenced", "resolved",
+                                                      "resolved"]
+    assert full["released_by"] == "ops@example"
+
+
+def test_listing_filters_and_cursor_pagination(repo: Repository) -> None:
+    ids = []
+    for i in range(7):
+        cl = "web" if i % 2 == 0 else "api"
+        ids.append(repo.open_incident(IncidentKind.SPLIT_BRAIN, cl, T + timedelta(minutes=i),
+                                      f"incident {i}"))
+    repo.set_state(ids[0], IncidentState.RESOLVED, T + timedelta(hours=1), "done")
+    page1, cur = repo.list_incidents(limit=3)
+    assert [p["id"] for p in page1] == ids[::-1][:3]
+    page2, cur2 = repo.list_incidents(limit=3, cursor=cur)
+    page3, cur3 = repo.list_incidents(limit=3, cursor=cur2)
+    assert [p["id"] for p in page1 + page2 + page3] == ids[::-1]
+    assert cur3 is None
+    web, _ = repo.list_incidents(cluster="web")
+    assert {w["cluster"] for w in web} == {"web"} and len(web) == 4
+    res, _ = repo.list_incidents(state="resolved")
+    assert [r["id"] for r in res] == [ids[0]]
+    since, _ = repo.list_incidents(since=T + timedelta(minutes=5))
+    assert [s["id"] for s in since] == [ids[6], ids[5]]
+    with pytest.raises(CursorError):
+        repo.list_incidents(cursor="garbage!")
+    with pytest.raises(ValueError, match="limit"):
+        repo.list_incidents(limit=501)
+
+
+def test_epochs_persist(repo: Repository) -> None:
+    repo.save_epoch("web", 3, T)
+    repo.save_epoch("web", 4, T)
+    repo.save_epoch("api", 1, T)
+    assert repo.epochs() == {"web": 4, "api": 1}
+
+
+def test_naive_datetimes_are_refused(repo: Repository) -> None:
+    from arbiter.store.repository import StoreError
+
+    with pytest.raises((StoreError, ValueError)):
+        repo.open_incident(IncidentKind.SPLIT_BRAIN, "web", datetime(2026, 1, 1), "naive")

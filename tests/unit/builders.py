@@ -1,0 +1,104 @@
+"""Builders for pure-policy tests: configs, observations, and a round driver."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from arbiter import decide
+from arbiter.config import Config, from_dict
+from arbiter.model import (
+    Address,
+    Assessment,
+    ClusterObservation,
+    History,
+    NodeObservation,
+    SelfCheck,
+    Snapshot,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+GW = "10.0.0.254"  # never contacted: pure tests do no I/O
+VIP1, VIP2 = "10.0.0.100", "10.0.0.200"
+
+
+def make_config(nodes: list[tuple[str, int]] | None = None, vips: list[str] | None = None,
+                **arbiter: object) -> Config:
+    nodes = nodes or [("lb1", 100), ("lb2", 90)]
+    return from_dict({
+        "arbiter": {"gateways": [GW], "interval": 1.0, "confirm_rounds": 2,
+                    "resolve_rounds": 2, **arbiter},
+        "ssh": {"client_keys": ["k"], "known_hosts": "kh"},
+        "clusters": [{
+            "name": "web", "vips": vips or [VIP1],
+            "nodes": [{"name": n, "address": f"10.0.0.{11 + i}", "priority": p}
+                      for i, (n, p) in enumerate(nodes)],
+        }],
+    }, check_files=False)
+
+
+def node(name: str, holds: tuple[str, ...] = (), *, icmp: bool = True, ssh: bool = True,
+         ka: bool | None = True, gw: bool = True, lo: tuple[str, ...] = (),
+         at: datetime = T0) -> NodeObservation:
+    addrs = None
+    if ssh:
+        addrs = tuple(
+            [Address("lo", "127.0.0.1", 8)]
+            + [Address("lo", v, 32) for v in lo]
+            + [Address("eth0", v, 24) for v in holds]
+        )
+    return NodeObservation(
+        node=name, icmp_ok=icmp, ssh_ok=ssh, observed_at=at, addresses=addrs,
+        keepalived_running=ka if ssh else None,
+        gateways=((GW, gw),) if ssh else (),
+    )
+
+
+@dataclass
+class Driver:
+    """Runs rounds through the pure policy, playing the store's part (ids) and,
+    optionally, reporting fence results back as the cycle does."""
+
+    config: Config
+    history: History = field(default_factory=History)
+    now: datetime = T0
+    next_id: int = 1
+    log: list[Assessment] = field(default_factory=list)
+
+    def round(self, *nodes: NodeObservation, sees_gateway: bool = True,
+              tilt: str | None = None) -> Assessment:
+        snap = Snapshot(
+            at=self.now,
+            self_check=SelfCheck(gateways=((GW, sees_gateway),), tilt_reason=tilt),
+            clusters=(ClusterObservation("web", tuple(nodes)),),
+        )
+        a = decide.assess(self.config, snap, self.history, self.now)
+        clusters = []
+        for ca in a.clusters:
+            h = ca.next_history
+            if ca.open_split and h.incident is not None:
+                from dataclasses import replace
+                h = h.with_(incident=replace(h.incident, id=self.next_id))
+                self.next_id += 1
+            clusters.append((ca.cluster, h))
+        iso = self.history.isolated_incident
+        if a.open_isolated:
+            iso, self.next_id = self.next_id, self.next_id + 1
+        elif a.resolve_isolated:
+            iso = None
+        self.history = History(clusters=tuple(clusters), isolated_incident=iso)
+        self.log.append(a)
+        self.now += timedelta(seconds=self.config.arbiter.interval)
+        return a
+
+    def finish_fence(self, ok: bool, held: tuple[str, ...] = ()) -> None:
+        h = self.history.cluster("web")
+        assert h.incident is not None and h.incident.id is not None
+        h = decide.fence_finished(h, h.incident.id, ok, held, self.now)
+        self.history = History(clusters=(("web", h),),
+                               isolated_incident=self.history.isolated_incident)
+
+    def web(self, a: Assessment):  # type: ignore[no-untyped-def]
+        ca = a.cluster("web")
+        assert ca is not None
+        return ca

@@ -1,0 +1,114 @@
+"""Safety invariants of the policy over random observation sequences (hypothesis)."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from arbiter.model import NodeObservation
+from tests.unit.builders import VIP1, VIP2, Driver, make_config, node
+
+NAMES = ["lb1", "lb2", "lb3", "lb4"]
+
+
+@st.composite
+def observation(draw: st.DrawFn, name: str, vips: list[str]) -> NodeObservation:
+    ssh = draw(st.booleans() | st.just(True))
+    return node(
+        name,
+        holds=tuple(v for v in vips if draw(st.booleans())),
+        icmp=draw(st.booleans() | st.just(True)),
+        ssh=ssh,
+        ka=draw(st.sampled_from([True, True, False])),
+        gw=draw(st.sampled_from([True, True, False])),
+        lo=tuple(v for v in vips if draw(st.integers(0, 4)) == 0),
+    )
+
+
+@st.composite
+def scenario(draw: st.DrawFn):  # type: ignore[no-untyped-def]
+    n = draw(st.integers(2, 4))
+    vips = [VIP1, VIP2][: draw(st.integers(1, 2))]
+    names = NAMES[:n]
+    prios = [draw(st.integers(0, 255)) for _ in names]
+    confirm = draw(st.integers(2, 4))
+    rounds = []
+    for _ in range(draw(st.integers(1, 14))):
+        nodes = tuple(draw(observation(nm, vips)) for nm in names)
+        sees = draw(st.sampled_from([True, True, True, False]))
+        # what the cycle reports back before this round: nothing, success, failure
+        feedback = draw(st.sampled_from([None, None, True, False]))
+        held = tuple(nm for nm in names if draw(st.booleans()))
+        rounds.append((nodes, sees, feedback, held))
+    dry = draw(st.booleans())
+    return list(zip(names, prios, strict=True)), vips, confirm, dry, rounds
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario())
+def test_safety_invariants(sc) -> None:  # type: ignore[no-untyped-def]
+    nodes, vips, confirm, dry, rounds = sc
+    d = Driver(make_config(nodes, vips, confirm_rounds=confirm, dry_run=dry,
+                           fence_retry_after=1.0))
+    all_names = {n for n, _ in nodes}
+    split_run = 0  # consecutive non-abstaining rounds with split brain, as seen here
+    in_flight = False
+    for obs, sees, feedback, held in rounds:
+        if in_flight and feedback is not None:
+            d.finish_fence(ok=feedback, held=held if feedback else ())
+            in_flight = False
+        a = d.round(*obs, sees_gateway=sees)
+        ca = d.web(a)
+        split_run = split_run + 1 if (ca.split_vips and not a.abstaining) else 0
+        held_before = d.log[-2].cluster("web").next_history.held_nodes if len(d.log) > 1 \
+            else frozenset()
+        f = ca.fence
+        if f is None:
+            continue
+        victims = {v.node for v in f.victims}
+        # never fence while abstaining
+        assert not a.abstaining
+        # never fence before confirm_rounds consecutive observations
+        assert split_run >= confirm
+        # never fence every node: the survivor is spared, and not everyone is held
+        assert f.survivor not in victims
+        assert victims < all_names
+        assert not all_names <= victims | held_before
+        # never fence the only node(s) that still see a gateway
+        seeing = {o.node for o in obs if o.gateways_seen > 0}
+        assert not seeing or not seeing <= victims
+        # at most one fence in flight per cluster
+        assert not in_flight
+        if not f.dry_run:
+            in_flight = True
+        # every decision carries a reason that names the survivor
+        assert f.survivor in f.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenario())
+def test_every_verdict_has_a_reason_and_abstains_when_isolated(sc) -> None:  # type: ignore[no-untyped-def]
+    nodes, vips, confirm, dry, rounds = sc
+    d = Driver(make_config(nodes, vips, confirm_rounds=confirm, dry_run=dry))
+    for obs, sees, _, _ in rounds:
+        ca = d.web(d.round(*obs, sees_gateway=sees))
+        for n in ca.nodes:
+            assert n.reason
+            assert (n.verdict.value == "abstain") == (not sees)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenario())
+def test_same_input_same_decision(sc) -> None:  # type: ignore[no-untyped-def]
+    """Deterministic: replaying the same rounds gives the same verdicts and orders."""
+    nodes, vips, confirm, dry, rounds = sc
+
+    def replay() -> list:
+        d = Driver(make_config(nodes, vips, confirm_rounds=confirm, dry_run=dry))
+        out = []
+        for obs, sees, _, _ in rounds:
+            ca = d.web(d.round(*obs, sees_gateway=sees))
+            out.append((ca.fence, tuple(n.verdict for n in ca.nodes), ca.reason))
+        return out
+
+    assert replay() == replay()
