@@ -27,6 +27,7 @@ def _setup_logging(level: str) -> None:
     )
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _load(path: str) -> Config:

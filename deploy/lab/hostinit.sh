@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# PID 1 of a lab host (own pid + mount namespaces, inside its network namespace).
+# Args: HOST ROLE HOSTDIR LABDIR PYTHON
+set -eu
+h=$1 role=$2 d=$3 lab=$4 py=$5
+here=$(cd "$(dirname "$0")" && pwd)
+# A private /run: pid files, sshd's privsep dir and sockets are this host's alone.
+mount -t tmpfs -o mode=755 tmpfs /run
+mkdir -p /run/sshd
+echo "$d" > /run/lab-host-dir
+if [[ $role == director ]]; then
+  mkdir -p /etc/keepalived
+  mount --bind "$d/keepalived" /etc/keepalived   # this host's keepalived.conf at the usual path
+  /usr/sbin/sshd -f "$d/sshd_config" -E "$d/log/sshd.log"
+  nginx -c "$d/nginx.conf" -e "$d/log/nginx-error.log"
+  "$here/host-keepalived" start
+elif [[ $role == web ]]; then
+  # the tiny responder: says which server it is
+  setsid "$py" -m http.server 80 --bind 0.0.0.0 --directory "$d/www" >"$d/log/http.log" 2>&1 &
+fi
+touch "$d/ready"
+trap 'exit 0' TERM INT
+while :; do sleep 3600 & wait $! || true; done

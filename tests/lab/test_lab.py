@@ -1,0 +1,163 @@
+"""End-to-end: real keepalived, sshd and nginx directors in network namespaces.
+
+Each test asserts the end state of real VIP ownership (read with `ip` inside the
+namespaces) and the incident as the HTTP API reports it, and prints the
+split-brain window it measured.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.lab.conftest import VIP1, VIP2, Lab, Window, steady, wait_for
+
+pytestmark = pytest.mark.lab
+
+CONFIRM, INTERVAL = 2, 1.0
+
+
+def fence_steps(lab: Lab, incident_id: int) -> list[dict]:
+    return lab.api(f"/incidents/{incident_id}")["fence_attempts"]
+
+
+def test_healthy_pair(lab: Lab) -> None:
+    steady(lab)
+    time.sleep(3)  # a few more rounds: still nothing to report
+    assert lab.incidents() == []
+    for n in ("lb1", "lb2"):
+        v = lab.verdict(n)
+        assert v["verdict"] == "allow", v
+    st = lab.api("/status")
+    assert st["clusters"][0]["holders"] == {VIP1: ["lb1"]}
+    assert st["arbiter"]["self_check"]["sees_gateway"] is True
+    assert lab.holders()[VIP1] == ["lb1"]
+
+
+def test_vrrp_cut_fences_the_challenger(lab: Lab) -> None:
+    steady(lab)
+    lab.fault("vrrp-cut")
+    window = Window(lab).watch(timeout=20)
+    assert window <= (CONFIRM + 2) * INTERVAL, f"window {window:.2f}s"
+    assert lab.holders()[VIP1] == ["lb1"]  # the incumbent survives
+    # keepalived drops its VIPs first, then exits
+    wait_for(lambda: not lab.keepalived_running("lb2"), 5, "lb2's keepalived to exit")
+    assert lab.keepalived_running("lb1")
+    (inc,) = wait_for(lambda: [i for i in lab.incidents("split_brain")
+                               if i["state"] in ("fenced", "resolved")], 10, "fenced incident")
+    assert inc["survivor"] == "lb1" and inc["victims"] == ["lb2"]
+    steps = fence_steps(lab, inc["id"])
+    assert [(s["node"], s["step"], s["ok"]) for s in steps] == [
+        ("lb2", "fence_command", True), ("lb2", "verify", True)]
+    assert lab.verdict("lb2")["verdict"] == "deny"
+
+
+def test_gateway_blind_incumbent_loses(lab: Lab) -> None:
+    steady(lab)
+    lab.fault("gw-blind", "lb1")
+    wait_for(lambda: lab.api("/status")["clusters"][0]["nodes"][0]["gateways"]
+             == {"192.168.77.254": False}, 10, "lb1 reported gateway-blind")
+    lab.fault("vrrp-cut")
+    Window(lab).watch(timeout=20)
+    assert lab.holders()[VIP1] == ["lb2"]  # although lb1 has the higher priority
+    wait_for(lambda: not lab.keepalived_running("lb1"), 5, "lb1's keepalived to exit")
+    assert lab.keepalived_running("lb2")
+    (inc,) = lab.incidents("split_brain")
+    assert inc["survivor"] == "lb2" and inc["victims"] == ["lb1"]
+    assert "gateways" in inc["reason"]
+
+
+@pytest.mark.parametrize("lab", ["dual-master"], indirect=True)
+def test_dual_master_cut_one_victim_for_both_vips(lab: Lab) -> None:
+    steady(lab, {VIP1: ["lb1"], VIP2: ["lb2"]})
+    lab.fault("vrrp-cut")
+    Window(lab, (VIP1, VIP2)).watch(timeout=20)
+    wait_for(lambda: lab.holders() == {VIP1: ["lb1"], VIP2: ["lb1"]}, 10,
+             "both VIPs on lb1")
+    time.sleep(3)  # and it stays that way, with no second fence
+    assert lab.holders() == {VIP1: ["lb1"], VIP2: ["lb1"]}
+    (inc,) = lab.incidents("split_brain")
+    assert inc["victims"] == ["lb2"] and sorted(inc["vips"]) == [VIP1, VIP2]
+    fences = [s for s in fence_steps(lab, inc["id"]) if s["step"] == "fence_command"]
+    assert [(s["node"], s["ok"]) for s in fences] == [("lb2", True)]
+    assert lab.keepalived_running("lb1")
+    wait_for(lambda: not lab.keepalived_running("lb2"), 5, "lb2's keepalived to exit")
+
+
+def test_isolated_arbiter_abstains(lab: Lab) -> None:
+    steady(lab)
+    lab.fault("arbiter-isolate")
+    lab.fault("vrrp-cut")
+    wait_for(lambda: lab.holders()[VIP1] == ["lb1", "lb2"], 15, "dual VIP")
+    time.sleep(CONFIRM * INTERVAL + 4)
+    assert lab.holders()[VIP1] == ["lb1", "lb2"]  # nobody was fenced
+    assert lab.keepalived_running("lb1") and lab.keepalived_running("lb2")
+    assert [i["state"] for i in lab.incidents("arbiter_isolated")] == ["open"]
+    assert lab.incidents("split_brain") == []
+    for n in ("lb1", "lb2"):
+        assert lab.verdict(n)["verdict"] == "abstain"
+
+
+def test_victim_sshd_down_fence_fails_survivor_untouched(lab: Lab) -> None:
+    lab.set_arbiter(confirm_rounds=4)
+    steady(lab)
+    lab.fault("vrrp-cut")
+    wait_for(lambda: lab.incidents("split_brain"), 15, "split brain seen")
+    lab.fault("sshd-stop", "lb2")  # before confirmation: the fence cannot reach lb2
+    inc = wait_for(lambda: [i for i in lab.incidents("split_brain")
+                            if i["state"] == "fence_failed"], 15, "failed fence")[0]
+    steps = fence_steps(lab, inc["id"])
+    assert steps and all(s["node"] == "lb2" and not s["ok"] for s in steps)
+    assert inc["survivor"] == "lb1"
+    time.sleep(2)
+    assert lab.keepalived_running("lb1") and "lb1" in lab.holders()[VIP1]
+    all_steps = fence_steps(lab, inc["id"])
+    assert all(s["node"] == "lb2" for s in all_steps)  # the survivor is never fenced
+    node = lab.api("/status")["clusters"][0]["nodes"][1]
+    assert node["health"] == "degraded" and node["ssh"]["ok"] is False
+
+
+def test_short_dual_vip_is_not_fenced(lab: Lab) -> None:
+    lab.set_arbiter(confirm_rounds=5)
+    steady(lab)
+    lab.fault("vrrp-cut")
+    wait_for(lambda: lab.holders()[VIP1] == ["lb1", "lb2"], 15, "dual VIP")
+    lab.heal("vrrp-cut")  # lb2 hears lb1 again and steps back
+    wait_for(lambda: lab.holders()[VIP1] == ["lb1"], 10, "single holder")
+    time.sleep(6)
+    assert lab.keepalived_running("lb1") and lab.keepalived_running("lb2")
+    for inc in lab.incidents("split_brain"):
+        assert inc["attempts"] == 0 and fence_steps(lab, inc["id"]) == []
+
+
+def test_arbiter_killed_mid_incident_does_not_fence_twice(lab: Lab) -> None:
+    lab.set_arbiter(resolve_rounds=30)  # keep the incident open across the restart
+    steady(lab)
+    lab.fault("vrrp-cut")
+    (inc,) = wait_for(lambda: [i for i in lab.incidents("split_brain")
+                               if i["state"] == "fenced"], 20, "fenced incident")
+    before = fence_steps(lab, inc["id"])
+    lab.kill_arbiter()
+    lab.start_arbiter()
+    time.sleep(5)
+    incs = lab.incidents("split_brain")
+    assert [i["id"] for i in incs] == [inc["id"]]
+    assert incs[0]["state"] == "fenced"
+    assert fence_steps(lab, inc["id"]) == before
+    assert lab.holders()[VIP1] == ["lb1"] and not lab.keepalived_running("lb2")
+    assert lab.verdict("lb2")["verdict"] == "deny"
+
+
+@pytest.mark.parametrize("lab", ["lvs-dr"], indirect=True)
+def test_lvs_dr_vip_on_lo_is_not_ownership(lab: Lab) -> None:
+    steady(lab)
+    # the test means something only if the VIP really sits on lo elsewhere
+    for h in ("web1", "web2", "lb2"):
+        assert {"ifname": "lo", "address": VIP1} in lab.addresses(h), h
+    time.sleep(3)
+    assert lab.incidents() == []
+    st = lab.api("/status")["clusters"][0]
+    assert st["holders"] == {VIP1: ["lb1"]} and st["split_vips"] == []
+    assert st["nodes"][1]["lo_vips"] == [VIP1]
+    assert lab.verdict("lb2")["verdict"] == "allow"
