@@ -25,6 +25,9 @@ from pydantic import (
 
 DEFAULT_FENCE = "systemctl stop keepalived"
 DEFAULT_RECOVER = "systemctl start keepalived"
+# After a fence the survivor never changed state, so keepalived sends no gratuitous
+# ARP and clients keep the victim's MAC until their ARP entry ages out.
+DEFAULT_ANNOUNCE = "arping -q -U -c 2 -I {ifname} {vip}"
 
 IPAddr = Annotated[str, Field(description="an IPv4 or IPv6 address")]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -149,6 +152,11 @@ class ClusterConfig(_Strict):
     gateways: list[IPAddr] = Field(default_factory=list)
     fence_command: str = DEFAULT_FENCE
     recover_command: str = DEFAULT_RECOVER
+    announce_command: str = Field(
+        DEFAULT_ANNOUNCE,
+        description="run on the survivor per VIP after a fence; {vip} and {ifname} are "
+        "filled in; empty disables",
+    )
     nodes: list[NodeConfig] = Field(min_length=2)
 
     @field_validator("vips", "gateways")
@@ -158,6 +166,20 @@ class ClusterConfig(_Strict):
         if len(set(out)) != len(out):
             raise ValueError("duplicate address in list")
         return out
+
+    @field_validator("announce_command")
+    @classmethod
+    def _announce(cls, v: str) -> str:
+        import string
+
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"bad template: {exc}") from None
+        extra = names - {"vip", "ifname"}
+        if extra:
+            raise ValueError(f"unknown placeholder(s) {sorted(extra)}; use {{vip}} and {{ifname}}")
+        return v
 
     @model_validator(mode="after")
     def _consistency(self) -> ClusterConfig:

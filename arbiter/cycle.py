@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from arbiter import decide
 from arbiter.config import ClusterConfig, Config
-from arbiter.fence import FenceOutcome, execute, target_for
+from arbiter.fence import FenceOutcome, announce, execute, target_for
 from arbiter.model import (
     Assessment,
     ClusterAssessment,
@@ -221,14 +221,14 @@ class Arbiter:
     async def run_round(self) -> Assessment:
         async with self._round_lock:
             started = time.perf_counter()
-            self.runtime.stats.started_at = self.clock()
+            started_at = self.clock()
             await self._apply_fence_results()
             snap = await self.observe()
             assessment = decide.assess(self.config, snap, self.history, snap.at)
             await self._record_and_act(snap, assessment)
             rt = self.runtime
             rt.snapshot, rt.assessment = snap, assessment
-            rt.stats.finished_at = self.clock()
+            rt.stats.started_at, rt.stats.finished_at = started_at, self.clock()
             rt.stats.duration_ms = (time.perf_counter() - started) * 1000
             rt.stats.count += 1
             return assessment
@@ -363,6 +363,11 @@ class Arbiter:
                                                 outcome.summary)
         self._fence_results.append(FenceResult(cfg.name, iid, outcome, at))
         self.wake()  # fold the result in now rather than a whole interval later
+        if outcome.ok and cfg.announce_command:
+            try:
+                await announce(self.config, cfg, order, self.runner, record)
+            except Exception:  # noqa: BLE001 - best effort, after the fact
+                log.exception("[%s] announce failed", cfg.name)
 
     async def _apply_fence_results(self) -> None:
         if not self._fence_results:

@@ -143,6 +143,26 @@ async def fence_victim(
     return gone, stopped
 
 
+async def announce(
+    config: Config, cluster: ClusterConfig, order: FenceOrder, runner: Runner, record: Record
+) -> None:
+    """Gratuitous ARP from the survivor, so clients forget the victim's MAC now.
+    Best effort: a failure is recorded, and the fence still counts as done."""
+    t = target_for(config, cluster, order.survivor)
+    held, err = await remaining_vips(runner, t, order.vips, config.ssh.command_timeout)
+    if held is None:
+        await record(AttemptRecord(
+            node=t.name, step="announce", command="ip -j addr show", ok=False, exit_status=None,
+            output="", error=f"could not read the survivor's addresses: {err}",
+            started_at=_now(), finished_at=_now(),
+        ))
+        return
+    for a in held:
+        cmd = cluster.announce_command.format(vip=shlex.quote(a.address),
+                                              ifname=shlex.quote(a.ifname))
+        await _step(runner, t, "announce", cmd, config.ssh.command_timeout, record)
+
+
 async def execute(
     config: Config, cluster: ClusterConfig, order: FenceOrder, runner: Runner, record: Record
 ) -> FenceOutcome:

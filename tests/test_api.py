@@ -100,7 +100,8 @@ async def test_incidents_list_detail_and_errors(split_api) -> None:  # type: ign
     (inc,) = lst["items"]
     assert lst["next_cursor"] is None
     one = (await c.get(f"/incidents/{inc['id']}")).json()
-    assert [a["step"] for a in one["fence_attempts"]] == ["fence_command", "verify"]
+    assert [(a["node"], a["step"]) for a in one["fence_attempts"]] == [
+        ("lb2", "fence_command"), ("lb2", "verify"), ("lb1", "announce")]
     assert one["evidence"]["split_vips"] == [VIP1]
     assert (await c.get("/incidents/999")).status_code == 404
     assert (await c.get("/incidents/0")).status_code == 422

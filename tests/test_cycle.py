@@ -75,7 +75,9 @@ async def test_split_brain_is_recorded_then_fenced(site: SimSite, make_arbiter) 
     (inc,) = incidents(arb)
     full = arb.repo.get_incident(inc["id"])
     assert full["state"] == "fenced" and full["survivor"] == "lb1"
-    assert [a["step"] for a in full["fence_attempts"]] == ["fence_command", "verify"]
+    assert [(a["node"], a["step"]) for a in full["fence_attempts"]] == [
+        ("lb2", "fence_command"), ("lb2", "verify"), ("lb1", "announce")]
+    assert full["fence_attempts"][2]["command"] == f"arping -q -U -c 2 -I eth0 {VIP1}"
     assert full["evidence"]["holders"] == {VIP1: ["lb1", "lb2"]}
     assert "incumbent" in full["decision"]["reason"]
     assert not site.state("lb2").holds(VIP1) and not site.state("lb2").keepalived_running

@@ -105,6 +105,8 @@ def respond(state: SimState, command: str) -> tuple[int, str, str]:
     if command == state.recover_command:
         state.keepalived_running = True
         return 0, "", ""
+    if command.startswith("arping "):
+        return 0, "", ""
     m = _IP_DEL.match(command)
     if m:
         addr = shlex.split(m.group(1))[0].split("/")[0]

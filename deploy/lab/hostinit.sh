@@ -7,6 +7,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 # A private /run: pid files, sshd's privsep dir and sockets are this host's alone.
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/sshd
+# A host of its own has its own accounts: root's login shell is /bin/sh here, so
+# the machine's /root/.bashrc (tool shims, slow init) never runs in the arbiter's
+# SSH commands. Bind-mounted in this host's mount namespace only.
+awk -F: 'BEGIN { OFS = ":" } $1 == "root" { $7 = "/bin/sh" } { print }' /etc/passwd > "$d/passwd"
+mount --bind "$d/passwd" /etc/passwd
 echo "$d" > /run/lab-host-dir
 if [[ $role == director ]]; then
   mkdir -p /etc/keepalived
@@ -17,6 +22,7 @@ if [[ $role == director ]]; then
 elif [[ $role == web ]]; then
   # the tiny responder: says which server it is
   setsid "$py" -m http.server 80 --bind 0.0.0.0 --directory "$d/www" >"$d/log/http.log" 2>&1 &
+  for _ in $(seq 100); do curl -s -o /dev/null --max-time 1 http://127.0.0.1/ && break; sleep 0.05; done
 fi
 touch "$d/ready"
 trap 'exit 0' TERM INT

@@ -7,6 +7,7 @@ split-brain window it measured.
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
@@ -20,6 +21,12 @@ CONFIRM, INTERVAL = 2, 1.0
 
 def fence_steps(lab: Lab, incident_id: int) -> list[dict]:
     return lab.api(f"/incidents/{incident_id}")["fence_attempts"]
+
+
+def steps_after_announce(lab: Lab, incident_id: int) -> list[dict]:
+    """The survivor's gratuitous ARP is the last step of a successful fence."""
+    return wait_for(lambda: (lambda st: st if st and st[-1]["step"] == "announce" else None)(
+        fence_steps(lab, incident_id)), 10, "the survivor's announce step")
 
 
 def test_healthy_pair(lab: Lab) -> None:
@@ -47,9 +54,13 @@ def test_vrrp_cut_fences_the_challenger(lab: Lab) -> None:
     (inc,) = wait_for(lambda: [i for i in lab.incidents("split_brain")
                                if i["state"] in ("fenced", "resolved")], 10, "fenced incident")
     assert inc["survivor"] == "lb1" and inc["victims"] == ["lb2"]
-    steps = fence_steps(lab, inc["id"])
+    steps = steps_after_announce(lab, inc["id"])
     assert [(s["node"], s["step"], s["ok"]) for s in steps] == [
-        ("lb2", "fence_command", True), ("lb2", "verify", True)]
+        ("lb2", "fence_command", True), ("lb2", "verify", True), ("lb1", "announce", True)]
+    # clients learn lb1's MAC again at once (gratuitous ARP), and get an answer
+    body = subprocess.run(["ip", "netns", "exec", lab.ns("arb"), "curl", "-s", "--max-time", "3",
+                           f"http://{VIP1}/"], capture_output=True, text=True).stdout
+    assert body.strip() in ("web1", "web2")
     assert lab.verdict("lb2")["verdict"] == "deny"
 
 
@@ -137,7 +148,7 @@ def test_arbiter_killed_mid_incident_does_not_fence_twice(lab: Lab) -> None:
     lab.fault("vrrp-cut")
     (inc,) = wait_for(lambda: [i for i in lab.incidents("split_brain")
                                if i["state"] == "fenced"], 20, "fenced incident")
-    before = fence_steps(lab, inc["id"])
+    before = steps_after_announce(lab, inc["id"])
     lab.kill_arbiter()
     lab.start_arbiter()
     time.sleep(5)

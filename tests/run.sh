@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Run every test: lint, unit and property tests, SSH against simulated nodes, the
+# store on SQLite and PostgreSQL, the API, the network-namespace lab, and the
+# benchmark smoke runs. Installs what it needs first. Run as root on Debian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/bootstrap.sh --test
+PY=.venv/bin/python
+
+echo "== ruff"
+.venv/bin/ruff check arbiter tests migrations $(ls -d bench 2>/dev/null)
+
+# A throw-away PostgreSQL cluster on 127.0.0.1, stopped again on exit.
+pgdir=$(mktemp -d /tmp/arbiter-pg.XXXXXX)
+cleanup() {
+  if [[ -f $pgdir/data/postmaster.pid ]]; then
+    su postgres -s /bin/sh -c "$(ls -d /usr/lib/postgresql/*/bin | tail -1)/pg_ctl -D $pgdir/data -m immediate stop" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$pgdir"
+  bash deploy/lab/lab gc >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -1 || true)
+if [[ -n $pgbin ]]; then
+  chown postgres "$pgdir"
+  port=55432
+  su postgres -s /bin/sh -c "$pgbin/initdb -D $pgdir/data -A trust -U postgres >/dev/null && \
+    $pgbin/pg_ctl -D $pgdir/data -o '-k $pgdir -h 127.0.0.1 -p $port' -l $pgdir/log -w start >/dev/null"
+  su postgres -s /bin/sh -c "$pgbin/createdb -h 127.0.0.1 -p $port arbiter_test"
+  export ARBITER_TEST_PG_URL="postgresql+psycopg://postgres@127.0.0.1:$port/arbiter_test"
+  echo "== PostgreSQL $($pgbin/postgres --version | awk '{print $3}') on 127.0.0.1:$port"
+else
+  echo "== PostgreSQL not installed: store tests run on SQLite only"
+fi
+
+echo "== pytest"
+export ARBITER_LAB_REQUIRED=1   # lab tests must run here, never skip
+$PY -m pytest -q "$@"
