@@ -86,9 +86,13 @@ async def _serve(cfg: Config) -> int:
     sched.add_job(lambda: _summary(arb), "interval", seconds=60, id="summary",
                   max_instances=1, coalesce=True)
     sched.start()
+    tls = {}
+    if cfg.api.tls_certfile:
+        tls = {"ssl_certfile": cfg.api.tls_certfile, "ssl_keyfile": cfg.api.tls_keyfile}
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           access_log=False, lifespan="on"))
-    log.info("arbiter serving on http://%s:%d (interval %.2fs, confirm_rounds %d%s)", host, port,
+                                           access_log=False, lifespan="on", **tls))
+    log.info("arbiter serving on %s://%s:%d (interval %.2fs, confirm_rounds %d%s)",
+             "https" if tls else "http", host, port,
              cfg.arbiter.interval, cfg.arbiter.confirm_rounds,
              ", DRY RUN" if cfg.arbiter.dry_run else "")
     try:

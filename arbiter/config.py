@@ -83,6 +83,17 @@ class ArbiterSection(_Strict):
         30.0, ge=0,
         description="seconds a node that answers ICMP but not SSH keeps its last seen VIPs",
     )
+    auto_release: bool = Field(
+        True, description="release a held victim once it has reached the survivor again"
+    )
+    release_rounds: int = Field(
+        10, ge=2, le=100000,
+        description="consecutive rounds the victim must see the survivor and a gateway",
+    )
+    release_cooldown: float = Field(
+        600.0, ge=0,
+        description="a node split again this soon after an automatic release waits for an operator",
+    )
 
     @field_validator("gateways")
     @classmethod
@@ -131,6 +142,28 @@ class SSHSection(_Strict):
         return self
 
 
+class APISection(_Strict):
+    # name -> bearer token, for operators (release) and tooling. Use ${ENV} for secrets.
+    tokens: dict[str, str] = Field(default_factory=dict)
+    protect_reads: bool = Field(False, description="require a token for read endpoints too")
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, tok in v.items():
+            if len(tok) < 16:
+                raise ValueError(f"token {name!r} is shorter than 16 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _tls(self) -> APISection:
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("tls_certfile and tls_keyfile go together")
+        return self
+
+
 class NodeConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     address: IPAddr
@@ -139,6 +172,14 @@ class NodeConfig(_Strict):
     username: str | None = None
     fence_command: str | None = None
     recover_command: str | None = None
+    token: str | None = Field(None, description="this node's bearer token for POST /events")
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        if v is not None and len(v) < 16:
+            raise ValueError("token is shorter than 16 characters")
+        return v
 
     @field_validator("address")
     @classmethod
@@ -156,6 +197,11 @@ class ClusterConfig(_Strict):
         DEFAULT_ANNOUNCE,
         description="run on the survivor per VIP after a fence; {vip} and {ifname} are "
         "filled in; empty disables",
+    )
+    fence_mode: Literal["ssh", "gate"] = Field(
+        "ssh",
+        description="ssh: stop keepalived over SSH; gate: only deny the victim through "
+        "/verdict and let its arbiter-gate put it into FAULT",
     )
     nodes: list[NodeConfig] = Field(min_length=2)
 
@@ -209,6 +255,7 @@ class ClusterConfig(_Strict):
 class Config(_Strict):
     arbiter: ArbiterSection
     ssh: SSHSection
+    api: APISection = Field(default_factory=APISection)
     clusters: list[ClusterConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -230,6 +277,10 @@ class Config(_Strict):
             raise ValueError(
                 f"arbiter.tilt_after ({a.tilt_after}s) must be >= interval ({a.interval}s)"
             )
+        tokens = [t for t in self.api.tokens.values()]
+        tokens += [n.token for c in self.clusters for n in c.nodes if n.token]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("the same token is used twice: every node and operator needs its own")
         if a.icmp_timeout > self.round_budget:
             raise ValueError(
                 f"arbiter.icmp_timeout ({a.icmp_timeout}s) must not exceed "

@@ -16,14 +16,16 @@ from datetime import UTC, datetime, timedelta
 
 from arbiter import decide
 from arbiter.config import ClusterConfig, Config
-from arbiter.fence import FenceOutcome, announce, execute, target_for
+from arbiter.fence import FenceOutcome, _step, announce, execute, target_for
 from arbiter.model import (
     Assessment,
     ClusterAssessment,
     ClusterHistory,
     ClusterObservation,
+    FenceMode,
     FenceOrder,
     History,
+    Hold,
     IncidentKind,
     IncidentState,
     NodeObservation,
@@ -92,6 +94,8 @@ class Arbiter:
         self.runtime = Runtime()
         self._prev_obs: dict[tuple[str, str], NodeObservation] = {}
         self.last_seen: dict[tuple[str, str], datetime] = {}
+        self.last_event: dict[tuple[str, str], dict] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._fence_tasks: dict[str, asyncio.Task[None]] = {}
         self._fence_results: list[FenceResult] = []
         self._wake = asyncio.Event()
@@ -118,9 +122,11 @@ class Arbiter:
                 log.warning("incident #%s belongs to cluster %r, no longer configured", r["id"], cl)
                 continue
             h = hists[cl]
+            mode = FenceMode(r.get("mode", "ssh"))
             if r["held"] and not r["released_at"]:
-                for v in r["victims"]:
-                    h = decide.hold(h, v, r["id"])
+                for v in r["held_nodes"]:
+                    h = decide.hold(h, Hold(v, r["id"], r["survivor"] or "", mode,
+                                            mode is FenceMode.SSH))
             if r["state"] == IncidentState.RESOLVED.value:
                 hists[cl] = h
                 continue
@@ -143,6 +149,7 @@ class Arbiter:
                 incident=OpenIncident(
                     id=r["id"], state=state, survivor=r["survivor"],
                     victims=tuple(r["victims"]), attempts=r["attempts"], last_attempt_at=last,
+                    mode=mode,
                 ),
                 # A restart must not shortcut confirmation: streaks start again.
                 split_streak=0,
@@ -176,6 +183,7 @@ class Arbiter:
                     addresses=facts.addresses if facts else None,
                     keepalived_running=facts.keepalived_running if facts else None,
                     gateways=facts.gateways if facts else (),
+                    peers=facts.peers if facts else (),
                 )
                 key = (c.name, n.name)
                 o = decide.carry_forward(self._prev_obs.get(key), o, cfg.arbiter.degraded_hold)
@@ -192,7 +200,9 @@ class Arbiter:
 
     async def _collect(self, c: ClusterConfig, node: str):  # type: ignore[no-untyped-def]
         t = target_for(self.config, c, node)
-        cmd = collect_command(self.config.gateways_for(c), self.config.ssh.gateway_ping_timeout)
+        peers = [n.address for n in c.nodes if n.name != node]
+        cmd = collect_command(self.config.gateways_for(c), self.config.ssh.gateway_ping_timeout,
+                              peers)
         res = await self.runner.run(t, cmd, self.config.ssh.command_timeout)
         if not res.ok:
             return None, res.error, res.duration_ms
@@ -200,7 +210,8 @@ class Arbiter:
             return None, f"collect exited {res.exit_status}: {res.stderr.strip()[:200]}", \
                 res.duration_ms
         try:
-            return parse_collect(res.stdout, self.config.gateways_for(c)), None, res.duration_ms
+            facts = parse_collect(res.stdout, self.config.gateways_for(c), peers)
+            return facts, None, res.duration_ms
         except CollectParseError as exc:
             return None, f"bad collect output: {exc}", res.duration_ms
 
@@ -276,9 +287,11 @@ class Arbiter:
                 new_clusters.append((ca.cluster, old))
                 continue
             new_clusters.append((ca.cluster, nxt))
-            if order is not None and not order.dry_run:
+            if order is not None and not order.dry_run and order.mode is FenceMode.SSH:
                 assert nxt.incident is not None and nxt.incident.id is not None
                 self._start_fence(cfg, order, nxt.incident.id, nxt.incident.attempts)
+            # FenceMode.GATE: the committed decision makes /verdict deny the victim; its
+            # arbiter-gate puts it into FAULT, and the next rounds verify the VIP left.
         self.history = History(clusters=tuple(new_clusters), isolated_incident=iso_id)
 
     async def _record_cluster(
@@ -309,6 +322,21 @@ class Arbiter:
             )
             log.warning("[%s] %s: %s", ca.cluster,
                         "dry run decision" if order.dry_run else "fencing", order.reason)
+        if ca.gate_outcome is not None:
+            ok, msg = ca.gate_outcome
+            inc = self.history.cluster(ca.cluster).incident
+            if inc is not None and inc.id is not None:
+                await self._store(
+                    self.repo.set_state, inc.id,
+                    IncidentState.FENCED if ok else IncidentState.FENCE_FAILED, snap.at, msg,
+                    list(inc.victims) if ok else None,
+                )
+                (log.info if ok else log.error)("[%s] incident #%s: %s", ca.cluster, inc.id, msg)
+        for h, why in ca.releases:
+            await self._store(self.repo.release, h.incident, snap.at, "auto", why, h.node)
+            log.info("[%s] %s", ca.cluster, why)
+            if h.keepalived_stopped:
+                self._spawn(self._recover(cfg, h, "auto"))
         if ca.resolve_split:
             old = self.history.cluster(ca.cluster).incident
             if old is not None and old.id is not None:
@@ -358,7 +386,7 @@ class Arbiter:
         state = IncidentState.FENCED if outcome.ok else IncidentState.FENCE_FAILED
         with contextlib.suppress(StoreError):
             await self._store(self.repo.set_state, iid, state, at, outcome.summary,
-                              True if outcome.held else None)
+                              list(outcome.held) or None)
         (log.info if outcome.ok else log.error)("[%s] incident #%s: %s", cfg.name, iid,
                                                 outcome.summary)
         self._fence_results.append(FenceResult(cfg.name, iid, outcome, at))
@@ -385,6 +413,68 @@ class Arbiter:
         tasks = [t for t in self._fence_tasks.values() if not t.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
+
+    # --- release, recover, events ----------------------------------------------
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _recover(self, cfg: ClusterConfig, h: Hold, by: str) -> dict:
+        """Start keepalived again where our fence stopped it; recorded on the incident."""
+        node = cfg.node(h.node)
+        assert node is not None
+        t = target_for(self.config, cfg, h.node)
+        cmd = cfg.recover_command_for(node)
+
+        async def record(rec: AttemptRecord) -> None:
+            with contextlib.suppress(StoreError):
+                await self._store(self.repo.add_attempt, h.incident, 0, rec)
+
+        rec = await _step(self.runner, t, "recover", cmd, self.config.ssh.command_timeout, record)
+        (log.info if rec.ok else log.error)(
+            "[%s] recover %s after release by %s: %s", cfg.name, h.node, by,
+            "ok" if rec.ok else rec.error)
+        return {"node": h.node, "command": cmd, "ok": rec.ok, "exit_status": rec.exit_status,
+                "error": rec.error}
+
+    async def release_incident(self, incident_id: int, by: str) -> dict:
+        """An operator's release: the victims stop being denied, and keepalived is
+        started again where the fence stopped it."""
+        async with self._round_lock:
+            row = await self._store(self.repo.get_incident, incident_id)
+            if row is None:
+                raise KeyError(incident_id)
+            cfg = self.config.cluster(row["cluster"] or "")
+            at = self.clock()
+            gone = await self._store(self.repo.release, incident_id, at, by,
+                                     "released by an operator")
+            if cfg is None or not gone:
+                return {"incident": incident_id, "released": gone, "recover": []}
+            hist = self.history.cluster(cfg.name)
+            holds = [h for h in hist.held if h.incident == incident_id and h.node in gone]
+            for n in gone:
+                hist = decide.release(hist, n)
+            clusters = dict(self.history.clusters)
+            clusters[cfg.name] = hist
+            self.history = replace(self.history, clusters=tuple(clusters.items()))
+        log.warning("[%s] incident #%s released by %s: %s", cfg.name, incident_id, by,
+                    ", ".join(gone))
+        recovered = [await self._recover(cfg, h, by) for h in holds if h.keepalived_stopped]
+        self.wake()
+        return {"incident": incident_id, "released": gone, "recover": recovered}
+
+    async def record_event(self, cluster: str, node: str, instance: str, state: str,
+                           priority: int | None, source: str | None) -> int:
+        """A keepalived transition from arbiter-notify: store it and run a round now."""
+        at = self.clock()
+        eid = await self._store(self.repo.add_node_event, cluster, node, instance, state,
+                                priority, at, source)
+        self.last_event[(cluster, node)] = {"instance": instance, "state": state,
+                                            "priority": priority, "at": at.isoformat()}
+        log.info("[%s] event from %s: %s is %s", cluster, node, instance, state)
+        self.wake()
+        return eid
 
     # --- the loop -----------------------------------------------------------
     def wake(self) -> None:

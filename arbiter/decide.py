@@ -25,9 +25,11 @@ from arbiter.model import (
     ClusterHistory,
     ClusterObservation,
     FenceMethod,
+    FenceMode,
     FenceOrder,
     Health,
     History,
+    Hold,
     IncidentState,
     NodeAssessment,
     NodeObservation,
@@ -95,6 +97,8 @@ def assess_cluster(
     fence: FenceOrder | None = None
     reason: str
 
+    nxt, gate_outcome = _gate_progress(config, cluster, obs, nxt, now)
+
     # --- split-brain bookkeeping -------------------------------------------
     if split_vips and abstain_reason is None:
         streak = hist.split_streak + 1
@@ -116,7 +120,7 @@ def assess_cluster(
     else:
         nxt = nxt.with_(split_streak=0, split_since=None, clean_streak=hist.clean_streak + 1)
         reason = "no split brain"
-        inc = hist.incident
+        inc = nxt.incident
         if inc is not None and inc.state is not IncidentState.FENCING:
             if nxt.clean_streak >= config.arbiter.resolve_rounds:
                 resolve_split = True
@@ -152,6 +156,7 @@ def assess_cluster(
                     victims=tuple(v.node for v in fence.victims),
                     attempts=held_by.attempts + (0 if fence.dry_run else 1),
                     last_attempt_at=now if not fence.dry_run else held_by.last_attempt_at,
+                    mode=fence.mode,
                 ),
             )
 
@@ -167,6 +172,11 @@ def assess_cluster(
         resolve_orphan = hist.orphan_incident is not None
         if resolve_orphan:
             nxt = nxt.with_(orphan_incident=None)
+
+    releases: tuple[tuple[Hold, str], ...] = ()
+    if abstain_reason is None and not split_vips:
+        nxt, releases, rel_notes = _auto_release(config, cluster, obs, nxt, now)
+        notes.extend(rel_notes)
 
     nodes = tuple(
         _node_verdict(config, cluster, obs.node(n.name), nxt, abstain_reason)
@@ -190,6 +200,81 @@ def assess_cluster(
         resolve_orphan=resolve_orphan,
         epoch_changed=epoch_changed,
         notes=tuple(notes),
+        gate_outcome=gate_outcome,
+        releases=releases,
+    )
+
+
+def _gate_progress(
+    config: Config, cluster: ClusterConfig, obs: ClusterObservation, hist: ClusterHistory,
+    now: datetime,
+) -> tuple[ClusterHistory, tuple[bool, str] | None]:
+    """Gate mode has no fence command to wait for: the fence is done when the
+    victims are seen without the VIPs, and failed when they keep them too long."""
+    inc = hist.incident
+    if inc is None or inc.mode is not FenceMode.GATE or inc.state is not IncidentState.FENCING:
+        return hist, None
+    still = [v for v in inc.victims
+             if (o := obs.node(v)) is not None and o.holds(cluster.vips)]
+    unknown = [v for v in inc.victims if (o := obs.node(v)) is None or o.addresses is None]
+    if not still and not unknown:
+        held = hist.held + tuple(
+            Hold(v, inc.id or 0, inc.survivor or "", FenceMode.GATE, False)
+            for v in inc.victims if v not in hist.held_nodes
+        )
+        msg = f"{', '.join(inc.victims)} dropped the VIP(s) after the gate denied them"
+        return hist.with_(incident=replace(inc, state=IncidentState.FENCED),
+                          held=held), (True, msg)
+    waited = (now - inc.last_attempt_at).total_seconds() if inc.last_attempt_at else 0.0
+    if waited > config.arbiter.fence_verify_timeout:
+        msg = (f"{', '.join(still or unknown)} still hold(s) the VIP {waited:.1f}s after the "
+               "gate denied it: is arbiter-gate wired into its keepalived?")
+        return hist.with_(incident=replace(inc, state=IncidentState.FENCE_FAILED,
+                                           last_attempt_at=now)), (False, msg)
+    return hist, None
+
+
+def _auto_release(
+    config: Config, cluster: ClusterConfig, obs: ClusterObservation, hist: ClusterHistory,
+    now: datetime,
+) -> tuple[ClusterHistory, tuple[tuple[Hold, str], ...], list[str]]:
+    """A held victim is healed when, for release_rounds rounds in a row, it has
+    reached the survivor and a gateway again from its own vantage."""
+    a = config.arbiter
+    streaks = dict(hist.release_streaks)
+    released_at = dict(hist.auto_released_at)
+    releases: list[tuple[Hold, str]] = []
+    notes: list[str] = []
+    keep: list[Hold] = []
+    for h in hist.held:
+        o = obs.node(h.node)
+        surv = cluster.node(h.survivor)
+        healed = bool(
+            o is not None and o.ssh_ok and o.gateways_seen > 0 and surv is not None
+            and dict(o.peers).get(surv.address, False)
+        )
+        streaks[h.node] = streaks.get(h.node, 0) + 1 if healed else 0
+        if streaks[h.node] < a.release_rounds or not a.auto_release:
+            keep.append(h)
+            continue
+        last = released_at.get(h.node)
+        if last is not None and (now - last).total_seconds() < a.release_cooldown:
+            notes.append(
+                f"{h.node} looks healed, but it was released automatically "
+                f"{(now - last).total_seconds():.0f}s ago and split again: waiting for an operator"
+            )
+            keep.append(h)
+            continue
+        why = (f"{h.node} reached {h.survivor} and its gateway for {streaks[h.node]} rounds "
+               "in a row: released automatically")
+        releases.append((h, why))
+        released_at[h.node] = now
+        streaks.pop(h.node)
+    return (
+        hist.with_(held=tuple(keep), release_streaks=tuple(sorted(streaks.items())),
+                   auto_released_at=tuple(sorted(released_at.items()))),
+        tuple(releases),
+        notes,
     )
 
 
@@ -334,6 +419,7 @@ def _maybe_fence(
         )
     )
     order = FenceOrder(
+        mode=FenceMode(cluster.fence_mode),
         cluster=cluster.name,
         survivor=survivor,
         victims=tuple(actions),
@@ -364,9 +450,8 @@ def _node_verdict(
             f"victim of open split-brain incident #{inc.id} ({inc.state.value}); "
             f"{inc.survivor} survives"
         )
-    elif name in hist.held_nodes:
-        iid = dict(hist.held).get(name)
-        deny_reason = f"held fenced by incident #{iid} until released"
+    elif (h := hist.hold_of(name)) is not None:
+        deny_reason = f"held fenced by incident #{h.incident} until released"
     if deny_reason:
         return NodeAssessment(name, health, holds, Verdict.DENY, deny_reason)
     if inc is not None and inc.state is IncidentState.DECIDED and name in inc.victims:
@@ -402,29 +487,30 @@ def carry_forward(
 def fence_finished(
     hist: ClusterHistory, incident_id: int, ok: bool, held: tuple[str, ...], at: datetime
 ) -> ClusterHistory:
+    """Fold an SSH fence's result in; ``held`` are the victims whose keepalived we stopped."""
     inc = hist.incident
-    if inc is None or inc.id != incident_id:
-        # Resolved meanwhile; still remember who is held fenced.
-        return hist.with_(held=_add_held(hist.held, held, incident_id))
-    state = IncidentState.FENCED if ok else IncidentState.FENCE_FAILED
-    return hist.with_(
-        incident=replace(inc, state=state, last_attempt_at=at),
-        held=_add_held(hist.held, held, incident_id),
+    survivor = inc.survivor if inc is not None and inc.id == incident_id else None
+    holds = tuple(
+        Hold(n, incident_id, survivor or "", FenceMode.SSH, True) for n in held
     )
+    merged = _add_holds(hist.held, holds)
+    if inc is None or inc.id != incident_id:
+        return hist.with_(held=merged)  # resolved meanwhile; still remember who is held
+    state = IncidentState.FENCED if ok else IncidentState.FENCE_FAILED
+    return hist.with_(incident=replace(inc, state=state, last_attempt_at=at), held=merged)
 
 
-def _add_held(
-    held: tuple[tuple[str, int], ...], nodes: tuple[str, ...], incident_id: int
-) -> tuple[tuple[str, int], ...]:
-    cur = dict(held)
-    for n in nodes:
-        cur.setdefault(n, incident_id)
-    return tuple(sorted(cur.items()))
+def _add_holds(held: tuple[Hold, ...], new: tuple[Hold, ...]) -> tuple[Hold, ...]:
+    have = {h.node for h in held}
+    return held + tuple(h for h in new if h.node not in have)
 
 
-def hold(hist: ClusterHistory, node: str, incident_id: int) -> ClusterHistory:
-    return hist.with_(held=_add_held(hist.held, (node,), incident_id))
+def hold(hist: ClusterHistory, h: Hold) -> ClusterHistory:
+    return hist.with_(held=_add_holds(hist.held, (h,)))
 
 
 def release(hist: ClusterHistory, node: str) -> ClusterHistory:
-    return hist.with_(held=tuple((n, i) for n, i in hist.held if n != node))
+    return hist.with_(
+        held=tuple(h for h in hist.held if h.node != node),
+        release_streaks=tuple((n, c) for n, c in hist.release_streaks if n != node),
+    )

@@ -67,6 +67,7 @@ class NodeObservation:
     addresses: tuple[Address, ...] | None = None
     keepalived_running: bool | None = None
     gateways: tuple[tuple[str, bool], ...] = ()  # the node's own ICMP view
+    peers: tuple[tuple[str, bool], ...] = ()  # the node's ICMP view of the other nodes
     # When addresses were carried forward from an earlier round (degraded node).
     addresses_seen_at: datetime | None = None
     ssh_ms: float | None = None
@@ -135,6 +136,11 @@ class Snapshot:
         return next((c for c in self.clusters if c.cluster == name), None)
 
 
+class FenceMode(StrEnum):
+    SSH = "ssh"  # stop keepalived over SSH (and escalate to ip addr del)
+    GATE = "gate"  # deny through /verdict; the node's arbiter-gate puts it into FAULT
+
+
 @dataclass(frozen=True, slots=True)
 class OpenIncident:
     """The policy's memory of a split-brain incident (id assigned by the store)."""
@@ -145,6 +151,18 @@ class OpenIncident:
     victims: tuple[str, ...] = ()
     attempts: int = 0
     last_attempt_at: datetime | None = None
+    mode: FenceMode = FenceMode.SSH
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A fenced victim, denied until released (by healing, or by an operator)."""
+
+    node: str
+    incident: int
+    survivor: str
+    mode: FenceMode
+    keepalived_stopped: bool  # released holds run recover_command when True
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +175,9 @@ class ClusterHistory:
     # vip -> node that held it alone in the last clean round
     incumbents: tuple[tuple[str, str], ...] = ()
     incident: OpenIncident | None = None
-    held: tuple[tuple[str, int], ...] = ()  # (node, incident id): fenced, not released
+    held: tuple[Hold, ...] = ()  # fenced victims, not yet released
+    release_streaks: tuple[tuple[str, int], ...] = ()
+    auto_released_at: tuple[tuple[str, datetime], ...] = ()
     epoch: int = 0
     verdicts: tuple[tuple[str, str], ...] = ()
 
@@ -166,7 +186,10 @@ class ClusterHistory:
 
     @property
     def held_nodes(self) -> frozenset[str]:
-        return frozenset(n for n, _ in self.held)
+        return frozenset(h.node for h in self.held)
+
+    def hold_of(self, node: str) -> Hold | None:
+        return next((h for h in self.held if h.node == node), None)
 
     def with_(self, **kw) -> ClusterHistory:
         return replace(self, **kw)
@@ -197,6 +220,7 @@ class FenceOrder:
     reason: str
     ranking: tuple[tuple[str, str], ...] = ()  # node -> why it ranked where it did
     dry_run: bool = False
+    mode: FenceMode = FenceMode.SSH
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +248,9 @@ class ClusterAssessment:
     resolve_orphan: bool = False
     epoch_changed: bool = False
     notes: tuple[str, ...] = field(default=())
+    # gate mode: the victim dropped the VIP by itself (True) or ignored the gate (False)
+    gate_outcome: tuple[bool, str] | None = None
+    releases: tuple[tuple[Hold, str], ...] = ()  # automatic releases due now, with why
 
     def node(self, name: str) -> NodeAssessment | None:
         return next((n for n in self.nodes if n.node == name), None)

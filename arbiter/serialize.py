@@ -20,6 +20,7 @@ def node_observation(o: NodeObservation, vips: list[str] | tuple[str, ...]) -> d
         "ssh": {"ok": o.ssh_ok, "error": o.ssh_error, "ms": o.ssh_ms},
         "keepalived_running": o.keepalived_running,
         "gateways": {g: ok for g, ok in o.gateways},
+        "peers": {p: ok for p, ok in o.peers},
         "holds": list(o.holds(vips)),
         "vip_addresses": [
             {"ifname": a.ifname, "address": a.address, "prefixlen": a.prefixlen}
@@ -56,4 +57,5 @@ def fence_order(order: FenceOrder) -> dict[str, Any]:
         "ranking": [{"node": n, "why": w} for n, w in order.ranking],
         "reason": order.reason,
         "dry_run": order.dry_run,
+        "mode": order.mode.value,
     }

@@ -14,7 +14,7 @@ echo "== ruff"
 pgdir=$(mktemp -d /tmp/arbiter-pg.XXXXXX)
 cleanup() {
   if [[ -f $pgdir/data/postmaster.pid ]]; then
-    su postgres -s /bin/sh -c "$(ls -d /usr/lib/postgresql/*/bin | tail -1)/pg_ctl -D $pgdir/data -m immediate stop" >/dev/null 2>&1 || true
+    su postgres -s /bin/sh -c "cd / && $(ls -d /usr/lib/postgresql/*/bin | tail -1)/pg_ctl -D $pgdir/data -m immediate stop" >/dev/null 2>&1 || true
   fi
   rm -rf "$pgdir"
   bash deploy/lab/lab gc >/dev/null 2>&1 || true
@@ -24,9 +24,9 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -1 || true)
 if [[ -n $pgbin ]]; then
   chown postgres "$pgdir"
   port=55432
-  su postgres -s /bin/sh -c "$pgbin/initdb -D $pgdir/data -A trust -U postgres >/dev/null && \
+  su postgres -s /bin/sh -c "cd / && $pgbin/initdb -D $pgdir/data -A trust -U postgres >/dev/null && \
     $pgbin/pg_ctl -D $pgdir/data -o '-k $pgdir -h 127.0.0.1 -p $port' -l $pgdir/log -w start >/dev/null"
-  su postgres -s /bin/sh -c "$pgbin/createdb -h 127.0.0.1 -p $port arbiter_test"
+  su postgres -s /bin/sh -c "cd / && $pgbin/createdb -h 127.0.0.1 -p $port arbiter_test"
   export ARBITER_TEST_PG_URL="postgresql+psycopg://postgres@127.0.0.1:$port/arbiter_test"
   echo "== PostgreSQL $($pgbin/postgres --version | awk '{print $3}') on 127.0.0.1:$port"
 else

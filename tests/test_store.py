@@ -43,13 +43,15 @@ def test_incident_lifecycle(repo: Repository) -> None:
     repo.add_attempt(iid, 1, AttemptRecord(
         "lb2", "fence_command", "systemctl stop keepalived", True, 0, "x" * 5000, None,
         T + timedelta(seconds=2), T + timedelta(seconds=2, milliseconds=150)))
-    repo.set_state(iid, IncidentState.FENCED, T + timedelta(seconds=3), "fenced lb2", held=True)
+    repo.set_state(iid, IncidentState.FENCED, T + timedelta(seconds=3), "fenced lb2",
+                   held_nodes=["lb2"])
     assert [u["id"] for u in repo.unresolved()] == [iid]
     repo.set_state(iid, IncidentState.RESOLVED, T + timedelta(seconds=9), "gone")
     # resolved but still held: it stays in the restart state until released
     assert [u["id"] for u in repo.unresolved()] == [iid]
-    assert repo.release(iid, T + timedelta(seconds=20), "ops@example", "released by hand")
-    assert not repo.release(iid, T + timedelta(seconds=21), "ops@example", "again")
+    assert repo.release(iid, T + timedelta(seconds=20), "ops@example", "released by hand") \
+        == ["lb2"]
+    assert repo.release(iid, T + timedelta(seconds=21), "ops@example", "again") == []
     assert repo.unresolved() == []
 
     full = repo.get_incident(iid)

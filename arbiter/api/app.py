@@ -10,24 +10,46 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
 
 from arbiter.api import views
+from arbiter.api.auth import Authenticator
 from arbiter.cycle import Arbiter
 from arbiter.model import IncidentKind, IncidentState
 from arbiter.store.repository import MAX_PAGE, CursorError, StoreError
 
 log = logging.getLogger("arbiter.api")
-router = APIRouter()
 
 
 def get_arbiter(request: Request) -> Arbiter:
     return request.app.state.arbiter
 
 
+def read_access(request: Request) -> None:
+    request.app.state.auth.check_read(request)
+
+
+router = APIRouter(dependencies=[Depends(read_access)])
+open_router = APIRouter()  # health probes stay open for load balancers and systemd
 ArbiterDep = Annotated[Arbiter, Depends(get_arbiter)]
+
+
+class EventIn(BaseModel):
+    """A keepalived notify call: arbiter-notify sends TYPE NAME STATE PRIORITY."""
+
+    cluster: str = Field(min_length=1, max_length=64)
+    node: str = Field(min_length=1, max_length=64)
+    type: Literal["INSTANCE", "GROUP"] = "INSTANCE"
+    instance: str = Field(min_length=1, max_length=128)
+    state: Literal["MASTER", "BACKUP", "FAULT", "STOP", "DELETED"]
+    priority: int | None = Field(None, ge=0, le=255)
+
+
+class ReleaseIn(BaseModel):
+    reason: str | None = Field(None, max_length=500)
 
 
 def _now() -> datetime:
@@ -70,7 +92,8 @@ def get_verdict(
 
 @router.get("/status", summary="Live state of every cluster and of the arbiter itself")
 def get_status(arb: ArbiterDep) -> dict[str, Any]:
-    return views.status(arb.config, arb.runtime, arb.history, arb.last_seen, _now())
+    return views.status(arb.config, arb.runtime, arb.history, arb.last_seen, _now(),
+                        arb.last_event)
 
 
 @router.get("/incidents", summary="Incidents, newest first")
@@ -110,12 +133,49 @@ def get_incident(arb: ArbiterDep, incident_id: Annotated[int, Path(ge=1)]) -> di
     return inc
 
 
-@router.get("/healthz", summary="The process is up")
+@router.post("/events", status_code=202, summary="A keepalived state transition (arbiter-notify)")
+async def post_event(request: Request, arb: ArbiterDep, ev: EventIn) -> dict[str, Any]:
+    auth: Authenticator = request.app.state.auth
+    who = auth.require_node(request, ev.cluster, ev.node)
+    cfg = arb.config.cluster(ev.cluster)
+    if cfg is None:
+        raise HTTPException(404, f"unknown cluster {ev.cluster!r}")
+    if cfg.node(ev.node) is None:
+        raise HTTPException(404, f"unknown node {ev.node!r} in cluster {ev.cluster!r}")
+    try:
+        eid = await arb.record_event(ev.cluster, ev.node, ev.instance, ev.state, ev.priority,
+                                     request.client.host if request.client else None)
+    except StoreError as exc:
+        raise HTTPException(503, f"database unavailable: {exc}") from None
+    return {"id": eid, "round": "scheduled now", "by": who.name}
+
+
+@router.post("/incidents/{incident_id}/release",
+             summary="Release a held victim (operator); runs recover_command where needed")
+async def release_incident(
+    request: Request, arb: ArbiterDep, incident_id: Annotated[int, Path(ge=1)],
+    body: Annotated[ReleaseIn | None, Body()] = None,
+) -> dict[str, Any]:
+    auth: Authenticator = request.app.state.auth
+    who = auth.require_operator(request)
+    by = who.name + (f": {body.reason}" if body and body.reason else "")
+    try:
+        res = await arb.release_incident(incident_id, by)
+    except KeyError:
+        raise HTTPException(404, f"no incident {incident_id}") from None
+    except StoreError as exc:
+        raise HTTPException(503, f"database unavailable: {exc}") from None
+    if not res["released"]:
+        raise HTTPException(409, f"incident {incident_id} holds no node (not fenced, or released)")
+    return res
+
+
+@open_router.get("/healthz", summary="The process is up")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Database reachable and rounds running and fresh")
+@open_router.get("/readyz", summary="Database reachable and rounds running and fresh")
 def readyz(arb: ArbiterDep) -> JSONResponse:
     problems = []
     try:
@@ -163,6 +223,8 @@ def create_app(arbiter: Arbiter, run_loop: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.arbiter = arbiter
+    app.state.auth = Authenticator(arbiter.config)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.include_router(router)
+    app.include_router(open_router)
     return app

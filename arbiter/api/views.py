@@ -55,7 +55,8 @@ def verdict(
     return {**body, "holder": holder, "verdict": na.verdict.value, "reason": na.reason}
 
 
-def status(config: Config, rt: Runtime, history: History, last_seen: dict, now: datetime) -> dict:
+def status(config: Config, rt: Runtime, history: History, last_seen: dict, now: datetime,
+           last_event: dict | None = None) -> dict:
     snap, a = rt.snapshot, rt.assessment
     stale = staleness(config, rt, now)
     clusters = []
@@ -71,6 +72,7 @@ def status(config: Config, rt: Runtime, history: History, last_seen: dict, now: 
             if o is not None:
                 entry.update(node_observation(o, c.vips))
             entry["last_seen"] = iso(last_seen.get((c.name, n.name)))
+            entry["last_event"] = (last_event or {}).get((c.name, n.name))
             entry["verdict"] = na.verdict.value if na else None
             entry["verdict_reason"] = na.reason if na else None
             entry["held"] = n.name in hist.held_nodes
@@ -86,9 +88,16 @@ def status(config: Config, rt: Runtime, history: History, last_seen: dict, now: 
             "reason": ca.reason if ca else None,
             "incident": None if inc is None else {
                 "id": inc.id, "state": inc.state.value, "survivor": inc.survivor,
-                "victims": list(inc.victims), "attempts": inc.attempts,
+                "victims": list(inc.victims), "attempts": inc.attempts, "mode": inc.mode.value,
             },
-            "held": [{"node": n, "incident": i} for n, i in hist.held],
+            "fence_mode": c.fence_mode,
+            "notes": list(ca.notes) if ca else [],
+            "held": [
+                {"node": h.node, "incident": h.incident, "survivor": h.survivor,
+                 "mode": h.mode.value,
+                 "release_streak": dict(hist.release_streaks).get(h.node, 0)}
+                for h in hist.held
+            ],
             "epoch": hist.epoch,
             "nodes": nodes,
         })

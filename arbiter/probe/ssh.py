@@ -154,22 +154,27 @@ def _text(v: str | bytes | None) -> str:
 MARK = "@@arbiter-collect v1"
 
 
-def collect_command(gateways: list[str], ping_timeout: float) -> str:
-    """One POSIX sh command: addresses, keepalived state, the node's own gateway view.
-
-    Gateway pings run in parallel so the command costs one ping timeout at most.
-    """
-    w = max(1, math.ceil(ping_timeout))
-    gws = " ".join(shlex.quote(g) for g in gateways)
-    gw_loop = (
-        f"for g in {gws}; do ( if ping -n -q -c 1 -W {w} \"$g\" >/dev/null 2>&1; "
+def _ping_loop(addrs: list[str], w: int) -> str:
+    if not addrs:
+        return ""
+    quoted = " ".join(shlex.quote(a) for a in addrs)
+    return (
+        f"for g in {quoted}; do ( if ping -n -q -c 1 -W {w} \"$g\" >/dev/null 2>&1; "
         'then echo "$g up"; else echo "$g down"; fi ) & done; wait; '
-        if gateways else ""
     )
+
+
+def collect_command(
+    gateways: list[str], ping_timeout: float, peers: list[str] | None = None
+) -> str:
+    """One POSIX sh command: addresses, keepalived state, the node's own view of its
+    gateways and of its peers. Pings run in parallel: one ping timeout at most."""
+    w = max(1, math.ceil(ping_timeout))
+    peer_part = f"echo @@peers; {_ping_loop(peers, w)}" if peers else ""
     return (
         f"echo '{MARK}'; echo @@addr; ip -j addr show; echo; echo @@keepalived; "
         "if pidof keepalived >/dev/null 2>&1; then echo running; else echo stopped; fi; "
-        f"echo @@gw; {gw_loop}echo @@end"
+        f"echo @@gw; {_ping_loop(gateways, w)}{peer_part}echo @@end"
     )
 
 
@@ -178,13 +183,25 @@ class NodeFacts:
     addresses: tuple[Address, ...]
     keepalived_running: bool
     gateways: tuple[tuple[str, bool], ...]
+    peers: tuple[tuple[str, bool], ...] = ()
 
 
 class CollectParseError(ValueError):
     pass
 
 
-def parse_collect(stdout: str, gateways: list[str]) -> NodeFacts:
+def _updown(lines: list[str]) -> dict[str, bool]:
+    seen: dict[str, bool] = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and parts[1] in ("up", "down"):
+            seen[parts[0]] = parts[1] == "up"
+    return seen
+
+
+def parse_collect(
+    stdout: str, gateways: list[str], peers: list[str] | None = None
+) -> NodeFacts:
     sections: dict[str, list[str]] = {}
     cur = None
     for line in stdout.splitlines():
@@ -211,13 +228,11 @@ def parse_collect(stdout: str, gateways: list[str]) -> NodeFacts:
     ka = [x.strip() for x in sections["keepalived"] if x.strip()]
     if ka not in (["running"], ["stopped"]):
         raise CollectParseError(f"unexpected keepalived state {ka!r}")
-    seen: dict[str, bool] = {}
-    for line in sections["gw"]:
-        parts = line.split()
-        if len(parts) == 2 and parts[1] in ("up", "down"):
-            seen[parts[0]] = parts[1] == "up"
+    seen = _updown(sections["gw"])
+    peer_seen = _updown(sections.get("peers", []))
     return NodeFacts(
         addresses=tuple(addrs),
         keepalived_running=ka == ["running"],
         gateways=tuple((g, seen.get(g, False)) for g in gateways),
+        peers=tuple((p, peer_seen.get(p, False)) for p in peers or []),
     )

@@ -28,6 +28,7 @@ class SimState:
     interfaces: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     keepalived_running: bool = True
     gateways: dict[str, bool] = field(default_factory=dict)  # this node's own view
+    peers_down: set[str] = field(default_factory=set)  # peers this node cannot ping
     vips: list[str] = field(default_factory=list)  # what keepalived drops on a clean stop
     release_vips_on_stop: bool = True
     fence_command: str = "systemctl stop keepalived"
@@ -79,7 +80,7 @@ def standard_state(name: str, address: str, vips: list[str], holds: list[str],
     return s
 
 
-_GW_LOOP = re.compile(r"for g in (.*?); do")
+_PING_LOOP = re.compile(r"for g in (.*?); do")
 _IP_DEL = re.compile(r"^ip addr del (\S+) dev (\S+)$")
 
 
@@ -87,11 +88,17 @@ def respond(state: SimState, command: str) -> tuple[int, str, str]:
     """The node's behaviour: command in, (exit status, stdout, stderr) out."""
     state.commands.append(command)
     if MARK in command:
-        m = _GW_LOOP.search(command)
+        gw_part, _, peer_part = command.partition("echo @@peers")
+        m = _PING_LOOP.search(gw_part)
         gws = shlex.split(m.group(1)) if m else []
         lines = [MARK, "@@addr", state.ip_json(), "", "@@keepalived",
                  "running" if state.keepalived_running else "stopped", "@@gw"]
         lines += [f"{g} {'up' if state.gateways.get(g, False) else 'down'}" for g in gws]
+        m = _PING_LOOP.search(peer_part)
+        if m:
+            lines.append("@@peers")
+            lines += [f"{p} {'down' if p in state.peers_down else 'up'}"
+                      for p in shlex.split(m.group(1))]
         lines.append("@@end")
         return 0, "\n".join(lines) + "\n", ""
     if command == state.fence_command:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from arbiter.model import IncidentKind, IncidentState
 from arbiter.serialize import iso
-from arbiter.store.tables import ClusterState, FenceAttempt, Incident, IncidentEvent
+from arbiter.store.tables import ClusterState, FenceAttempt, Incident, IncidentEvent, NodeEvent
 
 MAX_PAGE = 500
 OUTPUT_EXCERPT = 2000
@@ -178,7 +178,7 @@ class Repository:
 
     def set_state(
         self, incident_id: int, state: IncidentState, at: datetime, message: str,
-        held: bool | None = None,
+        held_nodes: list[str] | None = None,
     ) -> None:
         def fn(s: Session) -> None:
             inc = s.get(Incident, incident_id)
@@ -190,8 +190,9 @@ class Repository:
                 inc.fenced_at = at
             if state is IncidentState.RESOLVED:
                 inc.resolved_at = at
-            if held is not None:
-                inc.held = held
+            if held_nodes:
+                inc.held = True
+                inc.held_nodes = sorted(set(inc.held_nodes or []) | set(held_nodes))
             s.add(IncidentEvent(incident_id=incident_id, at=at, state=state.value, message=message))
 
         self._tx(fn)
@@ -205,16 +206,53 @@ class Repository:
 
         self._tx(fn)
 
-    def release(self, incident_id: int, at: datetime, by: str, message: str) -> bool:
-        """Mark a held victim released. Returns False if it was not held."""
+    def release(
+        self, incident_id: int, at: datetime, by: str, message: str, node: str | None = None
+    ) -> list[str]:
+        """Release held victims (one node, or all of the incident's). Returns who was
+        released; empty if nothing was held. Fully released incidents get released_at/by."""
 
-        def fn(s: Session) -> bool:
+        def fn(s: Session) -> list[str]:
             inc = s.get(Incident, incident_id)
             if inc is None or not inc.held or inc.released_at is not None:
-                return False
-            inc.released_at, inc.released_by, inc.updated_at = at, by, at
-            s.add(IncidentEvent(incident_id=incident_id, at=at, state=inc.state, message=message))
-            return True
+                return []
+            held = list(inc.held_nodes or inc.victims)
+            gone = [n for n in held if node is None or n == node]
+            if not gone:
+                return []
+            left = [n for n in held if n not in gone]
+            inc.held_nodes = left
+            inc.updated_at = at
+            if not left:
+                inc.released_at, inc.released_by = at, by
+            s.add(IncidentEvent(incident_id=incident_id, at=at, state=inc.state,
+                                message=f"{message} (released {', '.join(gone)} by {by})"))
+            return gone
+
+        return self._tx(fn)
+
+    def add_node_event(
+        self, cluster: str, node: str, instance: str, state: str, priority: int | None,
+        at: datetime, source: str | None,
+    ) -> int:
+        def fn(s: Session) -> int:
+            ev = NodeEvent(cluster=cluster, node=node, instance=instance, state=state,
+                           priority=priority, at=at, source=source)
+            s.add(ev)
+            s.flush()
+            return ev.id
+
+        return self._tx(fn)
+
+    def node_events(self, cluster: str, node: str | None = None, limit: int = 50) -> list[dict]:
+        def fn(s: Session) -> list[dict]:
+            q = select(NodeEvent).where(NodeEvent.cluster == cluster)
+            if node:
+                q = q.where(NodeEvent.node == node)
+            q = q.order_by(NodeEvent.id.desc()).limit(limit)
+            return [{"id": e.id, "cluster": e.cluster, "node": e.node, "instance": e.instance,
+                     "state": e.state, "priority": e.priority, "at": iso(e.at),
+                     "source": e.source} for e in s.scalars(q)]
 
         return self._tx(fn)
 
@@ -316,6 +354,7 @@ def _summary(i: Incident) -> dict[str, Any]:
         "victims": i.victims,
         "reason": i.reason,
         "dry_run": i.dry_run,
+        "mode": (i.decision or {}).get("mode", "ssh"),
         "attempts": i.attempts,
         "opened_at": iso(i.opened_at),
         "updated_at": iso(i.updated_at),
@@ -324,6 +363,7 @@ def _summary(i: Incident) -> dict[str, Any]:
         "fenced_at": iso(i.fenced_at),
         "resolved_at": iso(i.resolved_at),
         "held": i.held,
+        "held_nodes": i.held_nodes if i.held_nodes is not None else (i.victims if i.held else []),
         "released_at": iso(i.released_at),
         "released_by": i.released_by,
     }

@@ -55,6 +55,7 @@ class Incident(Base):
     fenced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     held: Mapped[bool] = mapped_column(Boolean, default=False)
+    held_nodes: Mapped[list[str] | None] = mapped_column(JSON)
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     released_by: Mapped[str | None] = mapped_column(String(128))
 
@@ -117,3 +118,20 @@ class ClusterState(Base):
     cluster: Mapped[str] = mapped_column(String(64), primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class NodeEvent(Base):
+    """A keepalived state transition reported by arbiter-notify (POST /events)."""
+
+    __tablename__ = "node_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cluster: Mapped[str] = mapped_column(String(64))
+    node: Mapped[str] = mapped_column(String(64))
+    instance: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_node_events_cluster_node", "cluster", "node", "id"),)

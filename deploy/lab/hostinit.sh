@@ -14,6 +14,14 @@ awk -F: 'BEGIN { OFS = ":" } $1 == "root" { $7 = "/bin/sh" } { print }' /etc/pas
 mount --bind "$d/passwd" /etc/passwd
 echo "$d" > /run/lab-host-dir
 if [[ $role == director ]]; then
+  # Scripts keepalived runs must sit on a root-owned path (enable_script_security):
+  # copy them into this host's private /run rather than run them from a checkout.
+  mkdir -p /run/arbiter/bin
+  cp "$here/../keepalived/arbiter-gate" "$here/../keepalived/arbiter-notify" \
+     "$here/../node/arbiter-ssh-wrapper" "$here/host-keepalived" /run/arbiter/bin/
+  chmod 755 /run/arbiter/bin/*
+  cp "$d/ssh-wrapper.conf" /run/arbiter/ssh-wrapper.conf
+  install -m 600 "$d/node.token" /run/arbiter/node.token
   mkdir -p /etc/keepalived
   mount --bind "$d/keepalived" /etc/keepalived   # this host's keepalived.conf at the usual path
   /usr/sbin/sshd -f "$d/sshd_config" -E "$d/log/sshd.log"

@@ -57,10 +57,12 @@ def _lab_required() -> None:
 
 class Lab:
     def __init__(self, variant: str):
+        variant, _, extra = variant.partition("+")
         self.variant = variant
         self.env = {**os.environ, "PYTHON": sys.executable,
                     "ARBITER_BIN": str(Path(sys.executable).parent / "arbiter")}
-        out = self._run("up", "--variant", variant, "--owner", str(os.getpid()))
+        flags = ["--gate"] if extra == "gate" else []
+        out = self._run("up", "--variant", variant, *flags, "--owner", str(os.getpid()))
         self.id = out.strip().splitlines()[-1]
         self.env["LAB_ID"] = self.id
         self.dir = Path(self._run("dir").strip())
@@ -92,6 +94,33 @@ class Lab:
             lines.insert(i + 1, f"{k} = {json.dumps(v)}")
             text = "\n".join(lines) + "\n"
         p.write_text(text)
+
+    def set_cluster(self, **values: object) -> None:
+        """Edit keys of the lab's [[clusters]] section."""
+        p = self.dir / "arbiter.toml"
+        text = p.read_text()
+        for k, v in values.items():
+            lines = text.splitlines()
+            lines = [ln for ln in lines if not ln.startswith(f"{k} =")]
+            i = lines.index("[[clusters]]")
+            lines.insert(i + 1, f"{k} = {json.dumps(v)}")
+            text = "\n".join(lines) + "\n"
+        p.write_text(text)
+
+    def token(self, who: str) -> str:
+        return (self.dir / f"{who}.token").read_text().strip()
+
+    def post(self, path: str, body: dict | None = None,
+             token: str | None = None) -> tuple[int, dict]:
+        cmd = ["ip", "netns", "exec", self.ns("arb"), "curl", "-sS", "--max-time", "10",
+               "-o", "-", "-w", "\n%{http_code}", "-X", "POST",
+               "-H", "Content-Type: application/json", "-d", json.dumps(body or {})]
+        if token is not None:
+            cmd += ["-H", f"Authorization: Bearer {token}"]
+        p = subprocess.run(cmd + [f"http://127.0.0.1:8080{path}"], capture_output=True,
+                           text=True, timeout=15)
+        out, _, code = p.stdout.rpartition("\n")
+        return int(code), json.loads(out) if out else {}
 
     def start_arbiter(self) -> None:
         self._run("arbiter", "start")

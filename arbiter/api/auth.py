@@ -1,0 +1,85 @@
+"""Bearer tokens: per node (POST /events for itself) and per operator (everything).
+
+Tokens are compared in constant time against every configured token, so the
+time taken says nothing about which token was close. Every refusal is logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+
+from arbiter.config import Config
+
+log = logging.getLogger("arbiter.auth")
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    kind: str  # "operator" | "node"
+    cluster: str | None = None
+    node: str | None = None
+
+
+class Authenticator:
+    def __init__(self, config: Config):
+        self._tokens: list[tuple[bytes, Principal]] = [
+            (tok.encode(), Principal(name, "operator")) for name, tok in config.api.tokens.items()
+        ]
+        for c in config.clusters:
+            for n in c.nodes:
+                if n.token:
+                    self._tokens.append(
+                        (n.token.encode(), Principal(f"{c.name}/{n.name}", "node", c.name, n.name))
+                    )
+        self.protect_reads = config.api.protect_reads
+
+    def identify(self, token: str) -> Principal | None:
+        given = token.encode()
+        found = None
+        for tok, who in self._tokens:  # no early exit: constant time over the list
+            if hmac.compare_digest(tok, given):
+                found = who
+        return found
+
+    def _deny(self, request: Request, status: int, msg: str) -> HTTPException:
+        client = request.client.host if request.client else "?"
+        log.warning("auth: %d %s %s from %s: %s", status, request.method, request.url.path,
+                    client, msg)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return HTTPException(status, msg, headers=headers)
+
+    def principal(self, request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise self._deny(request, 401, "missing bearer token (Authorization: Bearer ...)")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise self._deny(request, 401, "malformed Authorization header; expected Bearer")
+        if not self._tokens:
+            raise self._deny(request, 403, "no API tokens are configured: writes are disabled")
+        who = self.identify(token.strip())
+        if who is None:
+            raise self._deny(request, 401, "invalid bearer token")
+        return who
+
+    def require_operator(self, request: Request) -> Principal:
+        who = self.principal(request)
+        if who.kind != "operator":
+            raise self._deny(request, 403, f"{who.name} is a node token; operators only")
+        return who
+
+    def require_node(self, request: Request, cluster: str, node: str) -> Principal:
+        who = self.principal(request)
+        if who.kind == "node" and (who.cluster, who.node) != (cluster, node):
+            raise self._deny(request, 403,
+                             f"token of {who.name} cannot report for {cluster}/{node}")
+        return who
+
+    def check_read(self, request: Request) -> None:
+        if self.protect_reads:
+            self.principal(request)

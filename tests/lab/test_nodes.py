@@ -1,0 +1,140 @@
+"""End-to-end with the nodes in the loop: arbiter-gate and arbiter-notify wired into
+real keepalived on both directors (lab variant `+gate`)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+
+from tests.lab.conftest import VIP1, Lab, Window, steady, wait_for
+
+pytestmark = [pytest.mark.lab, pytest.mark.parametrize("lab", ["active-backup+gate"],
+                                                       indirect=True)]
+GATE_INTERVAL = 1.0
+# keepalived's master-down interval for lb2: 3 x advert_int + (256 - priority) / 256
+MASTER_DOWN = 3 * 1.0 + (256 - 90) / 256
+
+
+def ts(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def last_event(lab: Lab, node: str) -> dict | None:
+    nodes = {n["name"]: n for n in lab.api("/status")["clusters"][0]["nodes"]}
+    return nodes[node]["last_event"]
+
+
+def test_gate_only_fence_puts_victim_into_fault(lab: Lab) -> None:
+    lab.set_cluster(fence_mode="gate")
+    steady(lab)
+    lab.fault("vrrp-cut")
+    inc = wait_for(lambda: [i for i in lab.incidents("split_brain") if i["decided_at"]], 20,
+                   "a decision")[0]
+    decided = ts(inc["decided_at"])
+    wait_for(lambda: lab.holders()[VIP1] == ["lb1"], 10, "lb2 to drop the VIP")
+    gone = time.time()
+    print(f"\ndecision -> victim in FAULT without the VIP: {gone - decided:.2f}s "
+          f"(bound: 2 gate intervals = {2 * GATE_INTERVAL:.1f}s)")
+    assert gone - decided <= 2 * GATE_INTERVAL + 0.2  # + the 50-100 ms poll granularity
+    assert lab.keepalived_running("lb2")  # nothing was stopped: the node fenced itself
+    wait_for(lambda: (last_event(lab, "lb2") or {}).get("state") == "FAULT", 5, "FAULT event")
+    final = wait_for(lambda: [i for i in lab.incidents("split_brain") if i["state"] == "fenced"],
+                     10, "incident fenced")[0]
+    assert final["mode"] == "gate"
+    assert [s["step"] for s in lab.api(f"/incidents/{final['id']}")["fence_attempts"]] \
+        in ([], ["announce"])
+    assert lab.verdict("lb2")["verdict"] == "deny"
+
+
+def test_director_link_cut_releases_vip_itself(lab: Lab) -> None:
+    steady(lab)
+    lab.fault("link-cut", "lb1")  # lb1 reaches neither its gateway nor the arbiter
+    wait_for(lambda: lab.holders()[VIP1] == ["lb2"], 15, "lb1 to let go and lb2 to take over")
+    lab.heal("link-cut", "lb1")
+    deadline = time.monotonic() + 12
+    seen = []
+    while time.monotonic() < deadline:
+        h = lab.holders()[VIP1]
+        seen.append(tuple(h))
+        assert len(h) <= 1, f"dual VIP after heal: {h}"
+        time.sleep(0.05)
+    assert len(seen[-1]) == 1
+    path = " -> ".join(dict.fromkeys("+".join(x) or "-" for x in seen))
+    print(f"\nafter heal the VIP went {path}")
+    assert lab.incidents("split_brain") == []
+
+
+def test_arbiter_stopped_failover_still_works(lab: Lab) -> None:
+    steady(lab)
+    lab.kill_arbiter()
+    lab.fault("keepalived-kill", "lb1")  # -9: lb1's VIP stays behind, stale
+    t0 = time.monotonic()
+    wait_for(lambda: "lb2" in lab.holders()[VIP1], 15, "lb2 to take over")
+    took = time.monotonic() - t0
+    print(f"\nfailover with the arbiter down: {took:.2f}s "
+          f"(keepalived master-down interval {MASTER_DOWN:.2f}s)")
+    assert took <= MASTER_DOWN + GATE_INTERVAL
+
+
+def test_release_after_heal_returns_to_normal_vrrp(lab: Lab) -> None:
+    steady(lab)
+    lab.fault("vrrp-cut")
+    Window(lab).watch(timeout=20)
+    inc = wait_for(lambda: [i for i in lab.incidents("split_brain")
+                            if i["state"] in ("fenced", "resolved")], 10, "fenced")[0]
+    wait_for(lambda: not lab.keepalived_running("lb2"), 5, "lb2's keepalived stopped")
+    lab.heal("vrrp-cut")
+    code, body = lab.post(f"/incidents/{inc['id']}/release", {"reason": "vrrp healed"},
+                          lab.token("ops"))
+    assert code == 200, body
+    assert body["released"] == ["lb2"] and body["recover"][0]["ok"], body
+    wait_for(lambda: lab.keepalived_running("lb2"), 5, "lb2's keepalived back")
+    wait_for(lambda: (last_event(lab, "lb2") or {}).get("state") == "BACKUP", 10, "lb2 BACKUP")
+    for _ in range(30):  # and it stays normal: one holder, no FAULT
+        assert lab.holders()[VIP1] == ["lb1"]
+        time.sleep(0.1)
+    assert last_event(lab, "lb2")["state"] == "BACKUP"
+    assert lab.verdict("lb2")["verdict"] == "allow"
+    rel = lab.api(f"/incidents/{inc['id']}")
+    assert rel["released_by"].startswith("ops") and rel["released_at"]
+    steps = [(s["node"], s["step"], s["ok"]) for s in rel["fence_attempts"]]
+    assert ("lb2", "recover", True) in steps
+
+
+def test_notify_event_triggers_detection_before_the_schedule(lab: Lab) -> None:
+    interval = 10.0
+    lab.set_arbiter(interval=interval)
+    steady(lab)
+    before = lab.api("/status")["arbiter"]["last_round"]["started_at"]
+    lab.fault("vrrp-cut")
+    inc = wait_for(lambda: lab.incidents("split_brain"), 20, "split brain seen")[0]
+    ev = last_event(lab, "lb2")
+    assert ev is not None and ev["state"] == "MASTER"
+    opened, event_at = ts(inc["opened_at"]), ts(ev["at"])
+    # the round that would have seen it without the event: the schedule's next slot
+    scheduled = ts(before) + interval
+    while scheduled < event_at:
+        scheduled += interval
+    print(f"\nevent -> incident: {opened - event_at:.3f}s; scheduled round would have come "
+          f"{scheduled - opened:.2f}s later")
+    assert 0 <= opened - event_at < 1.0
+    assert scheduled - opened > 0
+
+
+def test_write_endpoints_refuse_bad_tokens(lab: Lab) -> None:
+    steady(lab)
+    ev = {"cluster": "web", "node": "lb2", "instance": "VI_1", "state": "MASTER",
+          "priority": 90}
+    assert lab.post("/events", ev)[0] == 401
+    assert lab.post("/events", ev, "not-a-valid-token-at-all")[0] == 401
+    assert lab.post("/events", ev, lab.token("lb1"))[0] == 403  # lb1 cannot speak for lb2
+    assert lab.post("/incidents/1/release", {}, lab.token("lb2"))[0] == 403
+    assert lab.post("/incidents/1/release", {})[0] == 401
+    assert lab.post("/incidents/1/release", {}, lab.token("ops"))[0] == 404  # a real token
+    time.sleep(1.5)
+    assert last_event(lab, "lb2") is None and lab.incidents() == []
+    assert lab.holders()[VIP1] == ["lb1"]
+    log = lab.arbiter_log()
+    assert log.count("auth: 401") >= 3 and log.count("auth: 403") >= 2
