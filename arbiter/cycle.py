@@ -454,7 +454,7 @@ class Arbiter:
             hist = self.history.cluster(cfg.name)
             holds = [h for h in hist.held if h.incident == incident_id and h.node in gone]
             for n in gone:
-                hist = decide.release(hist, n)
+                hist = decide.release(hist, n, incident_id)
             clusters = dict(self.history.clusters)
             clusters[cfg.name] = hist
             self.history = replace(self.history, clusters=tuple(clusters.items()))

@@ -102,10 +102,16 @@ def assess_cluster(
     # --- split-brain bookkeeping -------------------------------------------
     if split_vips and abstain_reason is None:
         streak = hist.split_streak + 1
+        if nxt.incident is not None and nxt.incident.released:
+            # Split brain after a release is a new incident (with its own fence), not
+            # the old one that must never be fenced twice.
+            resolve_split = True
+            nxt = nxt.with_(incident=None)
+            streak = 1
         nxt = nxt.with_(
             split_streak=streak, clean_streak=0, split_since=hist.split_since or now
         )
-        if hist.incident is None:
+        if nxt.incident is None:
             open_split = True
             nxt = nxt.with_(incident=OpenIncident(id=None, state=IncidentState.OPEN))
         reason = (
@@ -270,8 +276,12 @@ def _auto_release(
         releases.append((h, why))
         released_at[h.node] = now
         streaks.pop(h.node)
+    inc = hist.incident
+    if inc is not None and any(h.incident == inc.id for h, _ in releases):
+        inc = replace(inc, released=True)
     return (
-        hist.with_(held=tuple(keep), release_streaks=tuple(sorted(streaks.items())),
+        hist.with_(incident=inc, held=tuple(keep),
+                   release_streaks=tuple(sorted(streaks.items())),
                    auto_released_at=tuple(sorted(released_at.items()))),
         tuple(releases),
         notes,
@@ -445,7 +455,8 @@ def _node_verdict(
         return NodeAssessment(name, health, holds, Verdict.ABSTAIN, abstain_reason)
     inc = hist.incident
     deny_reason = None
-    if inc is not None and name in inc.victims and inc.state is not IncidentState.DECIDED:
+    if (inc is not None and name in inc.victims and not inc.released
+            and inc.state is not IncidentState.DECIDED):
         deny_reason = (
             f"victim of open split-brain incident #{inc.id} ({inc.state.value}); "
             f"{inc.survivor} survives"
@@ -509,8 +520,13 @@ def hold(hist: ClusterHistory, h: Hold) -> ClusterHistory:
     return hist.with_(held=_add_holds(hist.held, (h,)))
 
 
-def release(hist: ClusterHistory, node: str) -> ClusterHistory:
+def release(hist: ClusterHistory, node: str, incident_id: int | None = None) -> ClusterHistory:
+    """Lift the hold on ``node``; if its incident is still open, stop denying its victims."""
+    inc = hist.incident
+    if inc is not None and incident_id is not None and inc.id == incident_id:
+        inc = replace(inc, released=True)
     return hist.with_(
+        incident=inc,
         held=tuple(h for h in hist.held if h.node != node),
         release_streaks=tuple((n, c) for n, c in hist.release_streaks if n != node),
     )

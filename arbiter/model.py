@@ -152,6 +152,7 @@ class OpenIncident:
     attempts: int = 0
     last_attempt_at: datetime | None = None
     mode: FenceMode = FenceMode.SSH
+    released: bool = False  # an operator or healing released the victims: allow again
 
 
 @dataclass(frozen=True, slots=True)

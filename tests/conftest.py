@@ -72,7 +72,8 @@ async def site(tmp_path: Path) -> AsyncIterator[SimSite]:
 
 def write_config(site: SimSite, tmp_path: Path, **arbiter: object) -> config_mod.Config:
     p = tmp_path / "arbiter.toml"
-    p.write_text(site_config(site, [VIP1], f"sqlite:///{tmp_path / 'arbiter.db'}", **arbiter))
+    p.write_text(site_config(site, [VIP1], f"sqlite:///{tmp_path / 'arbiter.db'}",
+                             **arbiter))  # type: ignore[arg-type]
     return config_mod.load(p)
 
 

@@ -139,3 +139,98 @@ async def test_before_first_round_everything_abstains(site: SimSite, make_arbite
         assert s["arbiter"]["abstaining"] == "no round has completed yet"
     await arb.runner.close()
     await asyncio.sleep(0)
+
+
+# --- write endpoints and auth ----------------------------------------------------------
+
+OPS, LB1, LB2 = "ops-token-0123456789", "lb1-token-0123456789", "lb2-token-0123456789"
+
+
+@pytest.fixture
+async def authed(site: SimSite, make_arbiter):  # type: ignore[no-untyped-def]
+    arb = await make_arbiter(site, tokens={"ops": OPS, "lb1": LB1, "lb2": LB2})
+    await rounds(arb, 1)
+    site.state("lb2").add("eth0", VIP1, 24)
+    await rounds(arb, 4)
+    app = create_app(arb)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://arbiter") as c:
+        yield arb, c
+    await arb.runner.close()
+
+
+def bearer(tok: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}"}
+
+
+EV = {"cluster": "web", "node": "lb2", "instance": "VI_1", "state": "MASTER", "priority": 90}
+
+
+@pytest.mark.parametrize(("headers", "status", "needle"), [
+    ({}, 401, "missing bearer token"),
+    ({"Authorization": "Basic abc"}, 401, "expected Bearer"),
+    (bearer("wrong-token-0123456789"), 401, "invalid bearer token"),
+    (bearer(LB1), 403, "cannot report for web/lb2"),
+])
+async def test_events_refused(authed, headers, status, needle, caplog) -> None:  # type: ignore[no-untyped-def]
+    arb, c = authed
+    r = await c.post("/events", json=EV, headers=headers)
+    assert r.status_code == status and needle in r.json()["detail"]
+    if status == 401:
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert arb.repo.node_events("web") == []
+    assert any(f"auth: {status}" in m for m in caplog.messages)
+
+
+async def test_event_accepted_stored_and_wakes_the_loop(authed) -> None:  # type: ignore[no-untyped-def]
+    arb, c = authed
+    arb._wake.clear()
+    r = await c.post("/events", json=EV, headers=bearer(LB2))
+    assert r.status_code == 202 and r.json()["by"] == "web/lb2"
+    (ev,) = arb.repo.node_events("web")
+    assert (ev["node"], ev["state"], ev["priority"]) == ("lb2", "MASTER", 90)
+    assert arb._wake.is_set()
+    s = (await c.get("/status")).json()
+    assert s["clusters"][0]["nodes"][1]["last_event"]["state"] == "MASTER"
+    bad = await c.post("/events", json={**EV, "state": "SLEEPY"}, headers=bearer(LB2))
+    assert bad.status_code == 422 and "state" in bad.json()["detail"]
+
+
+async def test_release_by_operator_runs_recover(authed, site: SimSite) -> None:  # type: ignore[no-untyped-def]
+    arb, c = authed
+    (inc,) = arb.repo.list_incidents(state="fenced")[0]
+    assert not site.state("lb2").keepalived_running
+    assert (await c.post(f"/incidents/{inc['id']}/release", headers=bearer(LB2))).status_code \
+        == 403
+    assert (await c.post(f"/incidents/{inc['id']}/release")).status_code == 401
+    assert not site.state("lb2").keepalived_running  # refused: nothing changed
+    r = await c.post(f"/incidents/{inc['id']}/release", json={"reason": "cable fixed"},
+                     headers=bearer(OPS))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["released"] == ["lb2"] and body["recover"][0]["ok"]
+    assert site.state("lb2").keepalived_running
+    assert "systemctl start keepalived" in site.state("lb2").commands
+    full = arb.repo.get_incident(inc["id"])
+    assert full["released_by"] == "ops: cable fixed"
+    assert [a["step"] for a in full["fence_attempts"]][-1] == "recover"
+    await rounds(arb, 1)  # the release wakes the loop; here we run that round by hand
+    v = (await c.get("/verdict", params={"cluster": "web", "node": "lb2"})).json()
+    assert v["verdict"] == "allow"
+    again = await c.post(f"/incidents/{inc['id']}/release", headers=bearer(OPS))
+    assert again.status_code == 409
+    assert (await c.post("/incidents/999/release", headers=bearer(OPS))).status_code == 404
+
+
+async def test_protected_reads(site: SimSite, make_arbiter) -> None:  # type: ignore[no-untyped-def]
+    arb = await make_arbiter(site, tokens={"ops": OPS})
+    text = arb.config.model_copy(update={"api": arb.config.api.model_copy(
+        update={"protect_reads": True})})
+    arb.config = text
+    app = create_app(arb)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://arbiter") as c:
+        assert (await c.get("/status")).status_code == 401
+        assert (await c.get("/status", headers=bearer(OPS))).status_code == 200
+        assert (await c.get("/healthz")).status_code == 200  # probes stay open
+    await arb.runner.close()

@@ -15,12 +15,20 @@ VIP1, VIP2 = "192.168.77.100", "192.168.77.200"
 
 
 def site_config(site: SimSite, vips: list[str], database: str, interval: float = 1.0,
-                confirm_rounds: int = 2, dry_run: bool = False, **arbiter_extra: object) -> str:
+                confirm_rounds: int = 2, dry_run: bool = False,
+                tokens: dict[str, str] | None = None, cluster_extra: str = "",
+                **arbiter_extra: object) -> str:
+    """A config for the site. ``tokens`` maps operator names, and node names, to tokens."""
+    tokens = tokens or {}
     nodes = "".join(
         f'\n  [[clusters.nodes]]\n  name = "{n.state.name}"\n  address = "{n.state.address}"\n'
         f"  priority = {100 - 10 * i}\n"
+        + (f'  token = "{tokens[n.state.name]}"\n' if n.state.name in tokens else "")
         for i, n in enumerate(site.nodes.values())
     )
+    ops = {k: v for k, v in tokens.items() if k not in site.nodes}
+    api = ("[api]\ntokens = {" + ", ".join(f'{k} = "{v}"' for k, v in ops.items()) + "}\n"
+           if ops else "")
     extra = "".join(f"{k} = {_toml(v)}\n" for k, v in arbiter_extra.items())
     return f"""[arbiter]
 listen = "127.0.0.1:8080"
@@ -30,6 +38,7 @@ confirm_rounds = {confirm_rounds}
 gateways = ["{GATEWAY}"]
 dry_run = {str(dry_run).lower()}
 {extra}
+{api}
 [ssh]
 username = "root"
 port = {site.port}
@@ -42,6 +51,7 @@ command_timeout = 3.0
 name = "web"
 vips = {_toml(vips)}
 gateways = ["{GATEWAY}"]
+{cluster_extra}
 {nodes}"""
 
 

@@ -230,6 +230,11 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
         if rep is not None and rep.failed:
             tail = "\n".join(lab.arbiter_log().splitlines()[-40:])
             print(f"---- arbiter log (tail) ----\n{tail}")
+            for h in ("lb1", "lb2"):
+                log = lab.dir / h / "log" / "keepalived.log"
+                if log.exists():
+                    lines = [ln for ln in log.read_text().splitlines() if "gratuitous" not in ln]
+                    print(f"---- {h} keepalived.log (tail) ----\n" + "\n".join(lines[-15:]))
         lab.down()
 
 

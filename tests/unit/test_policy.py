@@ -280,3 +280,93 @@ def test_orphan_vip_needs_confirmation() -> None:
     assert d.web(d.round(*none)).open_orphan
     ca = d.web(d.round(*healthy))
     assert ca.orphan_vips == ()
+
+
+def gate_driver(**kw: object) -> Driver:
+    cfg = make_config(**kw)
+    web = cfg.clusters[0].model_copy(update={"fence_mode": "gate"})
+    return Driver(cfg.model_copy(update={"clusters": [web]}))
+
+
+def test_gate_mode_orders_no_ssh_and_verifies_by_observation() -> None:
+    d = gate_driver()
+    d.round(*healthy)
+    d.round(*cut)
+    f = d.web(d.round(*cut)).fence
+    assert f is not None and f.mode.value == "gate"
+    lb2 = d.web(d.log[-1]).node("lb2")
+    assert lb2 is not None and lb2.verdict is Verdict.DENY  # the gate acts on this
+    ca = d.web(d.round(*healthy))  # lb2 went to FAULT and dropped the VIP
+    assert ca.gate_outcome is not None and ca.gate_outcome[0] is True
+    inc = ca.next_history.incident
+    assert inc is not None and inc.state is IncidentState.FENCED
+    assert ca.next_history.held_nodes == {"lb2"}
+    assert not ca.next_history.hold_of("lb2").keepalived_stopped
+
+
+def test_gate_mode_fails_when_the_victim_ignores_the_gate() -> None:
+    d = gate_driver(fence_verify_timeout=2.0)
+    d.round(*healthy)
+    d.round(*cut)
+    d.round(*cut)
+    outcomes = [d.web(d.round(*cut)).gate_outcome for _ in range(4)]
+    assert outcomes[:2] == [None, None]
+    assert outcomes[2] is not None and outcomes[2][0] is False
+    assert "arbiter-gate" in outcomes[2][1]
+
+
+def peers_ok(o, ok=True):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    other = "10.0.0.11" if o.node == "lb2" else "10.0.0.12"
+    return replace(o, peers=((other, ok),))
+
+
+def test_auto_release_after_release_rounds_of_reach() -> None:
+    d = Driver(make_config(release_rounds=3, resolve_rounds=1))
+    d.round(*healthy)
+    d.round(*cut)
+    d.round(*cut)
+    d.finish_fence(ok=True, held=("lb2",))
+    fenced = (peers_ok(node("lb1", (VIP1,))), peers_ok(node("lb2", ka=False), ok=False))
+    healed = (peers_ok(node("lb1", (VIP1,))), peers_ok(node("lb2", ka=False)))
+    for _ in range(5):  # lb2 does not reach lb1: stays held
+        assert d.web(d.round(*fenced)).releases == ()
+    assert [bool(d.web(d.round(*healed)).releases) for _ in range(3)] == [False, False, True]
+    ca = d.web(d.log[-1])
+    ((hold, why),) = ca.releases
+    assert hold.node == "lb2" and hold.keepalived_stopped and "reached lb1" in why
+    lb2 = ca.node("lb2")
+    assert lb2 is not None and lb2.verdict is Verdict.ALLOW
+
+
+def test_auto_release_cooldown_then_operator() -> None:
+    d = Driver(make_config(release_rounds=2, resolve_rounds=1, release_cooldown=600))
+    healed = (peers_ok(node("lb1", (VIP1,))), peers_ok(node("lb2", ka=False)))
+    d.round(*healthy)
+    for _ in range(2):  # two splits in a row, each fenced, each healed
+        d.round(*cut)
+        d.round(*cut)
+        d.round(*cut)
+        d.finish_fence(ok=True, held=("lb2",))
+        rel = [d.web(d.round(*healed)).releases for _ in range(3)]
+    assert rel == [(), (), ()]  # the second time: no automatic release
+    assert "waiting for an operator" in " ".join(d.web(d.log[-1]).notes)
+
+
+def test_split_after_release_is_a_new_incident_and_fenced_again() -> None:
+    from arbiter import decide
+
+    d = Driver(make_config())
+    d.round(*healthy)
+    d.round(*cut)
+    d.round(*cut)
+    d.finish_fence(ok=True, held=("lb2",))
+    h = d.history.cluster("web")
+    first = h.incident.id
+    d.history = type(d.history)(clusters=(("web", decide.release(h, "lb2", first)),))
+    ca = d.web(d.round(*cut))  # keepalived was restarted and the cut is still there
+    assert ca.resolve_split and ca.open_split
+    d.round(*cut)
+    ca = d.web(d.log[-1])
+    assert ca.fence is not None and ca.next_history.incident.id != first

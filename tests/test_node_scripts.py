@@ -1,0 +1,205 @@
+"""The node-side scripts, run for real: arbiter-gate and arbiter-notify under dash and
+busybox against a tiny HTTP server on 127.0.0.1, and the forced-command wrapper.
+
+Every address used is on loopback; "isolated" is a fresh network namespace whose
+loopback is down (unshare -n), so nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from arbiter.probe.ssh import collect_command, parse_collect
+
+REPO = Path(__file__).resolve().parents[1]
+GATE = REPO / "deploy/keepalived/arbiter-gate"
+NOTIFY = REPO / "deploy/keepalived/arbiter-notify"
+WRAPPER = REPO / "deploy/node/arbiter-ssh-wrapper"
+
+
+class Arbiter(BaseHTTPRequestHandler):
+    answer = "allow"
+    posts: list[tuple[dict, str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.answer == "500":
+            self.send_response(500)
+            self.end_headers()
+            return
+        body = (self.answer + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:  # noqa: N802
+        n = int(self.headers.get("Content-Length", 0))
+        Arbiter.posts.append((json.loads(self.rfile.read(n)),
+                              self.headers.get("Authorization", "")))
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *a: object) -> None:
+        pass
+
+
+@pytest.fixture
+def arbiter_url() -> Iterator[str]:
+    srv = HTTPServer(("127.0.0.1", 0), Arbiter)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    Arbiter.posts = []
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def shells(tmp_path: Path) -> list[tuple[str, list[str], dict[str, str]]]:
+    """(name, argv prefix, env): dash with curl, and busybox sh with only busybox's
+    applets on PATH (so the gate must get by with busybox wget and ping)."""
+    out = [("dash+curl", ["dash"], dict(os.environ))]
+    bb = shutil.which("busybox")
+    if bb:
+        bindir = tmp_path / "bb"
+        bindir.mkdir(exist_ok=True)
+        for applet in ("sh", "wget", "ping", "cat", "logger", "printf", "grep", "timeout"):
+            link = bindir / applet
+            if not link.exists():
+                link.symlink_to(bb)
+        out.append(("busybox+wget", [bb, "sh"], {"PATH": str(bindir)}))
+    return out
+
+
+def test_busybox_is_available_for_these_tests() -> None:
+    # bootstrap installs busybox; without it half of the gate's promise goes untested
+    assert shutil.which("busybox"), "busybox missing (bash deploy/bootstrap.sh --test)"
+
+
+@pytest.mark.parametrize(("answer", "gateway", "code"), [
+    ("allow", "127.0.0.1", 0),
+    ("deny", "127.0.0.1", 1),
+    ("abstain", "127.0.0.1", 0),  # arbiter unsure, gateway reachable: never block failover
+    ("500", "127.0.0.1", 0),
+])
+def test_gate_verdicts(arbiter_url: str, tmp_path: Path, answer: str, gateway: str,
+                       code: int) -> None:
+    Arbiter.answer = answer
+    for name, argv, env in shells(tmp_path):
+        p = subprocess.run([*argv, str(GATE), arbiter_url, "web", "lb1", gateway],
+                           env=env, capture_output=True, text=True, timeout=10)
+        assert p.returncode == code, (name, p.stderr)
+
+
+def test_gate_arbiter_down_gateway_up_passes(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for name, argv, env in shells(tmp_path):
+        p = subprocess.run([*argv, str(GATE), dead, "web", "lb1", "127.0.0.1"], env=env,
+                           capture_output=True, text=True, timeout=10)
+        assert p.returncode == 0, name
+
+
+def test_gate_isolated_node_fails(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root for unshare -n (a namespace with loopback down)")
+    for name, argv, env in shells(tmp_path):
+        p = subprocess.run(["/usr/bin/unshare", "-n", *argv, str(GATE), "http://127.0.0.1:9", "web",
+                            "lb1", "127.0.0.1"], env=env, capture_output=True, text=True,
+                           timeout=10)
+        assert p.returncode == 1, (name, p.stderr)
+
+
+def test_gate_usage_error() -> None:
+    p = subprocess.run(["dash", str(GATE), "http://x"], capture_output=True, text=True)
+    assert p.returncode == 2 and "usage" in p.stderr
+
+
+def test_notify_posts_the_transition(arbiter_url: str, tmp_path: Path) -> None:
+    tok = tmp_path / "node.token"
+    tok.write_text("s3cret-token-of-lb1\n")
+    for name, argv, env in shells(tmp_path):
+        Arbiter.posts = []
+        p = subprocess.run(
+            [*argv, str(NOTIFY), arbiter_url, "web", "lb1", "INSTANCE", "VI_1", "MASTER", "100"],
+            env={**env, "ARBITER_TOKEN_FILE": str(tok)}, capture_output=True, text=True,
+            timeout=10)
+        assert p.returncode == 0, name
+        ((body, auth),) = Arbiter.posts
+        assert body == {"cluster": "web", "node": "lb1", "type": "INSTANCE", "instance": "VI_1",
+                        "state": "MASTER", "priority": 100}, name
+        assert auth == "Bearer s3cret-token-of-lb1", name
+
+
+def test_notify_never_fails_keepalived() -> None:
+    p = subprocess.run(["dash", str(NOTIFY), "http://127.0.0.1:9", "web", "lb1", "INSTANCE",
+                        "VI_1", "FAULT"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0
+
+
+# --- the forced-command wrapper -------------------------------------------------------
+
+@pytest.fixture
+def wrapper_conf(tmp_path: Path) -> Path:
+    c = tmp_path / "wrapper.conf"
+    c.write_text("vip 10.0.0.100\nallow echo fenced\nsudo no\n")
+    return c
+
+
+def wrap(conf: Path, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["dash", str(WRAPPER), str(conf)], capture_output=True, text=True,
+                          env={**os.environ, "SSH_ORIGINAL_COMMAND": command}, timeout=15)
+
+
+def test_wrapper_runs_its_own_collect(wrapper_conf: Path) -> None:
+    cmd = collect_command(["127.0.0.1"], 1.0, ["127.0.0.2"])
+    p = wrap(wrapper_conf, cmd)
+    assert p.returncode == 0, p.stderr
+    facts = parse_collect(p.stdout, ["127.0.0.1"], ["127.0.0.2"])
+    assert facts.gateways == (("127.0.0.1", True),)
+    assert facts.peers == (("127.0.0.2", True),)
+    assert any(a.address == "127.0.0.1" for a in facts.addresses)
+
+
+def test_wrapper_collect_never_executes_request_text(wrapper_conf: Path,
+                                                     tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    cmd = collect_command(["127.0.0.1"], 1.0).replace("127.0.0.1", f"127.0.0.1;touch {marker}")
+    p = wrap(wrapper_conf, cmd)
+    assert p.returncode == 126 and "refused" in p.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("command", "ok"), [
+    ("echo fenced", True),
+    ("echo fenced; id", False),
+    ("rm -rf /tmp/nothing", False),
+    ("ip addr del 10.0.0.7/24 dev eth0", False),  # not a configured VIP
+    ("ip addr del 10.0.0.100/24 dev eth0;id", False),
+    ("arping -q -U -c 2 -I eth0 10.0.0.99", False),
+    ("", False),
+])
+def test_wrapper_allow_list(wrapper_conf: Path, command: str, ok: bool) -> None:
+    p = wrap(wrapper_conf, command)
+    if ok:
+        assert p.returncode == 0 and p.stdout == "fenced\n"
+    else:
+        assert p.returncode == 126 and "refused" in p.stderr, (command, p.stderr)
+
+
+def test_wrapper_lets_vip_removal_through_to_ip(wrapper_conf: Path) -> None:
+    # The VIP is configured, so the wrapper hands the request to `ip` itself; ip then
+    # fails because this machine has no such address: the refusal is not the wrapper's.
+    p = wrap(wrapper_conf, "ip addr del 10.0.0.100/24 dev lo")
+    assert p.returncode not in (0, 126)
+    assert "refused" not in p.stderr
