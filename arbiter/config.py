@@ -65,6 +65,18 @@ class ArbiterSection(_Strict):
         "1 would fence on a single round of evidence, so it is refused",
     )
     resolve_rounds: int = Field(3, ge=1, le=1000, description="clean rounds that resolve")
+    confirm_after: float | None = Field(
+        None, gt=0, le=3600,
+        description="confirm a split brain by time instead of rounds: it must have lasted "
+        "this many seconds, over at least two observations",
+    )
+    push: bool = Field(
+        True, description="watch each director's addresses (ip monitor over SSH) and run a "
+        "round at once when a VIP moves",
+    )
+    min_round_gap: float = Field(
+        0.05, ge=0, le=10, description="seconds between rounds woken early by events"
+    )
     gateways: list[IPAddr] = Field(min_length=1)
     dry_run: bool = False
     icmp_timeout: float = Field(0.5, gt=0, le=30)

@@ -34,7 +34,7 @@ from arbiter.model import (
     Snapshot,
 )
 from arbiter.probe.icmp import Pinger, PingResult
-from arbiter.probe.ssh import CollectParseError, Runner, collect_command, parse_collect
+from arbiter.probe.ssh import MONITOR, CollectParseError, Runner, collect_command, parse_collect
 from arbiter.serialize import cluster_evidence, fence_order
 from arbiter.store.repository import AttemptRecord, Repository, StoreError
 
@@ -74,6 +74,9 @@ class Runtime:
     tilt_until: datetime | None = None
     tilt_reason: str | None = None
     last_error: str | None = None
+    push_events: int = 0
+    last_push: dict | None = None
+    watchers_up: int = 0
 
 
 class Arbiter:
@@ -100,6 +103,7 @@ class Arbiter:
         self._fence_results: list[FenceResult] = []
         self._wake = asyncio.Event()
         self._round_lock = asyncio.Lock()
+        self._watchers: list[asyncio.Task[None]] = []
 
     # --- start-up -----------------------------------------------------------
     async def restore(self) -> None:
@@ -476,13 +480,87 @@ class Arbiter:
         self.wake()
         return eid
 
+    # --- push: watch the directors' addresses ----------------------------------
+    def start_watchers(self) -> None:
+        for c in self.config.clusters:
+            for n in c.nodes:
+                self._watchers.append(asyncio.create_task(self._watch(c, n.name),
+                                                          name=f"watch-{c.name}-{n.name}"))
+
+    async def stop_watchers(self) -> None:
+        for t in self._watchers:
+            t.cancel()
+        for t in self._watchers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._watchers.clear()
+
+    @staticmethod
+    def mentions_vip(line: str, vips: list[str]) -> str | None:
+        return next((v for v in vips if f" {v}/" in line), None)
+
+    async def _watch(self, c: ClusterConfig, node: str) -> None:
+        """`ip -o monitor address` on the pooled connection: a VIP added or deleted on
+        any director wakes the loop at once. The scheduled round stays the reconcile."""
+        t = target_for(self.config, c, node)
+        backoff = 1.0
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            up = False
+            try:
+                async for line in self.runner.stream(t, MONITOR):
+                    if not up:
+                        up = True
+                        self.runtime.watchers_up += 1
+                    vip = self.mentions_vip(line, list(c.vips))
+                    if vip is None:
+                        continue
+                    rt = self.runtime
+                    rt.push_events += 1
+                    rt.last_push = {"cluster": c.name, "node": node, "vip": vip,
+                                    "deleted": line.startswith("Deleted"),
+                                    "at": self.clock().isoformat()}
+                    log.debug("[%s] push from %s: %s", c.name, node, line.strip())
+                    self.wake()
+            finally:
+                if up:
+                    self.runtime.watchers_up -= 1
+            if loop.time() - started > 30:
+                backoff = 1.0
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    def confirm_due(self) -> datetime | None:
+        """When a split brain being confirmed by time becomes due: run a round then,
+        not at the next interval."""
+        after = self.config.arbiter.confirm_after
+        if after is None:
+            return None
+        dues = [
+            h.split_since + timedelta(seconds=after)
+            for _, h in self.history.clusters
+            if h.split_since is not None and h.incident is not None
+            and h.incident.state is IncidentState.OPEN
+        ]
+        return min(dues) if dues else None
+
     # --- the loop -----------------------------------------------------------
     def wake(self) -> None:
         self._wake.set()
 
     async def run_forever(self, stop: asyncio.Event) -> None:
+        if self.config.arbiter.push:
+            self.start_watchers()
+        try:
+            await self._loop(stop)
+        finally:
+            await self.stop_watchers()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         interval = self.config.arbiter.interval
+        gap = self.config.arbiter.min_round_gap
         next_at = loop.time()
         last_wall = time.time()
         last_mono = loop.time()
@@ -510,7 +588,11 @@ class Arbiter:
                             end - start, interval)
                 next_at = end
             self._wake.clear()
-            wait = next_at - loop.time()
+            due = self.confirm_due()
+            target = next_at
+            if due is not None:
+                target = min(next_at, loop.time() + (due - self.clock()).total_seconds())
+            wait = target - loop.time()
             if wait > 0:
                 stop_task = asyncio.ensure_future(stop.wait())
                 wake_task = asyncio.ensure_future(self._wake.wait())
@@ -520,5 +602,9 @@ class Arbiter:
                 for t in (stop_task, wake_task):
                     t.cancel()
                 if woke_early:
+                    # an event storm must not become a busy loop
+                    await asyncio.sleep(max(0.0, start + gap - loop.time()))
                     next_at = loop.time()  # an early round: the schedule restarts from now
+                elif target < next_at:
+                    next_at = loop.time()  # a confirmation deadline came first
         await self.wait_fences()

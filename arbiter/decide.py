@@ -114,10 +114,12 @@ def assess_cluster(
         if nxt.incident is None:
             open_split = True
             nxt = nxt.with_(incident=OpenIncident(id=None, state=IncidentState.OPEN))
+        progress = (f"round {streak} of {config.arbiter.confirm_rounds}"
+                    if config.arbiter.confirm_after is None else f"observation {streak}")
         reason = (
             f"split brain on {', '.join(split_vips)} "
             f"({'; '.join(f'{v} held by ' + ' and '.join(holders[v]) for v in split_vips)}), "
-            f"round {streak} of {config.arbiter.confirm_rounds}"
+            f"{progress}"
         )
     elif split_vips:
         # Evidence gathered while we may be the isolated one is not evidence.
@@ -370,7 +372,12 @@ def _maybe_fence(
     inc = hist.incident
     if inc is None:
         return None, ""
-    if hist.split_streak < a.confirm_rounds:
+    if a.confirm_after is not None:
+        lasted = (now - hist.split_since).total_seconds() if hist.split_since else 0.0
+        if hist.split_streak < 2 or lasted < a.confirm_after:
+            return None, (f"waiting for confirmation ({lasted:.2f}s of {a.confirm_after}s, "
+                          f"{hist.split_streak} observation(s))")
+    elif hist.split_streak < a.confirm_rounds:
         return None, "waiting for confirmation"
     if inc.state is IncidentState.FENCING:
         return None, "a fence is already in flight"

@@ -230,3 +230,57 @@ async def test_resolution_after_clean_rounds(site: SimSite, make_arbiter) -> Non
     (inc,) = incidents(arb)
     assert inc["state"] == IncidentState.RESOLVED.value and inc["resolved_at"]
     assert inc["attempts"] == 0
+
+
+async def test_push_detects_within_a_round_and_fences_at_confirm_after(
+    site: SimSite, make_arbiter
+) -> None:
+    """interval 10 s: only the address watch can explain a detection in milliseconds,
+    and only the confirmation deadline round a fence at confirm_after."""
+    import time
+
+    arb = await make_arbiter(site, interval=10.0, confirm_after=0.4, push=True)
+    stop = asyncio.Event()
+    task = asyncio.create_task(arb.run_forever(stop))
+    try:
+        for _ in range(100):  # first round done, both watchers attached
+            if arb.runtime.stats.count >= 1 and arb.runtime.watchers_up == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert arb.runtime.watchers_up == 2
+        t0 = time.monotonic()
+        site.state("lb2").add("eth0", VIP1, 24)
+        while not incidents(arb) and time.monotonic() - t0 < 3:  # noqa: ASYNC110 - polling the DB
+            await asyncio.sleep(0.005)
+        detected = time.monotonic() - t0
+        while site.state("lb2").holds(VIP1) and time.monotonic() - t0 < 5:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        window = time.monotonic() - t0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await arb.runner.close()
+    print(f"\npush: detected after {detected * 1000:.0f} ms, one holder after {window:.2f}s")
+    assert detected < 1.0  # scheduled rounds are 10 s apart
+    assert 0.4 <= window < 2.0  # not before confirm_after, and not at the next interval
+    assert arb.runtime.push_events >= 1
+    full = arb.repo.get_incident(incidents(arb)[0]["id"])
+    assert full["state"] in ("fenced", "fencing")
+    assert arb.runtime.watchers_up == 0  # watchers stop with the loop
+
+
+async def test_confirm_after_needs_two_observations_and_the_time(
+    site: SimSite, make_arbiter
+) -> None:
+    arb = await make_arbiter(site, confirm_after=0.3, push=False)
+    try:
+        await rounds(arb, 1)
+        site.state("lb2").add("eth0", VIP1, 24)
+        await rounds(arb, 3)  # three observations within a few ms: not yet 0.3 s
+        assert "systemctl stop keepalived" not in site.state("lb2").commands
+        assert "0.3s" in arb.runtime.assessment.cluster("web").reason
+        await asyncio.sleep(0.35)
+        await rounds(arb, 1)
+    finally:
+        await arb.runner.close()
+    assert "systemctl stop keepalived" in site.state("lb2").commands

@@ -120,6 +120,8 @@ def status(config: Config, rt: Runtime, history: History, last_seen: dict, now: 
                 "duration_ms": round(st.duration_ms, 1), "count": st.count,
                 "overruns": st.overruns,
             },
+            "push": {"enabled": config.arbiter.push, "watchers_up": rt.watchers_up,
+                     "events": rt.push_events, "last": rt.last_push},
             "db_error": rt.db_error,
             "last_error": rt.last_error,
             "isolated_incident": history.isolated_incident,

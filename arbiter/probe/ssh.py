@@ -45,6 +45,8 @@ class CommandResult:
 class Runner(Protocol):
     async def run(self, target: Target, command: str, timeout: float) -> CommandResult: ...
 
+    def stream(self, target: Target, command: str): ...  # type: ignore[no-untyped-def]
+
 
 def _describe(exc: BaseException, connect_timeout: float) -> str:
     if isinstance(exc, asyncssh.HostKeyNotVerifiable):
@@ -133,6 +135,26 @@ class SshPool:
             (time.perf_counter() - start) * 1000,
         )
 
+    async def stream(self, target: Target, command: str):  # type: ignore[no-untyped-def]
+        """Run a long-lived command on the pooled connection; yield "" once it runs,
+        then its output lines. Ends (without raising) when the command or the
+        connection ends."""
+        try:
+            conn = await self._connection(target)
+            proc = await conn.create_process(command)
+        except Exception as exc:  # noqa: BLE001
+            self.drop(target)
+            log.debug("stream %s on %s failed: %s", command, target.name, exc)
+            return
+        try:
+            yield ""
+            async for line in proc.stdout:
+                yield _text(line)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("stream on %s ended: %s", target.name, exc)
+        finally:
+            proc.close()
+
     async def close(self) -> None:
         conns = list(self._conns.values())
         self._conns.clear()
@@ -152,6 +174,7 @@ def _text(v: str | bytes | None) -> str:
 # --- the collect command ----------------------------------------------------
 
 MARK = "@@arbiter-collect v1"
+MONITOR = "ip -o monitor address"  # push: one line per address added or deleted
 
 
 def _ping_loop(addrs: list[str], w: int) -> str:

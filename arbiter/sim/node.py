@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncssh
 
-from arbiter.probe.ssh import MARK
+from arbiter.probe.ssh import MARK, MONITOR
 
 
 @dataclass
@@ -36,9 +36,16 @@ class SimState:
     latency: float = 0.0  # seconds added to every command
     hang: bool = False  # accept the command, never answer
     commands: list[str] = field(default_factory=list)
+    # `ip -o monitor address` sessions: called with each line the kernel would print
+    monitors: list = field(default_factory=list)
+
+    def _notify(self, line: str) -> None:
+        for m in list(self.monitors):
+            m(line)
 
     def add(self, ifname: str, addr: str, prefix: int = 24) -> None:
         self.interfaces.setdefault(ifname, []).append((addr, prefix))
+        self._notify(f"2: {ifname}    inet {addr}/{prefix} scope global {ifname}\n")
 
     def remove(self, addr: str, ifname: str | None = None) -> bool:
         hit = False
@@ -46,6 +53,9 @@ class SimState:
             if ifname and name != ifname:
                 continue
             keep = [a for a in addrs if a[0] != addr]
+            for a, p in addrs:
+                if a == addr:
+                    self._notify(f"Deleted 2: {name}    inet {a}/{p} scope global {name}\n")
             hit |= len(keep) != len(addrs)
             self.interfaces[name] = keep
         return hit
@@ -149,9 +159,24 @@ class SimNode:
         self.live: set[asyncssh.SSHServerConnection] = set()
         self._server: asyncssh.SSHAcceptor | None = None
 
+    async def _monitor(self, process: asyncssh.SSHServerProcess) -> None:
+        q: asyncio.Queue[str] = asyncio.Queue()
+        self.state.monitors.append(q.put_nowait)
+        try:
+            while True:
+                process.stdout.write(await q.get())
+        except (asyncio.CancelledError, OSError, asyncssh.Error):
+            pass
+        finally:
+            self.state.monitors.remove(q.put_nowait)
+            process.exit(0)
+
     async def _process(self, process: asyncssh.SSHServerProcess) -> None:
         cmd = process.command or ""
         st = self.state
+        if cmd == MONITOR:
+            await self._monitor(process)
+            return
         if st.hang:
             await asyncio.sleep(3600)
         if st.latency:

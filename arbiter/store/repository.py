@@ -151,6 +151,8 @@ class Repository:
                 raise StoreError(f"incident {incident_id} does not exist")
             inc.state = state.value
             inc.survivor, inc.victims = survivor, victims
+            # a second VIP may have gone dual after the incident opened
+            inc.vips = sorted(set(inc.vips or []) | set(decision.get("vips", [])))
             inc.decision, inc.evidence, inc.reason = decision, evidence, reason
             inc.dry_run = dry_run
             inc.decided_at = inc.decided_at or at

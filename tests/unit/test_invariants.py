@@ -112,3 +112,26 @@ def test_same_input_same_decision(sc) -> None:  # type: ignore[no-untyped-def]
         return out
 
     assert replay() == replay()
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenario(), st.floats(0.5, 5.0))
+def test_confirm_after_never_fences_early(sc, after: float) -> None:  # type: ignore[no-untyped-def]
+    """By time: never before `confirm_after` seconds of uninterrupted split brain,
+    and never on fewer than two observations."""
+    nodes, vips, _, _, rounds = sc
+    d = Driver(make_config(nodes, vips, confirm_after=after))
+    run_start = None
+    run_len = 0
+    for obs, sees, _, _ in rounds:
+        now = d.now
+        a = d.round(*obs, sees_gateway=sees)
+        ca = d.web(a)
+        if ca.split_vips and not a.abstaining:
+            run_start = run_start or now
+            run_len += 1
+        else:
+            run_start, run_len = None, 0
+        if ca.fence is not None:
+            assert run_len >= 2
+            assert run_start is not None and (now - run_start).total_seconds() >= after
