@@ -232,5 +232,9 @@ async def test_protected_reads(site: SimSite, make_arbiter) -> None:  # type: ig
                                  base_url="http://arbiter") as c:
         assert (await c.get("/status")).status_code == 401
         assert (await c.get("/status", headers=bearer(OPS))).status_code == 200
+        v = "/verdict?cluster=web&node=lb1"
+        r = await c.get(v)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert (await c.get(v, headers=bearer(OPS))).status_code == 200
         assert (await c.get("/healthz")).status_code == 200  # probes stay open
     await arb.runner.close()

@@ -135,28 +135,47 @@ def respond(state: SimState, command: str) -> tuple[int, str, str]:
 
 
 class _Server(asyncssh.SSHServer):
+    """Behaves like sshd where it matters for a fan-out: MaxStartups drops connections
+    beyond N unauthenticated ones, as sshd's `MaxStartups N` does."""
+
     def __init__(self, node: SimNode):
         self.node = node
+        self.authed = False
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         self.node.live.add(conn)
+        self.node.unauthenticated += 1
+        if self.node.unauthenticated > self.node.max_startups:
+            self.node.refused += 1
+            conn.abort()
+
+    def auth_completed(self) -> None:
+        self.authed = True
+        self.node.unauthenticated -= 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.node.live.discard(self.conn)
+        if not self.authed:
+            self.node.unauthenticated -= 1
 
 
 class SimNode:
     """One listener playing one node."""
 
     def __init__(self, state: SimState, port: int, host_key: asyncssh.SSHKey,
-                 authorized: asyncssh.SSHAuthorizedKeys, max_sessions: int = 10):
+                 authorized: asyncssh.SSHAuthorizedKeys, max_sessions: int = 10,
+                 max_startups: int = 10):
         self.state = state
         self.port = port
         self.host_key = host_key
         self.authorized = authorized
-        self.max_sessions = max_sessions
+        self.max_sessions = max_sessions  # sshd's MaxSessions: channels per connection
+        self.max_startups = max_startups
+        self.unauthenticated = 0
+        self.refused = 0
         self.live: set[asyncssh.SSHServerConnection] = set()
+        self._sessions: list[asyncssh.SSHServerConnection] = []
         self._server: asyncssh.SSHAcceptor | None = None
 
     async def _monitor(self, process: asyncssh.SSHServerProcess) -> None:
@@ -174,6 +193,19 @@ class SimNode:
     async def _process(self, process: asyncssh.SSHServerProcess) -> None:
         cmd = process.command or ""
         st = self.state
+        conn = process.channel.get_connection()
+        open_here = sum(1 for c in self._sessions if c is conn)
+        if open_here >= self.max_sessions:  # sshd: "no more sessions"
+            process.stderr.write("channel refused: MaxSessions reached\n")
+            process.exit(255)
+            return
+        self._sessions.append(conn)
+        try:
+            await self._serve(process, cmd, st)
+        finally:
+            self._sessions.remove(conn)
+
+    async def _serve(self, process: asyncssh.SSHServerProcess, cmd: str, st: SimState) -> None:
         if cmd == MONITOR:
             await self._monitor(process)
             return
@@ -218,9 +250,10 @@ class SimNode:
 class SimSite:
     """Many sim nodes sharing one client key; writes the key and known_hosts files."""
 
-    def __init__(self, workdir: Path, port: int = 2222):
+    def __init__(self, workdir: Path, port: int = 2222, max_startups: int = 10):
         self.workdir = Path(workdir)
         self.port = port
+        self.max_startups = max_startups
         self.client_key = asyncssh.generate_private_key("ssh-ed25519")
         self.nodes: dict[str, SimNode] = {}
         self.key_path = self.workdir / "id_ed25519"
@@ -232,12 +265,14 @@ class SimSite:
             self.client_key.export_public_key("openssh").decode()
         )
 
-    async def add(self, state: SimState, host_key: asyncssh.SSHKey | None = None) -> SimNode:
+    async def add(self, state: SimState, host_key: asyncssh.SSHKey | None = None,
+                  write: bool = True) -> SimNode:
         node = SimNode(state, self.port, host_key or asyncssh.generate_private_key("ssh-ed25519"),
-                       self._authorized)
+                       self._authorized, max_startups=self.max_startups)
         await node.start()
         self.nodes[state.name] = node
-        self.write_known_hosts()
+        if write:
+            self.write_known_hosts()
         return node
 
     def write_known_hosts(self) -> None:

@@ -1,0 +1,190 @@
+"""/verdict under load, beside a bare Starlette hello-world on the same uvicorn.
+
+- open loop at a fixed rate (default 1000 req/s for 10 s): requests go out on a
+  schedule whatever the server does, and latency is measured from the scheduled
+  time (no coordinated omission); p50/p99 and achieved throughput;
+- saturation with wrk (closed loop, 2 threads, 64 connections).
+
+Both servers run in their own process on 127.0.0.1, one uvicorn worker each.
+
+    python -m bench.verdict [--rate 1000] [--seconds 10] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import pct, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+HELLO = """
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+async def hello(request):
+    return PlainTextResponse("allow\\n")
+
+app = Starlette(routes=[Route("/verdict", hello)])
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(port: int, path: str, timeout: float = 30) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answers on :{port}{path}")
+
+
+@contextlib.contextmanager
+def arbiter_server(work: Path):
+    """`arbiter serve` against two simulated directors (arbiter sim)."""
+    port, ssh_port = free_port(), free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "sim", "-o", str(work),
+                            "--scenario", "healthy", "--port", str(ssh_port), "--seconds",
+                            "900"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    srv = None
+    try:
+        assert sim.stdout is not None
+        sim.stdout.readline()
+        cfg = work / "arbiter.toml"
+        cfg.write_text(cfg.read_text().replace('listen = "127.0.0.1:8080"',
+                                               f'listen = "127.0.0.1:{port}"'))
+        srv = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "--log-level", "warning",
+                                "serve", "-c", str(cfg)], stderr=subprocess.DEVNULL)
+        wait_http(port, "/readyz")
+        yield port, "/verdict?cluster=web&node=lb1&format=text"
+    finally:
+        for p in (srv, sim):
+            if p is not None:
+                p.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(10)
+                if p.poll() is None:
+                    p.kill()
+
+
+@contextlib.contextmanager
+def hello_server(work: Path):
+    port = free_port()
+    (work / "hello_app.py").write_text(HELLO)
+    srv = subprocess.Popen([sys.executable, "-m", "uvicorn", "hello_app:app", "--host",
+                            "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                            "--no-access-log"], cwd=work)
+    try:
+        wait_http(port, "/verdict")
+        yield port, "/verdict"
+    finally:
+        srv.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            srv.wait(10)
+        if srv.poll() is None:
+            srv.kill()
+
+
+async def open_loop(port: int, path: str, rate: float, seconds: float, conns: int = 32) -> dict:
+    """Fixed-rate requests over keep-alive connections; latency from the schedule."""
+    req = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").encode()
+    total = int(rate * seconds)
+    lat: list[float] = []
+    errors = 0
+    queue: asyncio.Queue[float | None] = asyncio.Queue()
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while (sched := await queue.get()) is not None:
+                writer.write(req)
+                await writer.drain()
+                head = await reader.readuntil(b"\r\n\r\n")
+                m = re.search(rb"content-length: *(\d+)", head, re.I)
+                await reader.readexactly(int(m.group(1)) if m else 0)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    errors += 1
+                lat.append(time.perf_counter() - sched)
+        finally:
+            writer.close()
+
+    workers = [asyncio.create_task(worker()) for _ in range(conns)]
+    start = time.perf_counter()
+    for i in range(total):
+        sched = start + i / rate
+        delay = sched - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait(sched)
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.wait_for(asyncio.gather(*workers), seconds + 60)
+    took = time.perf_counter() - start
+    ms = [x * 1000 for x in lat]
+    return {"rate": rate, "seconds": seconds, "requests": len(lat), "errors": errors,
+            "throughput": round(len(lat) / took, 1), "p50_ms": round(pct(ms, 50), 3),
+            "p99_ms": round(pct(ms, 99), 3), "max_ms": round(max(ms), 3)}
+
+
+def wrk(port: int, path: str, seconds: int) -> dict:
+    if not shutil.which("wrk"):
+        return {"error": "wrk not installed (apt-get install wrk)"}
+    p = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency",
+                        f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
+                       timeout=seconds + 60)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", p.stdout)
+    p99 = re.search(r"99%\s+([\d.]+)(\w+)", p.stdout)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", p.stdout)
+    unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    return {"requests_per_s": float(rps.group(1)) if rps else None,
+            "p99_ms": round(float(p99.group(1)) * unit.get(p99.group(2), 1), 3) if p99 else None,
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rate", type=float, default=1000)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        with arbiter_server(work / "arb") as (port, path):
+            out["verdict_open_loop"] = asyncio.run(open_loop(port, path, a.rate, a.seconds))
+            out["verdict_saturation"] = wrk(port, path, int(a.seconds))
+        with hello_server(work) as (port, path):
+            out["hello_open_loop"] = asyncio.run(open_loop(port, path, a.rate, a.seconds))
+            out["hello_saturation"] = wrk(port, path, int(a.seconds))
+    v, h = out["verdict_saturation"], out["hello_saturation"]
+    if v.get("requests_per_s") and h.get("requests_per_s"):
+        out["saturation_ratio_vs_starlette"] = round(v["requests_per_s"] / h["requests_per_s"], 3)
+    print(json.dumps(out, indent=2))
+    write_json(a.json, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
