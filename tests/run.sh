@@ -33,6 +33,15 @@ else
   echo "== PostgreSQL not installed: store tests run on SQLite only"
 fi
 
+if [[ $# -eq 0 ]]; then
+  # Benchmark smoke runs: tiny sizes, no timing assertions; they only must not rot.
+  echo "== bench smoke (numbers are not judged here; see BENCHMARKS.md)"
+  $PY -m bench.scale --nodes 10 --warm-rounds 2
+  $PY -m bench.verdict --rate 200 --seconds 2 >/dev/null && echo "bench.verdict: ok"
+  $PY -m bench.window --cuts 1 --modes push gate seed --seed-observe 6 >/dev/null \
+    && echo "bench.window: ok"
+fi
+
 echo "== pytest"
 export ARBITER_LAB_REQUIRED=1   # lab tests must run here, never skip
 $PY -m pytest -q "$@"

@@ -62,6 +62,15 @@ def _describe(exc: BaseException, connect_timeout: float) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+# AES-GCM first: asyncssh builds new cipher objects for every chacha20-poly1305
+# packet, while GCM keeps one context per direction. Profiled at 100 nodes, chacha20
+# was the largest single CPU cost of a round. The rest stay acceptable as fallbacks.
+ENCRYPTION_ALGS = [
+    "aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+    "aes128-ctr", "aes256-ctr",
+]
+
+
 class SshPool:
     """A node -> connection map. Safe for concurrent use by rounds and fences."""
 
@@ -100,6 +109,7 @@ class SshPool:
                         agent_path=None, config=None,
                         keepalive_interval=self.keepalive_interval, keepalive_count_max=3,
                         connect_timeout=self.connect_timeout,
+                        encryption_algs=ENCRYPTION_ALGS,
                     ),
                     self.connect_timeout,
                 )

@@ -7,21 +7,14 @@ Traffic stays inside the lab's namespaces: the API is reached with
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-LAB = REPO / "deploy" / "lab" / "lab"
-VIP1, VIP2 = "192.168.77.100", "192.168.77.200"
-DIRECTORS = ("lb1", "lb2")
+from tests.lab.labctl import Lab
 
 
 def _why_not_runnable() -> str | None:
@@ -55,170 +48,6 @@ def _lab_required() -> None:
         pytest.fail(f"ARBITER_LAB_REQUIRED is set but {why}")
 
 
-class Lab:
-    def __init__(self, variant: str):
-        variant, _, extra = variant.partition("+")
-        self.variant = variant
-        self.env = {**os.environ, "PYTHON": sys.executable,
-                    "ARBITER_BIN": str(Path(sys.executable).parent / "arbiter")}
-        flags = ["--gate"] if extra == "gate" else []
-        out = self._run("up", "--variant", variant, *flags, "--owner", str(os.getpid()))
-        self.id = out.strip().splitlines()[-1]
-        self.env["LAB_ID"] = self.id
-        self.dir = Path(self._run("dir").strip())
-
-    def _run(self, *args: str, check: bool = True, timeout: float = 60) -> str:
-        p = subprocess.run(["bash", str(LAB), *args], capture_output=True, text=True,
-                           env=self.env, timeout=timeout)
-        if check and p.returncode != 0:
-            raise RuntimeError(f"lab {' '.join(args)} failed ({p.returncode}): {p.stderr}")
-        return p.stdout
-
-    def ns(self, host: str) -> str:
-        return f"al-{self.id}-{host}"
-
-    # --- control -----------------------------------------------------------------
-    def fault(self, name: str, host: str = "") -> None:
-        self._run("fault", name, *([host] if host else []))
-
-    def heal(self, name: str, host: str = "") -> None:
-        self._run("heal", name, *([host] if host else []))
-
-    def set_arbiter(self, **values: object) -> None:
-        """Edit the lab's arbiter.toml [arbiter] section before starting it."""
-        p = self.dir / "arbiter.toml"
-        text = p.read_text()
-        for k, v in values.items():
-            lines = [ln for ln in text.splitlines() if not ln.startswith(f"{k} =")]
-            i = lines.index("[arbiter]")
-            lines.insert(i + 1, f"{k} = {json.dumps(v)}")
-            text = "\n".join(lines) + "\n"
-        p.write_text(text)
-
-    def set_cluster(self, **values: object) -> None:
-        """Edit keys of the lab's [[clusters]] section."""
-        p = self.dir / "arbiter.toml"
-        text = p.read_text()
-        for k, v in values.items():
-            lines = text.splitlines()
-            lines = [ln for ln in lines if not ln.startswith(f"{k} =")]
-            i = lines.index("[[clusters]]")
-            lines.insert(i + 1, f"{k} = {json.dumps(v)}")
-            text = "\n".join(lines) + "\n"
-        p.write_text(text)
-
-    def token(self, who: str) -> str:
-        return (self.dir / f"{who}.token").read_text().strip()
-
-    def post(self, path: str, body: dict | None = None,
-             token: str | None = None) -> tuple[int, dict]:
-        cmd = ["ip", "netns", "exec", self.ns("arb"), "curl", "-sS", "--max-time", "10",
-               "-o", "-", "-w", "\n%{http_code}", "-X", "POST",
-               "-H", "Content-Type: application/json", "-d", json.dumps(body or {})]
-        if token is not None:
-            cmd += ["-H", f"Authorization: Bearer {token}"]
-        p = subprocess.run(cmd + [f"http://127.0.0.1:8080{path}"], capture_output=True,
-                           text=True, timeout=15)
-        out, _, code = p.stdout.rpartition("\n")
-        return int(code), json.loads(out) if out else {}
-
-    def start_arbiter(self) -> None:
-        self._run("arbiter", "start")
-
-    def kill_arbiter(self) -> None:
-        self._run("arbiter", "kill")
-
-    def arbiter_log(self) -> str:
-        return self._run("arbiter", "log", check=False)
-
-    def down(self) -> None:
-        self._run("down", check=False)
-
-    # --- observe (real state, read with ip inside the namespaces) ----------------
-    def holders(self) -> dict[str, list[str]]:
-        """VIP -> directors holding it on a non-loopback interface."""
-        out: dict[str, list[str]] = {VIP1: [], VIP2: []}
-        for h in DIRECTORS:
-            for a in self.addresses(h):
-                if a["ifname"] != "lo" and a["address"] in out:
-                    out[a["address"]].append(h)
-        return out
-
-    def addresses(self, host: str) -> list[dict[str, str]]:
-        p = subprocess.run(["ip", "-n", self.ns(host), "-j", "addr", "show"],
-                           capture_output=True, text=True, check=True)
-        return [{"ifname": link["ifname"], "address": ai["local"]}
-                for link in json.loads(p.stdout) for ai in link.get("addr_info", [])]
-
-    def keepalived_running(self, host: str) -> bool:
-        p = subprocess.run(["bash", str(LAB), "exec", host, "pidof", "keepalived"],
-                           capture_output=True, text=True, env=self.env)
-        return p.returncode == 0
-
-    def api(self, path: str) -> dict:
-        p = subprocess.run(
-            ["ip", "netns", "exec", self.ns("arb"), "curl", "-sS", "--max-time", "5",
-             f"http://127.0.0.1:8080{path}"],
-            capture_output=True, text=True, timeout=10,
-        )
-        if p.returncode != 0:
-            raise RuntimeError(f"API {path}: {p.stderr}")
-        return json.loads(p.stdout)
-
-    def incidents(self, kind: str | None = None) -> list[dict]:
-        items = self.api("/incidents?limit=500")["items"]
-        return [i for i in items if kind is None or i["kind"] == kind]
-
-    def verdict(self, node: str) -> dict:
-        return self.api(f"/verdict?cluster=web&node={node}")
-
-
-def wait_for(pred: Callable[[], object], timeout: float, what: str, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-        except (RuntimeError, json.JSONDecodeError, KeyError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-class Window:
-    """Measures the split-brain window from real VIP ownership, polled every 50 ms:
-    from the first moment a VIP has two holders to the moment one remains."""
-
-    def __init__(self, lab: Lab, vips: tuple[str, ...] = (VIP1,)):
-        self.lab, self.vips = lab, vips
-        self.dual_at: float | None = None
-        self.single_at: float | None = None
-
-    def _dual(self) -> bool:
-        h = self.lab.holders()
-        return any(len(h[v]) >= 2 for v in self.vips)
-
-    def watch(self, timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            dual = self._dual()
-            now = time.monotonic()
-            if dual and self.dual_at is None:
-                self.dual_at = now
-            if self.dual_at is not None and not dual:
-                self.single_at = now
-                window = self.single_at - self.dual_at
-                print(f"\nsplit-brain window: {window:.2f}s")
-                return window
-            time.sleep(0.05)
-        raise AssertionError(
-            f"split brain {'never appeared' if self.dual_at is None else 'never ended'} "
-            f"within {timeout}s; holders {self.lab.holders()}"
-        )
-
-
 @pytest.fixture
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     variant = getattr(request, "param", "active-backup")
@@ -245,18 +74,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type
     setattr(item, "rep_" + rep.when, rep)
 
 
-def steady(lab: Lab, holders: dict[str, list[str]] | None = None, timeout: float = 20) -> None:
-    """Wait for keepalived to elect its masters, start the arbiter, and wait until it
-    has observed that state (starting it earlier would record the election itself
-    as an orphaned VIP)."""
-    want = holders or {VIP1: ["lb1"]}
-    wait_for(lambda: all(lab.holders()[v] == h for v, h in want.items()), timeout,
-             f"keepalived to elect {want}")
-    lab.start_arbiter()
-
-    def ok() -> bool:
-        st = lab.api("/status")
-        (web,) = st["clusters"]
-        return web["holders"] == want and all(n["health"] == "healthy" for n in web["nodes"])
-
-    wait_for(ok, timeout, f"steady state {want}")

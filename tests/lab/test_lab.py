@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.lab.conftest import VIP1, VIP2, Lab, Window, steady, wait_for
+from tests.lab.labctl import VIP1, VIP2, Lab, Window, steady, wait_for
 
 pytestmark = pytest.mark.lab
 

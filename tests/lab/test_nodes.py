@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.lab.conftest import VIP1, Lab, Window, steady, wait_for
+from tests.lab.labctl import VIP1, Lab, Window, steady, wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.parametrize("lab", ["active-backup+gate"],
                                                        indirect=True)]

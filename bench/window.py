@@ -1,0 +1,230 @@
+"""The split-brain window in the lab, over repeated VRRP cuts, per detection/fence mode:
+
+- poll: scheduled rounds only (interval 1 s, confirm_rounds 2, push off);
+- push: `ip monitor` over SSH wakes a round at once; confirm_after 0.5 s; SSH fence;
+- gate: push detection as above, but fence_mode "gate": no SSH, the victim's
+  arbiter-gate puts it into FAULT;
+- seed: no arbiter; the seeds' split-brain ping script, run every 2 s on the master
+  the way seed 001 deploys it.
+
+Times come from `ip -ts -o monitor address` inside the directors' namespaces (kernel
+event times), and from the incident the arbiter recorded:
+- detection: incident opened - second holder's VIP added;
+- fence: victim's VIP deleted - incident opened;
+- window: victim's VIP deleted - second holder's VIP added.
+
+    python -m bench.window --cuts 20 --modes poll push gate seed [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+
+from bench.common import median, pct, write_json
+from tests.lab.labctl import VIP1, Lab, steady, wait_for
+
+MASTER_DOWN = 3 * 1.0 + (256 - 90) / 256  # lb2: 3 x advert_int + skew
+
+
+class AddrEvents:
+    """Kernel address events for VIP1 on both directors, with their timestamps."""
+
+    def __init__(self, lab: Lab):
+        self.q: queue.Queue[tuple[str, str, float]] = queue.Queue()
+        self.procs = []
+        for h in ("lb1", "lb2"):
+            p = subprocess.Popen(["ip", "-n", lab.ns(h), "-ts", "-o", "monitor", "address"],
+                                 stdout=subprocess.PIPE, text=True, env={**os.environ,
+                                                                         "TZ": "UTC"})
+            self.procs.append(p)
+            threading.Thread(target=self._read, args=(h, p), daemon=True).start()
+
+    def _read(self, host: str, p: subprocess.Popen) -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            if f" {VIP1}/" not in line:
+                continue
+            ts = datetime.fromisoformat(line[1:line.index("]")] + "+00:00").timestamp()
+            self.q.put((host, "del" if "Deleted" in line else "add", ts))
+
+    def wait(self, kind: str, timeout: float, host: str | None = None) -> tuple[str, float]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                h, k, ts = self.q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if k == kind and (host is None or h == host):
+                return h, ts
+        raise TimeoutError(f"no VIP {kind} event within {timeout}s")
+
+    def drain(self) -> None:
+        while not self.q.empty():
+            self.q.get_nowait()
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.kill()
+
+
+def configure(lab: Lab, mode: str) -> None:
+    lab.set_arbiter(resolve_rounds=2, auto_release=False)
+    if mode == "poll":
+        lab.set_arbiter(push=False, interval=1.0, confirm_rounds=2)
+    else:
+        lab.set_arbiter(push=True, interval=1.0, confirm_after=0.5)
+    if mode == "gate":
+        lab.set_cluster(fence_mode="gate")
+
+
+def one_cut(lab: Lab, ev: AddrEvents, last_id: int) -> dict:
+    ev.drain()
+    t_cut = time.time()
+    lab.fault("vrrp-cut")
+    _, t_add = ev.wait("add", 15, host="lb2")
+    victim, t_del = ev.wait("del", 15)
+    inc = wait_for(lambda: [i for i in lab.incidents("split_brain") if i["id"] > last_id
+                            and i["decided_at"]], 10, "the incident")[0]
+    opened = datetime.fromisoformat(inc["opened_at"]).timestamp()
+    row = {"incident": inc["id"], "victim": victim, "cut_to_dual_s": round(t_add - t_cut, 3),
+           "detection_s": round(opened - t_add, 3), "fence_s": round(t_del - opened, 3),
+           "window_s": round(t_del - t_add, 3)}
+    # heal, release, and wait until the pair is back to normal VRRP; release only once
+    # the fenced keepalived has finished stopping, as an operator would
+    if victim == "lb2":
+        wait_for(lambda: not lab.keepalived_running("lb2") or mode_is_gate(lab), 10,
+                 "lb2's keepalived stopped")
+    lab.heal("vrrp-cut")
+    wait_for(lambda: lab.post(f"/incidents/{inc['id']}/release", {"reason": "bench"},
+                              lab.token("ops"))[0] == 200, 15, "release")
+    wait_for(lambda: lab.keepalived_running("lb2"), 10, "keepalived back on lb2")
+    wait_for(lambda: lab.holders()[VIP1] == ["lb1"], 15, "lb1 alone")
+    wait_for(lambda: not [i for i in lab.incidents("split_brain") if i["state"] != "resolved"],
+             20, "incident resolved")
+    time.sleep(1.0)
+    return row
+
+
+def mode_is_gate(lab: Lab) -> bool:
+    return 'fence_mode = "gate"' in (lab.dir / "arbiter.toml").read_text()
+
+
+def run_mode(mode: str, cuts: int) -> dict:
+    lab = Lab("active-backup+gate" if mode == "gate" else "active-backup")
+    ev = None
+    try:
+        configure(lab, mode)
+        steady(lab)
+        ev = AddrEvents(lab)
+        rows, last = [], 0
+        for i in range(cuts):
+            try:
+                r = one_cut(lab, ev, last)
+            except Exception:
+                for h in ("lb1", "lb2"):
+                    log = (lab.dir / h / "log" / "keepalived.log").read_text().splitlines()
+                    keep = [ln for ln in log if "gratuitous" not in ln][-12:]
+                    print(f"---- {h} keepalived.log ----\n" + "\n".join(keep), file=sys.stderr)
+                print("---- arbiter ----\n" + "\n".join(lab.arbiter_log().splitlines()[-15:]),
+                      file=sys.stderr)
+                raise
+            last = r["incident"]
+            rows.append(r)
+            print(f"{mode} cut {i + 1}/{cuts}: {r}", flush=True)
+        return summarize(rows)
+    finally:
+        if ev:
+            ev.close()
+        lab.down()
+
+
+def summarize(rows: list[dict]) -> dict:
+    out: dict = {"cuts": len(rows), "victims": sorted({r["victim"] for r in rows})}
+    for k in ("cut_to_dual_s", "detection_s", "fence_s", "window_s"):
+        vals = [r[k] for r in rows]
+        out[k] = {"median": round(median(vals), 3), "p95": round(pct(vals, 95), 3),
+                  "max": round(max(vals), 3)}
+    return out
+
+
+SEED_SCRIPT = """
+# seed 001's split-brain script, run on the MASTER (lb1) every 2 s
+while true; do
+  ping -c 4 -i 0.5 -w 2 192.168.77.12 >/dev/null 2>&1
+  if [ $? -ne 0 ]; then
+    ssh 192.168.77.21 ping -c 4 -i 0.5 -w 2 -I 192.168.77.21 192.168.77.12
+    if [ $? -eq 0 ]; then
+      kill -TERM $(cat /run/keepalived.pid)   # systemctl stop keepalived
+    fi
+  fi
+  sleep 2
+done
+"""
+
+
+def run_seed(observe: float) -> dict:
+    lab = Lab("active-backup")
+    script = None
+    try:
+        wait_for(lambda: lab.holders()[VIP1] == ["lb1"], 20, "election")
+        script = subprocess.Popen(["bash", str(lab_path()), "exec", "lb1", "sh", "-c",
+                                   SEED_SCRIPT], env=lab.env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        ev = AddrEvents(lab)
+        lab.fault("vrrp-cut")
+        _, t_add = ev.wait("add", 15, host="lb2")
+        try:
+            _, t_del = ev.wait("del", observe)
+            resolved = round(t_del - t_add, 3)
+        except TimeoutError:
+            resolved = None
+        ev.close()
+        both = lab.keepalived_running("lb1") and lab.keepalived_running("lb2")
+        return {"observed_s": observe, "window_s": resolved,
+                "outcome": ("split brain never resolved: ping to the peer succeeds, so the "
+                            "script never acts" if resolved is None else "resolved"),
+                "holders_at_end": lab.holders()[VIP1], "both_keepalived_running": both}
+    finally:
+        if script is not None:
+            script.kill()
+        lab.down()
+
+
+def lab_path():  # type: ignore[no-untyped-def]
+    from tests.lab.labctl import LAB
+
+    return LAB
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cuts", type=int, default=20)
+    ap.add_argument("--modes", nargs="+", default=["poll", "push", "gate", "seed"])
+    ap.add_argument("--seed-observe", type=float, default=20.0)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/window.py needs root (the lab)", file=sys.stderr)
+        return 2
+    out: dict = {"master_down_interval_s": round(MASTER_DOWN, 3)}
+    for m in a.modes:
+        with contextlib.suppress(KeyboardInterrupt):
+            out[m] = run_seed(a.seed_observe) if m == "seed" else run_mode(m, a.cuts)
+            print(f"{m}: {out[m]}", flush=True)
+    write_json(a.json, {"window": out})
+    import json
+
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
