@@ -102,15 +102,14 @@ def assess_cluster(
     # --- split-brain bookkeeping -------------------------------------------
     if split_vips and abstain_reason is None:
         streak = hist.split_streak + 1
+        since = hist.split_since if hist.split_streak > 0 and hist.split_since else now
         if nxt.incident is not None and nxt.incident.released:
             # Split brain after a release is a new incident (with its own fence), not
             # the old one that must never be fenced twice.
             resolve_split = True
             nxt = nxt.with_(incident=None)
-            streak = 1
-        nxt = nxt.with_(
-            split_streak=streak, clean_streak=0, split_since=hist.split_since or now
-        )
+            streak, since = 1, now
+        nxt = nxt.with_(split_streak=streak, clean_streak=0, split_since=since)
         if nxt.incident is None:
             open_split = True
             nxt = nxt.with_(incident=OpenIncident(id=None, state=IncidentState.OPEN))
@@ -122,8 +121,9 @@ def assess_cluster(
             f"{progress}"
         )
     elif split_vips:
-        # Evidence gathered while we may be the isolated one is not evidence.
-        nxt = nxt.with_(split_streak=0, clean_streak=0)
+        # Evidence gathered while we may be the isolated one is not evidence: the
+        # clock of confirm_after starts again too.
+        nxt = nxt.with_(split_streak=0, clean_streak=0, split_since=None)
         reason = f"split brain seen on {', '.join(split_vips)} but {abstain_reason}"
     else:
         nxt = nxt.with_(split_streak=0, split_since=None, clean_streak=hist.clean_streak + 1)
