@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,3 +33,14 @@ def machine() -> dict:
 def write_json(path: str | None, data: dict) -> None:
     if path:
         Path(path).write_text(json.dumps({"machine": machine(), **data}, indent=2))
+
+
+def stop_process(p: subprocess.Popen | None, grace: float = 10) -> None:
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL."""
+    if p is None:
+        return
+    p.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        p.wait(grace)
+    if p.poll() is None:
+        p.kill()

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import median, write_json
+from bench.common import median, stop_process, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,11 +180,7 @@ def run(sizes: list[int], compare: bool, warm_rounds: int, port: int) -> dict:
                 row["openssh_xargs"] = compare_child("openssh", n, farm, port)
                 row["openssh_controlmaster"] = compare_child("openssh-cm", n, farm, port)
         finally:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(30)
-            if proc.poll() is None:
-                proc.kill()
+            stop_process(proc, 30)
             shutil.rmtree(farm, ignore_errors=True)
         results[str(n)] = row
         print(json.dumps({n: row}), flush=True)

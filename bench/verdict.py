@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import pct, write_json
+from bench.common import pct, stop_process, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = """
@@ -79,13 +79,8 @@ def arbiter_server(work: Path):
         wait_http(port, "/readyz")
         yield port, "/verdict?cluster=web&node=lb1&format=text"
     finally:
-        for p in (srv, sim):
-            if p is not None:
-                p.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.wait(10)
-                if p.poll() is None:
-                    p.kill()
+        stop_process(srv)
+        stop_process(sim)
 
 
 @contextlib.contextmanager
@@ -99,11 +94,7 @@ def hello_server(work: Path):
         wait_http(port, "/verdict")
         yield port, "/verdict"
     finally:
-        srv.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            srv.wait(10)
-        if srv.poll() is None:
-            srv.kill()
+        stop_process(srv)
 
 
 async def open_loop(port: int, path: str, rate: float, seconds: float, conns: int = 32) -> dict:

@@ -20,10 +20,9 @@ async def rounds(arb, n: int) -> None:  # type: ignore[no-untyped-def]
         await arb.wait_fences()
 
 
-@pytest.fixture
-async def split_api(site: SimSite, make_arbiter):  # type: ignore[no-untyped-def]
-    """An arbiter that saw a split brain and fenced lb2."""
-    arb = await make_arbiter(site)
+async def after_split(site: SimSite, make_arbiter, **cfg: object):  # type: ignore[no-untyped-def]
+    """An arbiter that saw a split brain and fenced lb2, and an httpx client for it."""
+    arb = await make_arbiter(site, **cfg)
     await rounds(arb, 1)
     site.state("lb2").add("eth0", VIP1, 24)
     await rounds(arb, 4)
@@ -32,6 +31,12 @@ async def split_api(site: SimSite, make_arbiter):  # type: ignore[no-untyped-def
                                  base_url="http://arbiter") as c:
         yield arb, c
     await arb.runner.close()
+
+
+@pytest.fixture
+async def split_api(site: SimSite, make_arbiter):  # type: ignore[no-untyped-def]
+    async for pair in after_split(site, make_arbiter):
+        yield pair
 
 
 async def test_verdicts_json_and_text(split_api) -> None:  # type: ignore[no-untyped-def]
@@ -148,15 +153,9 @@ OPS, LB1, LB2 = "ops-token-0123456789", "lb1-token-0123456789", "lb2-token-01234
 
 @pytest.fixture
 async def authed(site: SimSite, make_arbiter):  # type: ignore[no-untyped-def]
-    arb = await make_arbiter(site, tokens={"ops": OPS, "lb1": LB1, "lb2": LB2})
-    await rounds(arb, 1)
-    site.state("lb2").add("eth0", VIP1, 24)
-    await rounds(arb, 4)
-    app = create_app(arb)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://arbiter") as c:
-        yield arb, c
-    await arb.runner.close()
+    async for pair in after_split(site, make_arbiter,
+                                  tokens={"ops": OPS, "lb1": LB1, "lb2": LB2}):
+        yield pair
 
 
 def bearer(tok: str) -> dict[str, str]:
