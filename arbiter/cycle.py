@@ -98,6 +98,7 @@ class Arbiter:
         self._prev_obs: dict[tuple[str, str], NodeObservation] = {}
         self.last_seen: dict[tuple[str, str], datetime] = {}
         self.last_event: dict[tuple[str, str], dict] = {}
+        self.gateway_view: dict[str, bool] = {}  # the arbiter's ICMP view of cluster gateways
         self._tasks: set[asyncio.Task[None]] = set()
         self._fence_tasks: dict[str, asyncio.Task[None]] = {}
         self._fence_results: list[FenceResult] = []
@@ -166,14 +167,16 @@ class Arbiter:
         cfg = self.config
         node_addrs = [n.address for c in cfg.clusters for n in c.nodes]
         gw_addrs = list(cfg.arbiter.gateways)
+        cluster_gws = [g for c in cfg.clusters for g in cfg.gateways_for(c)]
         icmp_task = asyncio.create_task(
-            self.pinger.ping_many(node_addrs + gw_addrs, cfg.arbiter.icmp_timeout)
+            self.pinger.ping_many(node_addrs + gw_addrs + cluster_gws, cfg.arbiter.icmp_timeout)
         )
         ssh_tasks = {
             (c.name, n.name): asyncio.create_task(self._collect(c, n.name))
             for c in cfg.clusters for n in c.nodes
         }
         pings = await icmp_task
+        self.gateway_view = {g: pings.get(g, PingResult(False)).ok for g in cluster_gws}
         at = self.clock()
         clusters = []
         for c in cfg.clusters:

@@ -91,6 +91,7 @@ async def test_status(split_api) -> None:  # type: ignore[no-untyped-def]
     assert s["arbiter"]["last_round"]["count"] == 5
     (web,) = s["clusters"]
     assert web["holders"] == {VIP1: ["lb1"]}
+    assert web["gateways"] == {"127.0.0.1": True}  # the arbiter's own view of them
     nodes = {n["name"]: n for n in web["nodes"]}
     assert nodes["lb1"]["holds"] == [VIP1] and nodes["lb1"]["keepalived_running"] is True
     assert nodes["lb2"]["keepalived_running"] is False and nodes["lb2"]["held"] is True

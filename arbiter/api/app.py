@@ -122,7 +122,7 @@ async def get_verdict(request: Request) -> Response:
 @router.get("/status", summary="Live state of every cluster and of the arbiter itself")
 async def get_status(arb: ArbiterDep) -> dict[str, Any]:
     return views.status(arb.config, arb.runtime, arb.history, arb.last_seen, _now(),
-                        arb.last_event)
+                        arb.last_event, arb.gateway_view)
 
 
 @router.get("/incidents", summary="Incidents, newest first")

@@ -56,7 +56,7 @@ def verdict(
 
 
 def status(config: Config, rt: Runtime, history: History, last_seen: dict, now: datetime,
-           last_event: dict | None = None) -> dict:
+           last_event: dict | None = None, gateway_view: dict | None = None) -> dict:
     snap, a = rt.snapshot, rt.assessment
     stale = staleness(config, rt, now)
     clusters = []
@@ -81,6 +81,7 @@ def status(config: Config, rt: Runtime, history: History, last_seen: dict, now: 
         clusters.append({
             "name": c.name,
             "vips": c.vips,
+            "gateways": {g: (gateway_view or {}).get(g) for g in config.gateways_for(c)},
             "holders": {v: list(h) for v, h in ca.holders} if ca else {},
             "split_vips": list(ca.split_vips) if ca else [],
             "orphan_vips": list(ca.orphan_vips) if ca else [],

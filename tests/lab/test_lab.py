@@ -42,6 +42,7 @@ def test_healthy_pair(lab: Lab) -> None:
     assert lab.holders()[VIP1] == ["lb1"]
 
 
+@pytest.mark.parametrize("lab", ["active-backup", "unicast", "nopreempt"], indirect=True)
 def test_vrrp_cut_fences_the_challenger(lab: Lab) -> None:
     steady(lab)
     lab.fault("vrrp-cut")
