@@ -142,6 +142,11 @@ class SSHSection(_Strict):
     gateway_ping_timeout: float = Field(
         1.0, gt=0, le=30, description="how long a node waits for its own gateway ping"
     )
+    collect_session: bool = Field(
+        False, description="send the collect command into one long-lived remote `sh` per "
+        "node instead of a new SSH channel per round (fewer packets, less CPU); falls back "
+        "to a channel per round where the node refuses a session",
+    )
 
     @model_validator(mode="after")
     def _timings(self) -> SSHSection:

@@ -210,7 +210,9 @@ class Arbiter:
         peers = [n.address for n in c.nodes if n.name != node]
         cmd = collect_command(self.config.gateways_for(c), self.config.ssh.gateway_ping_timeout,
                               peers)
-        res = await self.runner.run(t, cmd, self.config.ssh.command_timeout)
+        run = (self.runner.run_in_session if self.config.ssh.collect_session
+               and hasattr(self.runner, "run_in_session") else self.runner.run)
+        res = await run(t, cmd, self.config.ssh.command_timeout)
         if not res.ok:
             return None, res.error, res.duration_ms
         if res.exit_status != 0:

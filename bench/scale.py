@@ -168,13 +168,18 @@ def compare_child(kind: str, n: int, farm: Path, port: int) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def run(sizes: list[int], compare: bool, warm_rounds: int, port: int) -> dict:
+def run(sizes: list[int], compare: bool, warm_rounds: int, port: int,
+        session: bool = False) -> dict:
     results = {}
     for n in sizes:
         farm = Path(tempfile.mkdtemp(prefix=f"farm{n}-"))
         proc = start_farm(n, farm, port)
         try:
-            row = {"arbiter": arbiter_in_child(farm / "arbiter.toml", warm_rounds)}
+            cfg = farm / "arbiter.toml"
+            if session:  # one long-lived remote shell per node instead of a channel per round
+                text = cfg.read_text().replace("[ssh]\n", "[ssh]\ncollect_session = true\n")
+                cfg.write_text(text)
+            row = {"arbiter": arbiter_in_child(cfg, warm_rounds)}
             if compare:
                 row["parallel_ssh"] = compare_child("pssh", n, farm, port)
                 row["openssh_xargs"] = compare_child("openssh", n, farm, port)
@@ -193,6 +198,8 @@ def main() -> int:
     ap.add_argument("--warm-rounds", type=int, default=5)
     ap.add_argument("--port", type=int, default=2222)
     ap.add_argument("--no-compare", action="store_true")
+    ap.add_argument("--collect-session", action="store_true",
+                    help="measure the arbiter with [ssh] collect_session = true")
     ap.add_argument("--json")
     ap.add_argument("--measure-arbiter")
     ap.add_argument("--alt", choices=["pssh", "openssh", "openssh-cm"])
@@ -208,7 +215,7 @@ def main() -> int:
         print(json.dumps(res))
         return 0
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
-    res = run(a.nodes, not a.no_compare, a.warm_rounds, a.port)
+    res = run(a.nodes, not a.no_compare, a.warm_rounds, a.port, a.collect_session)
     write_json(a.json, {"scale": res})
     return 0
 

@@ -284,3 +284,20 @@ async def test_confirm_after_needs_two_observations_and_the_time(
     finally:
         await arb.runner.close()
     assert "systemctl stop keepalived" in site.state("lb2").commands
+
+
+async def test_rounds_with_collect_session(site: SimSite, make_arbiter) -> None:
+    """The same detection and fence with one long-lived shell per node for collects."""
+    arb = await make_arbiter(site, tokens={})
+    arb.config = arb.config.model_copy(update={"ssh": arb.config.ssh.model_copy(
+        update={"collect_session": True})})
+    try:
+        await rounds(arb, 2)
+        site.state("lb2").add("eth0", VIP1, 24)
+        await rounds(arb, 3)
+    finally:
+        await arb.runner.close()
+    assert site.nodes["lb1"].sessions_opened == 1 and site.nodes["lb2"].sessions_opened == 1
+    (inc,) = incidents(arb)
+    assert inc["state"] == "fenced" and inc["victims"] == ["lb2"]
+    assert not site.state("lb2").holds(VIP1)

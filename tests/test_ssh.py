@@ -164,3 +164,33 @@ def test_parse_rejects_garbage(bad: str) -> None:
 
     with pytest.raises(CollectParseError):
         parse_collect(bad, [])
+
+
+async def test_collect_session_reuses_one_shell_and_gives_the_same_facts(site: SimSite) -> None:
+    pool = pool_for(site)
+    try:
+        cmd = collect_command([GATEWAY], 1.0, ["127.0.0.12"])
+        plain = await pool.run(target(site, "lb1"), cmd, 3.0)
+        sessions = [await pool.run_in_session(target(site, "lb1"), cmd, 3.0) for _ in range(3)]
+        site.state("lb1").add("eth0", "10.1.1.1", 24)  # state changes show up in the session
+        after = await pool.run_in_session(target(site, "lb1"), cmd, 3.0)
+        assert site.nodes["lb1"].connections == 1
+    finally:
+        await pool.close()
+    assert all(r.ok and r.exit_status == 0 for r in sessions)
+    f0 = parse_collect(plain.stdout, [GATEWAY], ["127.0.0.12"])
+    assert all(parse_collect(r.stdout, [GATEWAY], ["127.0.0.12"]) == f0 for r in sessions)
+    assert any(a.address == "10.1.1.1" for a in parse_collect(after.stdout, [GATEWAY]).addresses)
+    assert site.nodes["lb1"].sessions_opened == 1  # four collects, one shell
+
+
+async def test_collect_session_falls_back_where_refused(site: SimSite) -> None:
+    site.nodes["lb2"].session_refused = True
+    pool = pool_for(site)
+    try:
+        cmd = collect_command([GATEWAY], 1.0)
+        r = await pool.run_in_session(target(site, "lb2"), cmd, 3.0)
+        r2 = await pool.run_in_session(target(site, "lb2"), cmd, 3.0)
+    finally:
+        await pool.close()
+    assert r.ok and r2.ok and "@@end" in r.stdout and "@@end" in r2.stdout

@@ -87,6 +87,8 @@ class SshPool:
         self.connect_timeout = connect_timeout
         self.keepalive_interval = keepalive_interval
         self._conns: dict[Target, asyncssh.SSHClientConnection] = {}
+        self._sessions: dict[Target, asyncssh.SSHClientProcess] = {}
+        self._no_session: set[Target] = set()  # refused a session once: use run()
         self._locks: dict[Target, asyncio.Lock] = {}
         # Bounded connect storms: sshd's MaxStartups drops excess unauthenticated
         # connections, and a cold start of 1000 nodes must not trip it.
@@ -118,9 +120,59 @@ class SshPool:
             return conn
 
     def drop(self, t: Target) -> None:
+        proc = self._sessions.pop(t, None)
+        if proc is not None:
+            proc.close()
         conn = self._conns.pop(t, None)
         if conn is not None:
             conn.close()
+
+    async def run_in_session(self, target: Target, command: str, timeout: float) -> CommandResult:
+        """Run a one-line command in this node's long-lived `sh`: no channel setup per
+        round. Falls back to run() for nodes that refuse a session (e.g. a forced
+        command that only allows exact commands)."""
+        if target in self._no_session:
+            return await self.run(target, command, timeout)
+        start = time.perf_counter()
+        done = f"@@arbiter-done {id(self)}"
+        fresh = False
+        try:
+            proc = self._sessions.get(target)
+            if proc is None or proc.is_closing():
+                conn = await self._connection(target)
+                proc = await conn.create_process("sh", encoding="utf-8")
+                self._sessions[target] = proc
+                fresh = True
+            proc.stdin.write(f"{command}\necho '{done}' $?\n")
+            async with asyncio.timeout(timeout):
+                # one read up to the marker, not a readline per output line (profiled)
+                try:
+                    body = await proc.stdout.readuntil(f"{done} ")
+                except asyncio.IncompleteReadError:  # the session ended: refused or died
+                    raise ConnectionResetError("session closed") from None
+                status = int((await proc.stdout.readline()).strip() or "-1")
+            out = [body[: -len(done) - 1]]
+        except TimeoutError:
+            self.drop(target)
+            return CommandResult(False, None, "", "", f"command timed out after {timeout}s",
+                                 (time.perf_counter() - start) * 1000)
+        except Exception as exc:  # noqa: BLE001
+            if fresh or isinstance(exc, ConnectionResetError):
+                # No working session: a refused shell, or one that died. Remember a
+                # refusal, and use a channel per command.
+                proc = self._sessions.pop(target, None)
+                if proc is not None:
+                    proc.close()
+                if fresh:
+                    self._no_session.add(target)
+                    log.info("%s refused a collect session (%s); using a channel per round",
+                             target.name, exc)
+                return await self.run(target, command, timeout)
+            self.drop(target)
+            return CommandResult(False, None, "", "", _describe(exc, self.connect_timeout),
+                                 (time.perf_counter() - start) * 1000)
+        return CommandResult(True, status, "".join(out), "", None,
+                             (time.perf_counter() - start) * 1000)
 
     async def run(self, target: Target, command: str, timeout: float) -> CommandResult:
         start = time.perf_counter()
@@ -166,6 +218,9 @@ class SshPool:
             proc.close()
 
     async def close(self) -> None:
+        for proc in self._sessions.values():
+            proc.close()
+        self._sessions.clear()
         conns = list(self._conns.values())
         self._conns.clear()
         for c in conns:

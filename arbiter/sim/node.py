@@ -174,6 +174,9 @@ class SimNode:
         self.max_startups = max_startups
         self.unauthenticated = 0
         self.refused = 0
+        self._last_status = 0
+        self.session_refused = False
+        self.sessions_opened = 0
         self.live: set[asyncssh.SSHServerConnection] = set()
         self._sessions: list[asyncssh.SSHServerConnection] = []
         self._server: asyncssh.SSHAcceptor | None = None
@@ -205,7 +208,30 @@ class SimNode:
         finally:
             self._sessions.remove(conn)
 
+    async def _session(self, process: asyncssh.SSHServerProcess) -> None:
+        """A long-lived `sh` reading one command per line (collect_session)."""
+        self.sessions_opened += 1
+        try:
+            async for line in process.stdin:
+                line = line.rstrip("\n")
+                m = re.fullmatch(r"echo '(@@arbiter-done [^']*)' \$\?", line)
+                if m:
+                    process.stdout.write(f"{m.group(1)} {self._last_status}\n")
+                    continue
+                self._last_status, out, err = respond(self.state, line)
+                process.stdout.write(out)
+        except (asyncssh.Error, OSError):
+            pass
+        process.exit(0)
+
     async def _serve(self, process: asyncssh.SSHServerProcess, cmd: str, st: SimState) -> None:
+        if cmd == "sh":
+            if self.session_refused:  # like a forced command that allows no shell
+                process.stderr.write("refused\n")
+                process.exit(126)
+                return
+            await self._session(process)
+            return
         if cmd == MONITOR:
             await self._monitor(process)
             return
