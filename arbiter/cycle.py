@@ -154,7 +154,7 @@ class Arbiter:
                 incident=OpenIncident(
                     id=r["id"], state=state, survivor=r["survivor"],
                     victims=tuple(r["victims"]), attempts=r["attempts"], last_attempt_at=last,
-                    mode=mode,
+                    mode=mode, released=bool(r["released_at"]),
                 ),
                 # A restart must not shortcut confirmation: streaks start again.
                 split_streak=0,

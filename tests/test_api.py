@@ -219,6 +219,7 @@ async def test_release_by_operator_runs_recover(authed, site: SimSite) -> None: 
     assert v["verdict"] == "allow"
     again = await c.post(f"/incidents/{inc['id']}/release", headers=bearer(OPS))
     assert again.status_code == 409
+
     assert (await c.post("/incidents/999/release", headers=bearer(OPS))).status_code == 404
 
 
@@ -238,3 +239,16 @@ async def test_protected_reads(site: SimSite, make_arbiter) -> None:  # type: ig
         assert (await c.get(v, headers=bearer(OPS))).status_code == 200
         assert (await c.get("/healthz")).status_code == 200  # probes stay open
     await arb.runner.close()
+
+
+async def test_release_survives_a_restart_of_the_arbiter(site: SimSite, make_arbiter) -> None:  # type: ignore[no-untyped-def]
+    async for arb, c in after_split(site, make_arbiter, tokens={"ops": OPS},
+                                    resolve_rounds=50):
+        (inc,) = arb.repo.list_incidents(state="fenced")[0]
+        r = await c.post(f"/incidents/{inc['id']}/release", headers=bearer(OPS))
+        assert r.status_code == 200
+        await arb.restore()  # as after a restart: memory rebuilt from the store
+        assert arb.history.cluster("web").incident is not None  # still open
+        await rounds(arb, 1)
+        v = (await c.get("/verdict", params={"cluster": "web", "node": "lb2"})).json()
+        assert v["verdict"] == "allow", v
