@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from arbiter import decide
 from arbiter.config import ClusterConfig, Config
-from arbiter.fence import FenceOutcome, _step, announce, execute, target_for
+from arbiter.fence import FenceOutcome, Record, announce, execute, run_step, target_for
 from arbiter.model import (
     Assessment,
     ClusterAssessment,
@@ -368,6 +368,19 @@ class Arbiter:
         return nxt, order
 
     # --- act ----------------------------------------------------------------
+    def _recorder(self, cluster: str, iid: int, attempt: int) -> Record:
+        """Log each step of a fence or recover and store it on the incident. If the store
+        fails, the action goes on; db_error is visible in /status."""
+
+        async def record(rec: AttemptRecord) -> None:
+            log.info("[%s] incident #%s %s on %s: %s (%s) %.0fms", cluster, iid, rec.step,
+                     rec.node, "ok" if rec.ok else "FAILED", rec.error or rec.command,
+                     rec.duration_ms)
+            with contextlib.suppress(StoreError):
+                await self._store(self.repo.add_attempt, iid, attempt, rec)
+
+        return record
+
     def _start_fence(self, cfg: ClusterConfig, order: FenceOrder, iid: int, attempt: int) -> None:
         running = self._fence_tasks.get(cfg.name)
         if running is not None and not running.done():  # the policy prevents this
@@ -378,14 +391,7 @@ class Arbiter:
         )
 
     async def _fence(self, cfg: ClusterConfig, order: FenceOrder, iid: int, attempt: int) -> None:
-        async def record(rec: AttemptRecord) -> None:
-            log.info("[%s] fence #%s %s on %s: %s (%s) %.0fms", cfg.name, iid, rec.step,
-                     rec.node, "ok" if rec.ok else "FAILED", rec.error or rec.command,
-                     rec.duration_ms)
-            # If the store fails, the fence goes on; db_error is visible in /status.
-            with contextlib.suppress(StoreError):
-                await self._store(self.repo.add_attempt, iid, attempt, rec)
-
+        record = self._recorder(cfg.name, iid, attempt)
         try:
             outcome = await execute(self.config, cfg, order, self.runner, record)
         except Exception as exc:  # noqa: BLE001 - a bug here must not kill the loop
@@ -436,11 +442,9 @@ class Arbiter:
         t = target_for(self.config, cfg, h.node)
         cmd = cfg.recover_command_for(node)
 
-        async def record(rec: AttemptRecord) -> None:
-            with contextlib.suppress(StoreError):
-                await self._store(self.repo.add_attempt, h.incident, 0, rec)
-
-        rec = await _step(self.runner, t, "recover", cmd, self.config.ssh.command_timeout, record)
+        record = self._recorder(cfg.name, h.incident, 0)
+        rec = await run_step(self.runner, t, "recover", cmd, self.config.ssh.command_timeout,
+                             record)
         (log.info if rec.ok else log.error)(
             "[%s] recover %s after release by %s: %s", cfg.name, h.node, by,
             "ok" if rec.ok else rec.error)

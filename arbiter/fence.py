@@ -39,9 +39,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _step(
+async def run_step(
     runner: Runner, t: Target, step: str, command: str, timeout: float, record: Record
 ) -> AttemptRecord:
+    """Run one recorded step (fence, escalate, announce, recover) on a node."""
     started = _now()
     res = await runner.run(t, command, timeout)
     out = (res.stdout + ("\n" + res.stderr if res.stderr else "")).strip()
@@ -116,7 +117,7 @@ async def fence_victim(
     bound = config.arbiter.fence_verify_timeout
     stopped = False
     if action.method is FenceMethod.STOP_KEEPALIVED:
-        rec = await _step(runner, t, "fence_command", cluster.fence_command_for(node_cfg),
+        rec = await run_step(runner, t, "fence_command", cluster.fence_command_for(node_cfg),
                           cmd_timeout, record)
         stopped = rec.ok
         if not rec.ok and rec.exit_status is None:
@@ -138,7 +139,7 @@ async def fence_victim(
     # Escalate: the VIP outlived the stop (or keepalived was already dead).
     step = "escalate" if action.method is FenceMethod.STOP_KEEPALIVED else "remove_address"
     for a in left:
-        await _step(runner, t, step, del_command(a), cmd_timeout, record)
+        await run_step(runner, t, step, del_command(a), cmd_timeout, record)
     gone, _ = await _verify(runner, t, vips, min(bound, 2.0), cmd_timeout, record)
     return gone, stopped
 
@@ -160,7 +161,7 @@ async def announce(
     for a in held:
         cmd = cluster.announce_command.format(vip=shlex.quote(a.address),
                                               ifname=shlex.quote(a.ifname))
-        await _step(runner, t, "announce", cmd, config.ssh.command_timeout, record)
+        await run_step(runner, t, "announce", cmd, config.ssh.command_timeout, record)
 
 
 async def execute(
