@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -143,7 +145,7 @@ class SSHSection(_Strict):
         1.0, gt=0, le=30, description="how long a node waits for its own gateway ping"
     )
     collect_session: bool = Field(
-        False, description="send the collect command into one long-lived remote `sh` per "
+        True, description="send the collect command into one long-lived remote `sh` per "
         "node instead of a new SSH channel per round (fewer packets, less CPU); falls back "
         "to a channel per round where the node refuses a session",
     )
@@ -274,11 +276,14 @@ class Config(_Strict):
     ssh: SSHSection
     api: APISection = Field(default_factory=APISection)
     clusters: list[ClusterConfig] = Field(min_length=1)
+    # (the clusters list it was built from, by name): model_copy(update=...) shares
+    # private attributes, so the index is rebuilt when the list is not the same one
+    _index: tuple[object, dict[str, ClusterConfig]] = PrivateAttr(default=(None, {}))
 
     @model_validator(mode="after")
     def _cross(self) -> Config:
         names = [c.name for c in self.clusters]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = sorted(n for n, k in Counter(names).items() if k > 1)
         if dup:
             raise ValueError(f"duplicate cluster name(s): {', '.join(dup)}")
         a, _s = self.arbiter, self.ssh
@@ -321,7 +326,11 @@ class Config(_Strict):
         return a.tilt_after or max(3 * a.interval, 2.0)
 
     def cluster(self, name: str) -> ClusterConfig | None:
-        return next((c for c in self.clusters if c.name == name), None)
+        src, by_name = self._index  # built on first use: a round looks up every cluster
+        if src is not self.clusters:
+            by_name = {c.name: c for c in self.clusters}
+            self._index = (self.clusters, by_name)
+        return by_name.get(name)
 
     def gateways_for(self, cluster: ClusterConfig) -> list[str]:
         return cluster.gateways or self.arbiter.gateways

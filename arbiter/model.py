@@ -131,9 +131,13 @@ class Snapshot:
     at: datetime
     self_check: SelfCheck
     clusters: tuple[ClusterObservation, ...]
+    _by_name: dict[str, ClusterObservation] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {c.cluster: c for c in self.clusters})
 
     def cluster(self, name: str) -> ClusterObservation | None:
-        return next((c for c in self.clusters if c.cluster == name), None)
+        return self._by_name.get(name)
 
 
 class FenceMode(StrEnum):
@@ -200,9 +204,15 @@ class ClusterHistory:
 class History:
     clusters: tuple[tuple[str, ClusterHistory], ...] = ()
     isolated_incident: int | None = None
+    # by name; built once, since a round looks up every cluster (O(n) scans were
+    # a visible share of a 500-cluster round)
+    _by_name: dict[str, ClusterHistory] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", dict(self.clusters))
 
     def cluster(self, name: str) -> ClusterHistory:
-        return dict(self.clusters).get(name) or ClusterHistory()
+        return self._by_name.get(name) or ClusterHistory()
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,15 @@ def start_farm(n: int, out: Path, port: int) -> subprocess.Popen:
 
 # --- the arbiter, in a process of its own ------------------------------------------------
 
-async def measure_arbiter(cfg_path: str, warm_rounds: int) -> dict:
+def proc_cpu(pid: int | None) -> float:
+    """CPU-seconds (user + system) a process has used so far, from /proc; 0 without a pid."""
+    if not pid:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure_arbiter(cfg_path: str, warm_rounds: int, farm_pid: int | None = None) -> dict:
     from arbiter import config as config_mod
     from arbiter.cycle import Arbiter
     from arbiter.probe.icmp import IcmpPinger, choose_privileged
@@ -64,7 +72,9 @@ async def measure_arbiter(cfg_path: str, warm_rounds: int) -> dict:
         return time.perf_counter() - t0, time.process_time() - c0
 
     try:
+        f0 = proc_cpu(farm_pid)
         cold, cold_cpu = await one()
+        farm_cold = proc_cpu(farm_pid) - f0  # the directors' side of the handshakes
         warm = [await one() for _ in range(warm_rounds)]
         a = arb.runtime.assessment
         ok = sum(1 for c in a.clusters for n in c.nodes if n.health.value == "healthy")
@@ -72,6 +82,7 @@ async def measure_arbiter(cfg_path: str, warm_rounds: int) -> dict:
         await pool.close()
     return {
         "cold_round_s": round(cold, 3), "cold_cpu_s": round(cold_cpu, 3),
+        "farm_cpu_s_cold": round(farm_cold, 3),
         "warm_round_s": round(median([w for w, _ in warm]), 3),
         "warm_cpu_s": round(median([c for _, c in warm]), 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -79,10 +90,10 @@ async def measure_arbiter(cfg_path: str, warm_rounds: int) -> dict:
     }
 
 
-def arbiter_in_child(cfg: Path, warm_rounds: int) -> dict:
+def arbiter_in_child(cfg: Path, warm_rounds: int, farm_pid: int) -> dict:
     p = subprocess.run([sys.executable, "-m", "bench.scale", "--measure-arbiter", str(cfg),
-                        "--warm-rounds", str(warm_rounds)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=600)
+                        "--warm-rounds", str(warm_rounds), "--farm-pid", str(farm_pid)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
     if p.returncode != 0:
         raise RuntimeError(p.stderr[-2000:])
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -102,6 +113,11 @@ def collect_cmd() -> str:
     return collect_command(["127.0.0.1"], 1.0)
 
 
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def openssh(n: int, farm: Path, port: int, control: bool) -> dict:
     """xargs -P 32 ssh ... : cold; with ControlMaster also the warm run over the masters."""
     base = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
@@ -114,17 +130,19 @@ def openssh(n: int, farm: Path, port: int, control: bool) -> dict:
     listing = "\n".join(f"root@{h}" for h in hosts(n)) + "\n"
     argv = ["xargs", "-P", "32", "-I{}", *base, "{}", collect_cmd()]
 
-    def run() -> tuple[float, int]:
+    def run() -> tuple[float, int, float]:
         t0 = time.perf_counter()
+        c0 = _children_cpu()
         p = subprocess.run(argv, input=listing, capture_output=True, text=True, timeout=900)
         outs = p.stdout.count("@@end")
-        return time.perf_counter() - t0, outs
+        return time.perf_counter() - t0, outs, _children_cpu() - c0
 
     try:
-        cold, ok = run()
-        out = {"cold_s": round(cold, 3), "ok": ok}
+        cold, ok, cpu = run()
+        # CPU of xargs and every ssh process: the client side's cost, like cold_cpu_s
+        out = {"cold_s": round(cold, 3), "ok": ok, "cold_client_cpu_s": round(cpu, 3)}
         if control:
-            warm, ok2 = run()
+            warm, ok2, _ = run()
             out.update({"warm_s": round(warm, 3), "warm_ok": ok2})
         return out
     finally:
@@ -169,20 +187,22 @@ def compare_child(kind: str, n: int, farm: Path, port: int) -> dict:
 
 
 def run(sizes: list[int], compare: bool, warm_rounds: int, port: int,
-        session: bool = False) -> dict:
+        session: bool = True) -> dict:
     results = {}
     for n in sizes:
         farm = Path(tempfile.mkdtemp(prefix=f"farm{n}-"))
         proc = start_farm(n, farm, port)
         try:
             cfg = farm / "arbiter.toml"
-            if session:  # one long-lived remote shell per node instead of a channel per round
-                text = cfg.read_text().replace("[ssh]\n", "[ssh]\ncollect_session = true\n")
+            if not session:  # a channel per round instead of one long-lived remote shell
+                text = cfg.read_text().replace("[ssh]\n", "[ssh]\ncollect_session = false\n")
                 cfg.write_text(text)
-            row = {"arbiter": arbiter_in_child(cfg, warm_rounds)}
+            row = {"arbiter": arbiter_in_child(cfg, warm_rounds, proc.pid)}
             if compare:
                 row["parallel_ssh"] = compare_child("pssh", n, farm, port)
+                f0 = proc_cpu(proc.pid)
                 row["openssh_xargs"] = compare_child("openssh", n, farm, port)
+                row["openssh_xargs"]["farm_cpu_s"] = round(proc_cpu(proc.pid) - f0, 3)
                 row["openssh_controlmaster"] = compare_child("openssh-cm", n, farm, port)
         finally:
             stop_process(proc, 30)
@@ -198,15 +218,17 @@ def main() -> int:
     ap.add_argument("--warm-rounds", type=int, default=5)
     ap.add_argument("--port", type=int, default=2222)
     ap.add_argument("--no-compare", action="store_true")
-    ap.add_argument("--collect-session", action="store_true",
-                    help="measure the arbiter with [ssh] collect_session = true")
+    ap.add_argument("--channel-per-round", action="store_true",
+                    help="measure the arbiter with [ssh] collect_session = false")
     ap.add_argument("--json")
     ap.add_argument("--measure-arbiter")
+    ap.add_argument("--farm-pid", type=int)
     ap.add_argument("--alt", choices=["pssh", "openssh", "openssh-cm"])
     ap.add_argument("--farm")
     a = ap.parse_args()
     if a.measure_arbiter:
-        print(json.dumps(asyncio.run(measure_arbiter(a.measure_arbiter, a.warm_rounds))))
+        print(json.dumps(asyncio.run(measure_arbiter(a.measure_arbiter, a.warm_rounds,
+                                                     a.farm_pid))))
         return 0
     if a.alt:
         farm, n = Path(a.farm), a.nodes[0]
@@ -215,7 +237,7 @@ def main() -> int:
         print(json.dumps(res))
         return 0
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
-    res = run(a.nodes, not a.no_compare, a.warm_rounds, a.port, a.collect_session)
+    res = run(a.nodes, not a.no_compare, a.warm_rounds, a.port, not a.channel_per_round)
     write_json(a.json, {"scale": res})
     return 0
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from arbiter.api.app import create_app
+from arbiter.api.app import create_app, with_fast_verdict
 from arbiter.sim.node import SimSite
 from arbiter.sim.scenario import VIP1
 
@@ -20,22 +20,23 @@ async def rounds(arb, n: int) -> None:  # type: ignore[no-untyped-def]
         await arb.wait_fences()
 
 
-async def after_split(site: SimSite, make_arbiter, **cfg: object):  # type: ignore[no-untyped-def]
-    """An arbiter that saw a split brain and fenced lb2, and an httpx client for it."""
+async def after_split(site: SimSite, make_arbiter, fast: bool = False, **cfg: object):  # type: ignore[no-untyped-def]
+    """An arbiter that saw a split brain and fenced lb2, and an httpx client for it:
+    the app itself, or (fast) as `arbiter serve` runs it, with /verdict's fast path."""
     arb = await make_arbiter(site, **cfg)
     await rounds(arb, 1)
     site.state("lb2").add("eth0", VIP1, 24)
     await rounds(arb, 4)
-    app = create_app(arb)
+    app = with_fast_verdict(create_app(arb)) if fast else create_app(arb)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://arbiter") as c:
         yield arb, c
     await arb.runner.close()
 
 
-@pytest.fixture
-async def split_api(site: SimSite, make_arbiter):  # type: ignore[no-untyped-def]
-    async for pair in after_split(site, make_arbiter):
+@pytest.fixture(params=[False, True], ids=["app", "served"])
+async def split_api(site: SimSite, make_arbiter, request):  # type: ignore[no-untyped-def]
+    async for pair in after_split(site, make_arbiter, fast=request.param):
         yield pair
 
 
@@ -223,12 +224,13 @@ async def test_release_by_operator_runs_recover(authed, site: SimSite) -> None: 
     assert (await c.post("/incidents/999/release", headers=bearer(OPS))).status_code == 404
 
 
-async def test_protected_reads(site: SimSite, make_arbiter) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("fast", [False, True], ids=["app", "served"])
+async def test_protected_reads(site: SimSite, make_arbiter, fast: bool) -> None:  # type: ignore[no-untyped-def]
     arb = await make_arbiter(site, tokens={"ops": OPS})
     text = arb.config.model_copy(update={"api": arb.config.api.model_copy(
         update={"protect_reads": True})})
     arb.config = text
-    app = create_app(arb)
+    app = with_fast_verdict(create_app(arb)) if fast else create_app(arb)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://arbiter") as c:
         assert (await c.get("/status")).status_code == 401

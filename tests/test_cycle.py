@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import pytest
 from sqlalchemy import text
 
 from arbiter.cycle import Arbiter
@@ -286,18 +287,24 @@ async def test_confirm_after_needs_two_observations_and_the_time(
     assert "systemctl stop keepalived" in site.state("lb2").commands
 
 
-async def test_rounds_with_collect_session(site: SimSite, make_arbiter) -> None:
-    """The same detection and fence with one long-lived shell per node for collects."""
+@pytest.mark.parametrize("session", [True, False])
+async def test_rounds_with_and_without_collect_session(site: SimSite, make_arbiter,
+                                                       session: bool) -> None:
+    """The same detection and fence with one long-lived shell per node for collects
+    (the default) and with a channel per round."""
     arb = await make_arbiter(site, tokens={})
+    assert arb.config.ssh.collect_session is True  # the default
     arb.config = arb.config.model_copy(update={"ssh": arb.config.ssh.model_copy(
-        update={"collect_session": True})})
+        update={"collect_session": session})})
     try:
         await rounds(arb, 2)
         site.state("lb2").add("eth0", VIP1, 24)
         await rounds(arb, 3)
     finally:
         await arb.runner.close()
-    assert site.nodes["lb1"].sessions_opened == 1 and site.nodes["lb2"].sessions_opened == 1
+    opened = 1 if session else 0
+    assert site.nodes["lb1"].sessions_opened == opened
+    assert site.nodes["lb2"].sessions_opened == opened
     (inc,) = incidents(arb)
     assert inc["state"] == "fenced" and inc["victims"] == ["lb2"]
     assert not site.state("lb2").holds(VIP1)

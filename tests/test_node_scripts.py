@@ -180,6 +180,55 @@ def test_wrapper_collect_never_executes_request_text(wrapper_conf: Path,
     assert not marker.exists()
 
 
+def wrap_session(conf: Path, lines: list[str],
+                 shell: tuple[str, ...] = ("dash",)) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*shell, str(WRAPPER), str(conf)], input="".join(lines),
+                          capture_output=True, text=True,
+                          env={**os.environ, "SSH_ORIGINAL_COMMAND": "sh"}, timeout=15)
+
+
+@pytest.mark.parametrize("shell", [("dash",), ("busybox", "sh")])
+def test_wrapper_session_answers_collect_lines(wrapper_conf: Path,
+                                               shell: tuple[str, ...]) -> None:
+    from arbiter.probe.ssh import session_line
+
+    one = collect_command(["127.0.0.1"], 1.0, ["127.0.0.2"])
+    two = collect_command(["127.0.0.3"], 1.0)
+    p = wrap_session(wrapper_conf, [session_line(one, "@@arbiter-done 1"),
+                                    session_line(two, "@@arbiter-done 2")], shell)
+    assert p.returncode == 0, p.stderr
+    first, rest = p.stdout.split("@@arbiter-done 1 0\n")
+    second, tail = rest.split("@@arbiter-done 2 0\n")
+    assert tail == ""
+    assert parse_collect(first, ["127.0.0.1"], ["127.0.0.2"]).peers == (("127.0.0.2", True),)
+    assert parse_collect(second, ["127.0.0.3"]).gateways == (("127.0.0.3", True),)
+
+
+BAD_SESSION_LINES = {
+    "not a collect": lambda good, marker: "id",
+    "another command in the frame":
+        lambda good, marker: "o=$(id); s=$?; printf '%s\\n@@arbiter-done 1 %s\\n' \"$o\" \"$s\"",
+    "something appended": lambda good, marker: f"{good}; touch {marker}",
+    "a marker that is not a number":
+        lambda good, marker: good.replace("@@arbiter-done 1", f"@@arbiter-done 1;touch {marker}"),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_SESSION_LINES))
+def test_wrapper_session_refuses_other_lines(wrapper_conf: Path, tmp_path: Path,
+                                             bad: str) -> None:
+    from arbiter.probe.ssh import session_line
+
+    marker = tmp_path / "pwned"
+    good = session_line(collect_command(["127.0.0.1"], 1.0), "@@arbiter-done 1").rstrip("\n")
+    line = BAD_SESSION_LINES[bad](good, marker) + "\n"
+    assert line != good + "\n"
+    p = wrap_session(wrapper_conf, [line, session_line("echo never", "@@arbiter-done 2")])
+    assert p.returncode == 126 and "refused" in p.stderr, (line, p.stderr)
+    assert "@@arbiter-done" not in p.stdout
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize(("command", "ok"), [
     ("echo fenced", True),
     ("echo fenced; id", False),

@@ -194,3 +194,22 @@ async def test_collect_session_falls_back_where_refused(site: SimSite) -> None:
     finally:
         await pool.close()
     assert r.ok and r2.ok and "@@end" in r.stdout and "@@end" in r2.stdout
+
+
+@pytest.mark.parametrize("shell", [["dash"], ["busybox", "sh"], ["bash", "--posix"]])
+def test_session_line_in_a_real_shell(shell: list[str]) -> None:
+    """What a director's long-lived `sh` makes of the lines run_in_session writes: the
+    output, then the marker with the exit status, in that order, line after line."""
+    import shutil
+    import subprocess
+
+    from arbiter.probe.ssh import session_line
+
+    if not shutil.which(shell[0]):
+        pytest.fail(f"{shell[0]} is not installed (bash deploy/bootstrap.sh --test)")
+    done = "@@arbiter-done 42"
+    script = (session_line("echo 'a  b'; echo; echo c", done)
+              + session_line("echo partial; false", done)
+              + session_line("true", done))
+    p = subprocess.run(shell, input=script, capture_output=True, text=True, timeout=10)
+    assert p.stdout == f"a  b\n\nc\n{done} 0\npartial\n{done} 1\n\n{done} 0\n"

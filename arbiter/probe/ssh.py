@@ -71,6 +71,14 @@ ENCRYPTION_ALGS = [
 ]
 
 
+def session_line(command: str, done: str) -> str:
+    """One line for a long-lived `sh`: run `command`, then write its output, the done
+    marker and the exit status in one printf, so the answer leaves the node as one
+    write and arrives as one SSH packet (per line of output it was several: at 1000
+    nodes, packets received are most of a round's CPU)."""
+    return f"o=$({command}); s=$?; printf '%s\\n{done} %s\\n' \"$o\" \"$s\"\n"
+
+
 class SshPool:
     """A node -> connection map. Safe for concurrent use by rounds and fences."""
 
@@ -143,7 +151,7 @@ class SshPool:
                 proc = await conn.create_process("sh", encoding="utf-8")
                 self._sessions[target] = proc
                 fresh = True
-            proc.stdin.write(f"{command}\necho '{done}' $?\n")
+            proc.stdin.write(session_line(command, done))
             async with asyncio.timeout(timeout):
                 # one read up to the marker, not a readline per output line (profiled)
                 try:

@@ -92,6 +92,9 @@ def standard_state(name: str, address: str, vips: list[str], holds: list[str],
 
 _PING_LOOP = re.compile(r"for g in (.*?); do")
 _IP_DEL = re.compile(r"^ip addr del (\S+) dev (\S+)$")
+# arbiter.probe.ssh.session_line
+_SESSION_LINE = re.compile(
+    r"o=\$\((.*)\); s=\$\?; printf '%s\\n(@@arbiter-done [^%]*) %s\\n' \"\$o\" \"\$s\"")
 
 
 def respond(state: SimState, command: str) -> tuple[int, str, str]:
@@ -174,7 +177,6 @@ class SimNode:
         self.max_startups = max_startups
         self.unauthenticated = 0
         self.refused = 0
-        self._last_status = 0
         self.session_refused = False
         self.sessions_opened = 0
         self.live: set[asyncssh.SSHServerConnection] = set()
@@ -213,13 +215,13 @@ class SimNode:
         self.sessions_opened += 1
         try:
             async for line in process.stdin:
-                line = line.rstrip("\n")
-                m = re.fullmatch(r"echo '(@@arbiter-done [^']*)' \$\?", line)
-                if m:
-                    process.stdout.write(f"{m.group(1)} {self._last_status}\n")
+                m = _SESSION_LINE.fullmatch(line.rstrip("\n"))
+                if m is None:  # a plain command line
+                    respond(self.state, line.rstrip("\n"))
                     continue
-                self._last_status, out, err = respond(self.state, line)
-                process.stdout.write(out)
+                status, out, _err = respond(self.state, m.group(1))
+                # like sh's one printf: output, marker and status in one write
+                process.stdout.write(f"{out.rstrip(chr(10))}\n{m.group(2)} {status}\n")
         except (asyncssh.Error, OSError):
             pass
         process.exit(0)

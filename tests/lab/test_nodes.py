@@ -55,10 +55,16 @@ def test_director_link_cut_releases_vip_itself(lab: Lab) -> None:
     lab.heal("link-cut", "lb1")
     deadline = time.monotonic() + 12
     seen = []
+    dual_since = None
     while time.monotonic() < deadline:
         h = lab.holders()[VIP1]
         seen.append(tuple(h))
-        assert len(h) <= 1, f"dual VIP after heal: {h}"
+        # lb1 preempts after the heal (higher priority). keepalived's handover has lb1
+        # add the VIP a few ms before lb2's removal, which a sample can catch (seen once
+        # in CI); two holders for longer than a handover is a split brain.
+        now = time.monotonic()
+        dual_since = (dual_since or now) if len(h) > 1 else None
+        assert dual_since is None or now - dual_since < 0.5, f"dual VIP after heal: {h}"
         time.sleep(0.05)
     assert len(seen[-1]) == 1
     path = " -> ".join(dict.fromkeys("+".join(x) or "-" for x in seen))
