@@ -40,6 +40,7 @@ from arbiter.probe.ssh import (
     CollectParseError,
     NodeFacts,
     Runner,
+    Target,
     collect_command,
     parse_collect,
 )
@@ -57,6 +58,14 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     log.debug("heap settled: %d objects frozen", gc.get_freeze_count())
+
+
+@dataclass(frozen=True, slots=True)
+class _CollectPlan:
+    target: Target
+    command: str
+    gateways: tuple[str, ...]
+    peers: tuple[str, ...]
 
 
 def utcnow() -> datetime:
@@ -116,7 +125,9 @@ class Arbiter:
         self._prev_obs: dict[tuple[str, str], NodeObservation] = {}
         # the last collect output per node and what it parsed to: in steady state a
         # node answers the same text every round, and parsing it was ~10% of a round
-        self._parsed: dict[tuple[str, str], tuple[str, NodeFacts]] = {}
+        self._parsed: dict[tuple[str, str], tuple[tuple, NodeFacts]] = {}
+        self._plans: dict[tuple[str, str], _CollectPlan] = {}
+        self._plans_for: Config | None = None
         self.last_seen: dict[tuple[str, str], datetime] = {}
         self.last_event: dict[tuple[str, str], dict] = {}
         self.gateway_view: dict[str, bool] = {}  # the arbiter's ICMP view of cluster gateways
@@ -226,14 +237,25 @@ class Arbiter:
         )
         return Snapshot(at=at, self_check=self_check, clusters=tuple(clusters))
 
+    def _plan(self, c: ClusterConfig, node: str) -> _CollectPlan:
+        """What to run on a node each round; it only changes with the config."""
+        if self._plans_for is not self.config:
+            self._plans, self._plans_for = {}, self.config
+        plan = self._plans.get((c.name, node))
+        if plan is None:
+            gateways = tuple(self.config.gateways_for(c))
+            peers = tuple(n.address for n in c.nodes if n.name != node)
+            cmd = collect_command(list(gateways), self.config.ssh.gateway_ping_timeout,
+                                  list(peers))
+            plan = _CollectPlan(target_for(self.config, c, node), cmd, gateways, peers)
+            self._plans[(c.name, node)] = plan
+        return plan
+
     async def _collect(self, c: ClusterConfig, node: str):  # type: ignore[no-untyped-def]
-        t = target_for(self.config, c, node)
-        peers = [n.address for n in c.nodes if n.name != node]
-        cmd = collect_command(self.config.gateways_for(c), self.config.ssh.gateway_ping_timeout,
-                              peers)
+        plan = self._plan(c, node)
         run = (self.runner.run_in_session if self.config.ssh.collect_session
                and hasattr(self.runner, "run_in_session") else self.runner.run)
-        res = await run(t, cmd, self.config.ssh.command_timeout)
+        res = await run(plan.target, plan.command, self.config.ssh.command_timeout)
         if not res.ok:
             return None, res.error, res.duration_ms
         if res.exit_status != 0:
@@ -241,11 +263,11 @@ class Arbiter:
                 res.duration_ms
         key = (c.name, node)
         last = self._parsed.get(key)
-        if last is not None and last[0] == res.stdout:
+        if last is not None and last[0] == (res.stdout, plan):
             return last[1], None, res.duration_ms
         try:
-            facts = parse_collect(res.stdout, self.config.gateways_for(c), peers)
-            self._parsed[key] = (res.stdout, facts)
+            facts = parse_collect(res.stdout, list(plan.gateways), list(plan.peers))
+            self._parsed[key] = ((res.stdout, plan), facts)
             return facts, None, res.duration_ms
         except CollectParseError as exc:
             return None, f"bad collect output: {exc}", res.duration_ms

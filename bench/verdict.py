@@ -5,7 +5,8 @@
   time (no coordinated omission); p50/p99 and achieved throughput;
 - saturation with wrk (closed loop, 2 threads, 64 connections).
 
-Both servers run in their own process on 127.0.0.1, one uvicorn worker each.
+Both servers run in their own process on 127.0.0.1, one uvicorn worker each, on
+core 0; the generator, wrk and the simulated directors run on the other cores.
 
     python -m bench.verdict [--rate 1000] [--seconds 10] [--json out.json]
 """
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -37,6 +39,18 @@ async def hello(request):
 
 app = Starlette(routes=[Route("/verdict", hello)])
 """
+
+
+# Where there are two cores or more, the server under test gets core 0 and everything
+# else (load generator, wrk, the simulated directors) the others, for both servers
+# alike: otherwise the generator's own scheduling shows up as server latency.
+CPUS = sorted(os.sched_getaffinity(0))
+SERVER_CPUS = CPUS[:1] if len(CPUS) >= 2 else CPUS
+LOAD_CPUS = CPUS[1:] if len(CPUS) >= 2 else CPUS
+
+
+def on_server_cpus() -> None:  # preexec_fn of a server process
+    os.sched_setaffinity(0, SERVER_CPUS)
 
 
 def free_port() -> int:
@@ -75,7 +89,8 @@ def arbiter_server(work: Path):
         cfg.write_text(cfg.read_text().replace('listen = "127.0.0.1:8080"',
                                                f'listen = "127.0.0.1:{port}"'))
         srv = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "--log-level", "warning",
-                                "serve", "-c", str(cfg)], stderr=subprocess.DEVNULL)
+                                "serve", "-c", str(cfg)], stderr=subprocess.DEVNULL,
+                               preexec_fn=on_server_cpus)
         wait_http(port, "/readyz")
         yield port, "/verdict?cluster=web&node=lb1&format=text"
     finally:
@@ -89,7 +104,7 @@ def hello_server(work: Path):
     (work / "hello_app.py").write_text(HELLO)
     srv = subprocess.Popen([sys.executable, "-m", "uvicorn", "hello_app:app", "--host",
                             "127.0.0.1", "--port", str(port), "--log-level", "warning",
-                            "--no-access-log"], cwd=work)
+                            "--no-access-log"], cwd=work, preexec_fn=on_server_cpus)
     try:
         wait_http(port, "/verdict")
         yield port, "/verdict"
@@ -170,7 +185,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--json")
     a = ap.parse_args()
-    out: dict = {}
+    os.sched_setaffinity(0, LOAD_CPUS)  # inherited by the sim and wrk
+    out: dict = {"server_cpus": SERVER_CPUS, "load_cpus": LOAD_CPUS}
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         with arbiter_server(work / "arb") as (port, path):

@@ -77,12 +77,30 @@ async def test_verdict_bad_parameters(split_api, params, status, needle) -> None
 
 async def test_verdict_abstains_when_stale(split_api) -> None:  # type: ignore[no-untyped-def]
     arb, c = split_api
+    first = await c.get("/verdict", params={"cluster": "web", "node": "lb1"})
+    assert first.json()["verdict"] == "allow"  # and now in the verdict cache
     old = arb.runtime.snapshot
     arb.runtime.snapshot = replace(old, at=old.at - timedelta(seconds=60))
     r = await c.get("/verdict", params={"cluster": "web", "node": "lb1"})
     assert r.json()["verdict"] == "abstain" and "stale" in r.json()["reason"]
     rz = await c.get("/readyz")
     assert rz.status_code == 503 and "stale" in rz.json()["problems"][0]
+
+
+async def test_verdict_follows_each_round_not_the_cache(site: SimSite, make_arbiter) -> None:  # type: ignore[no-untyped-def]
+    """The same query before and after a round that changed the answer: the cached
+    answer of the old round is never served."""
+    async for arb, c in after_split(site, make_arbiter, fast=True, tokens={"ops": OPS},
+                                    resolve_rounds=50):
+        q = {"cluster": "web", "node": "lb2", "format": "text"}
+        assert (await c.get("/verdict", params=q)).text == "deny\n"
+        assert (await c.get("/verdict", params=q)).text == "deny\n"  # served from the cache
+        before = arb.history
+        (inc,) = arb.repo.list_incidents(state="fenced")[0]
+        r = await c.post(f"/incidents/{inc['id']}/release", headers=bearer(OPS))
+        assert r.status_code == 200 and arb.history is not before
+        await rounds(arb, 1)
+        assert (await c.get("/verdict", params=q)).text == "allow\n"
 
 
 async def test_status(split_api) -> None:  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -57,21 +58,22 @@ def _echo(typ: int, ident: int, seq: int) -> bytes:
     return struct.pack("!BBHHH", typ, 0, 0, ident, seq)
 
 
-def _ipv4_header() -> bytes:
-    return bytes([0x45]) + bytes(19)
+def _ipv4_header(dst: str = "0.0.0.0") -> bytes:
+    return bytes([0x45]) + bytes(15) + socket.inet_aton(dst)
 
 
 def test_parse_echo_reply_with_and_without_ip_header() -> None:
-    assert parse_icmp(_ipv4_header() + _echo(0, 7, 9), privileged=True) == (0, 0, 7, 9)
-    assert parse_icmp(_echo(0, 7, 9), privileged=False) == (0, 0, 7, 9)
-    assert parse_icmp(_echo(129, 7, 9), privileged=True, fam=V6) == (129, 0, 7, 9)
+    assert parse_icmp(_ipv4_header() + _echo(0, 7, 9), privileged=True) == (0, 0, 7, 9, None)
+    assert parse_icmp(_echo(0, 7, 9), privileged=False) == (0, 0, 7, 9, None)
+    assert parse_icmp(_echo(129, 7, 9), privileged=True, fam=V6) == (129, 0, 7, 9, None)
 
 
 def test_parse_error_quotes_the_original_request() -> None:
-    unreachable = struct.pack("!BBHI", 3, 1, 0, 0) + _ipv4_header() + _echo(8, 7, 42)
-    assert parse_icmp(_ipv4_header() + unreachable, privileged=True) == (3, 1, 7, 42)
-    v6 = struct.pack("!BBHI", 1, 3, 0, 0) + bytes(40) + _echo(128, 7, 42)
-    assert parse_icmp(v6, privileged=True, fam=V6) == (1, 3, 7, 42)
+    unreachable = struct.pack("!BBHI", 3, 1, 0, 0) + _ipv4_header("127.0.0.9") + _echo(8, 7, 42)
+    assert parse_icmp(_ipv4_header() + unreachable, privileged=True) == (3, 1, 7, 42, "127.0.0.9")
+    v6_header = bytes(24) + socket.inet_pton(socket.AF_INET6, "::1")
+    v6 = struct.pack("!BBHI", 1, 3, 0, 0) + v6_header + _echo(128, 7, 42)
+    assert parse_icmp(v6, privileged=True, fam=V6) == (1, 3, 7, 42, "::1")
 
 
 @pytest.mark.parametrize("packet", [b"", b"\x45", _ipv4_header() + _echo(8, 7, 9),
@@ -109,6 +111,25 @@ nft add rule inet t in ip daddr 127.0.0.9 icmp type echo-request drop
     assert res["127.0.0.1"][0] is True and res["127.0.0.10"][0] is True
     assert res["127.0.0.9"] == [False, None, "no echo reply"]
     assert 0.35 <= out["took"] < 3.0
+
+
+def test_icmp_error_marks_that_host_down_at_once() -> None:
+    # nftables answers echo requests to 127.0.0.11 with host-unreachable: a real ICMP
+    # error quoting our request, read from the same raw socket as the replies.
+    setup = """
+ip link set lo up
+nft add table inet t
+nft add chain inet t in '{ type filter hook input priority 0; }'
+nft add rule inet t in ip daddr 127.0.0.11 icmp type echo-request \
+  reject with icmp type host-unreachable
+"""
+    out = in_fresh_netns(setup, PING.format(addrs=["127.0.0.1", "127.0.0.11"], privileged=True,
+                                            timeout=2.0))
+    ok, rtt, err = out["res"]["127.0.0.11"]
+    assert ok is False and rtt is None
+    assert err.startswith("destination unreachable (code 1)")
+    assert out["res"]["127.0.0.1"][0] is True
+    assert out["took"] < 1.5  # known from the error, not after the 2 s timeout
 
 
 def test_no_route_is_down_at_once_not_an_exception() -> None:

@@ -91,6 +91,12 @@ async def get_verdict(request: Request) -> Response:
     # declaration documents it in OpenAPI.
     request.app.state.auth.check_read(request)
     arb: Arbiter = request.app.state.arbiter
+    cache: VerdictCache = request.app.state.verdict_cache
+    key = (request.scope["query_string"], request.headers.get("accept"))
+    now = _now()
+    fresh = views.staleness(arb.config, arb.runtime, now) is None
+    if fresh and (hit := cache.get(key, arb)) is not None:
+        return hit
     q = request.query_params
     problems = [f"{n}: Field required" for n in ("cluster", "node") if not q.get(n)]
     problems += [f"{n}: at most 64 characters" for n in ("cluster", "node", "vip")
@@ -113,10 +119,40 @@ async def get_verdict(request: Request) -> Response:
             raise HTTPException(422, f"vip: {vip!r} is not an IP address") from None
         if vip not in cfg.vips:
             raise HTTPException(404, f"vip {vip} is not a VIP of cluster {cluster!r}")
-    body = views.verdict(arb.config, cfg, node, vip, arb.runtime, arb.history, _now())
-    if _wants_text(request, fmt):
-        return PlainTextResponse(body["verdict"] + "\n")
-    return JSONResponse(body)
+    body = views.verdict(arb.config, cfg, node, vip, arb.runtime, arb.history, now)
+    response: Response = (PlainTextResponse(body["verdict"] + "\n") if _wants_text(request, fmt)
+                          else JSONResponse(body))
+    if fresh:
+        cache.put(key, arb, response)
+    return response
+
+
+class VerdictCache:
+    """The answers of the current round, by (query string, Accept header). Every
+    node's gate asks every second; between two rounds an answer only changes when the
+    observations go stale, and that is checked on every request before the cache.
+    A round replaces the history and the assessment, which retires every entry.
+    Only 200 answers are kept; errors are computed each time."""
+
+    MAX = 4096  # distinct queries; a flood of odd query strings only clears it
+
+    def __init__(self) -> None:
+        self._d: dict[tuple, tuple[object, object, object, Response]] = {}
+
+    def get(self, key: tuple, arb: Arbiter) -> Response | None:
+        hit = self._d.get(key)
+        if hit is None:
+            return None
+        config, history, assessment, response = hit
+        if (config is not arb.config or history is not arb.history
+                or assessment is not arb.runtime.assessment):
+            return None
+        return response
+
+    def put(self, key: tuple, arb: Arbiter, response: Response) -> None:
+        if len(self._d) >= self.MAX:
+            self._d.clear()
+        self._d[key] = (arb.config, arb.history, arb.runtime.assessment, response)
 
 
 @router.get("/status", summary="Live state of every cluster and of the arbiter itself")
@@ -253,6 +289,7 @@ def create_app(arbiter: Arbiter, run_loop: bool = False) -> FastAPI:
     )
     app.state.arbiter = arbiter
     app.state.auth = Authenticator(arbiter.config)
+    app.state.verdict_cache = VerdictCache()
     app.add_exception_handler(RequestValidationError, _validation_handler)
     # The hot path first: matched before FastAPI's own /verdict route (docs only).
     app.router.routes.append(Route("/verdict", get_verdict, methods=["GET"]))

@@ -1,12 +1,13 @@
 """ICMP echo with icmplib: privileged raw sockets when allowed, else datagram sockets.
 
 A round pings every director and gateway at once. icmplib's `multiping` opens a
-socket and a task per host; at 1000 hosts that cost 0.45 CPU-seconds per round
-(profiled), more than the rest of the round's ICMP work by far. So a round uses
-one icmplib socket: icmplib builds and sends every echo request, and replies are
-read from that socket and matched by (source, id, sequence). One reply or error
-per host, no retries: a missed echo is `down` for this round, and the policy
-never acts on one round.
+socket and a task per host: at 1000 hosts that cost 0.45 CPU-seconds per round
+(profiled), as much as the rest of the round. So a round uses one icmplib socket
+per address family: icmplib builds and sends every echo request, and the replies
+are read from that socket and matched by id and sequence. One request per host,
+no retries: a missed echo is `down` for this round, and the policy never acts on
+one round. RTTs are measured to the next read of the socket, which happens at
+least every DRAIN_EVERY sends, so they are upper bounds within a few ms.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ V4 = Family(ICMPv4Socket, 0, 3, 11, True)
 V6 = Family(ICMPv6Socket, 129, 1, 3, False)
 MAX_PER_SOCKET = 65536  # sequence numbers are 16 bits
 RCVBUF = 4 << 20  # replies to a whole round's requests may queue before the first read
+# a fixed payload (the default is 56 random bytes, made per request: a quarter of
+# the pinger's CPU); 56 bytes, as ping(8) sends
+PAYLOAD = b"keepalived-arbiter".ljust(56, b".")
 DRAIN_EVERY = 16  # read what has arrived after this many sends
 
 
@@ -83,14 +87,16 @@ def _ip_header_len(packet: bytes, at: int, fam: Family) -> int:
 
 def parse_icmp(
     packet: bytes, privileged: bool, fam: Family = V4
-) -> tuple[int, int, int, int] | None:
-    """(type, code, id, sequence) of an echo reply, or of the echo request quoted in an
-    ICMP error. A raw IPv4 socket's packets start with the IP header; on Linux a
-    datagram ICMP socket, and any ICMPv6 socket, delivers the ICMP message alone."""
+) -> tuple[int, int, int, int, str | None] | None:
+    """(type, code, id, sequence, quoted destination) of an echo reply (destination
+    None), or of the echo request quoted in an ICMP error. A raw IPv4 socket's packets
+    start with the IP header; on Linux a datagram ICMP socket, and any ICMPv6 socket,
+    delivers the ICMP message alone."""
     off = _ip_header_len(packet, 0, fam) if privileged and fam.ip_header and packet else 0
     if len(packet) < off + 8:
         return None
     typ, code = packet[off], packet[off + 1]
+    dst = None
     if typ in (fam.unreachable, fam.time_exceeded):  # quotes our IP header + the echo
         inner = off + 8
         if len(packet) < inner + 1:
@@ -98,10 +104,13 @@ def parse_icmp(
         off = inner + _ip_header_len(packet, inner, fam)
         if len(packet) < off + 8:
             return None
+        at, size, af = (inner + 16, 4, socket.AF_INET) if fam.ip_header else \
+            (inner + 24, 16, socket.AF_INET6)
+        dst = socket.inet_ntop(af, packet[at:at + size])
     elif typ != fam.echo_reply:
         return None  # e.g. our own echo requests to local addresses, seen by a raw socket
     ident, seq = struct.unpack_from("!2H", packet, off + 4)
-    return typ, code, ident, seq
+    return typ, code, ident, seq, dst
 
 
 class _Batch:
@@ -141,7 +150,7 @@ class _Batch:
 
     def _send(self, seq: int, addr: str) -> None:
         try:
-            self.sock.send(ICMPRequest(addr, id=self.ident, sequence=seq))
+            self.sock.send(ICMPRequest(addr, id=self.ident, sequence=seq, payload=PAYLOAD))
         except (ICMPLibError, OSError) as exc:  # e.g. no route: down now, not after timeout
             self.results[addr] = PingResult(False, None, f"send failed: {exc}")
             return
@@ -172,7 +181,7 @@ class _Batch:
             parsed = parse_icmp(packet, self.privileged, self.fam)
             if parsed is None:
                 continue
-            typ, code, ident, seq = parsed
+            typ, code, ident, seq, dst = parsed
             if ident != self.ident or seq >= len(self.addresses):
                 continue  # another pinger's traffic (a raw socket sees all ICMP)
             addr = self.addresses[seq]
@@ -182,7 +191,7 @@ class _Batch:
             if typ == self.fam.echo_reply:
                 if source.split("%")[0] == addr:
                     self.results[addr] = PingResult(True, round((now - sent) * 1000, 3))
-            else:
+            elif dst == addr:  # an error about our request to addr, not someone else's
                 what = ("destination unreachable" if typ == self.fam.unreachable
                         else "ttl exceeded")
                 self.results[addr] = PingResult(False, None, f"{what} (code {code}) from {source}")

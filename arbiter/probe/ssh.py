@@ -148,7 +148,10 @@ class SshPool:
             proc = self._sessions.get(target)
             if proc is None or proc.is_closing():
                 conn = await self._connection(target)
-                proc = await conn.create_process("sh", encoding="utf-8")
+                # stderr is discarded: nothing reads it between rounds, and unread it
+                # would fill the channel window and stall the session after a while
+                proc = await conn.create_process("sh", encoding="utf-8",
+                                                 stderr=asyncssh.DEVNULL)
                 self._sessions[target] = proc
                 fresh = True
             proc.stdin.write(session_line(command, done))
