@@ -175,6 +175,11 @@ async def _check(cfg: Config) -> int:
                   f"{o.ssh_error or ''}")
         for vip, holders in ca.holders:
             print(f"  {vip}: {' + '.join(holders) if holders else 'NO HOLDER'}")
+        if cfg.ssh.collect_session:
+            refused = [n.name for n in c.nodes if (n.name, n.address) in pool.sessionless()]
+            if refused:
+                print(f"  collect: a channel per round on {', '.join(refused)} "
+                      "(refused a collect session)")
         if ca.split_vips:
             split_any = True
             print(f"  SPLIT BRAIN: {ca.reason}")

@@ -253,14 +253,20 @@ class Arbiter:
 
     async def _collect(self, c: ClusterConfig, node: str):  # type: ignore[no-untyped-def]
         plan = self._plan(c, node)
-        run = (self.runner.run_in_session if self.config.ssh.collect_session
-               and hasattr(self.runner, "run_in_session") else self.runner.run)
-        res = await run(plan.target, plan.command, self.config.ssh.command_timeout)
+        timeout = self.config.ssh.command_timeout
+        in_session = self.config.ssh.collect_session and hasattr(self.runner, "run_in_session")
+        run = self.runner.run_in_session if in_session else self.runner.run
+        res = await run(plan.target, plan.command, timeout)
         if not res.ok:
             return None, res.error, res.duration_ms
         if res.exit_status != 0:
-            return None, f"collect exited {res.exit_status}: {res.stderr.strip()[:200]}", \
-                res.duration_ms
+            why = res.stderr.strip()
+            if in_session and not why:
+                # A session discards stderr; an operator needs the message ("ip: not
+                # found", "sudo: a password is required"), so ask once on a channel.
+                again = await self.runner.run(plan.target, plan.command, timeout)
+                why = again.stderr.strip() if again.ok else (again.error or "")
+            return None, f"collect exited {res.exit_status}: {why[:200]}", res.duration_ms
         key = (c.name, node)
         last = self._parsed.get(key)
         if last is not None and last[0] == (res.stdout, plan):

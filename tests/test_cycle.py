@@ -308,3 +308,23 @@ async def test_rounds_with_and_without_collect_session(site: SimSite, make_arbit
     (inc,) = incidents(arb)
     assert inc["state"] == "fenced" and inc["victims"] == ["lb2"]
     assert not site.state("lb2").holds(VIP1)
+
+
+@pytest.mark.parametrize("session", [True, False])
+async def test_failing_collect_reports_the_nodes_message(site: SimSite, make_arbiter,
+                                                         session: bool) -> None:
+    """A session discards stderr, so a failing collect is asked once more on a channel:
+    the operator sees the node's own message either way."""
+    arb = await make_arbiter(site)
+    arb.config = arb.config.model_copy(update={"ssh": arb.config.ssh.model_copy(
+        update={"collect_session": session})})
+    site.state("lb2").collect_error = "sudo: a password is required"
+    try:
+        await rounds(arb, 1)
+    finally:
+        await arb.runner.close()
+    lb2 = arb.runtime.snapshot.cluster("web").node("lb2")
+    assert not lb2.ssh_ok
+    assert lb2.ssh_error == "collect exited 1: sudo: a password is required"
+    lb1 = arb.runtime.snapshot.cluster("web").node("lb1")
+    assert lb1.ssh_ok and lb1.ssh_error is None

@@ -194,6 +194,7 @@ async def test_collect_session_falls_back_where_refused(site: SimSite) -> None:
     finally:
         await pool.close()
     assert r.ok and r2.ok and "@@end" in r.stdout and "@@end" in r2.stdout
+    assert pool.sessionless() == {("lb2", site.state("lb2").address)}
 
 
 @pytest.mark.parametrize("shell", [["dash"], ["busybox", "sh"], ["bash", "--posix"]])

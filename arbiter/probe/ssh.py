@@ -135,6 +135,10 @@ class SshPool:
         if conn is not None:
             conn.close()
 
+    def sessionless(self) -> set[tuple[str, str]]:
+        """(name, address) of nodes that refused a collect session: a channel per round."""
+        return {(t.name, t.address) for t in self._no_session}
+
     async def run_in_session(self, target: Target, command: str, timeout: float) -> CommandResult:
         """Run a one-line command in this node's long-lived `sh`: no channel setup per
         round. Falls back to run() for nodes that refuse a session (e.g. a forced

@@ -35,6 +35,7 @@ class SimState:
     recover_command: str = "systemctl start keepalived"
     latency: float = 0.0  # seconds added to every command
     hang: bool = False  # accept the command, never answer
+    collect_error: str | None = None  # the collect fails: exit 1 with this on stderr
     commands: list[str] = field(default_factory=list)
     # `ip -o monitor address` sessions: called with each line the kernel would print
     monitors: list = field(default_factory=list)
@@ -100,6 +101,8 @@ _SESSION_LINE = re.compile(
 def respond(state: SimState, command: str) -> tuple[int, str, str]:
     """The node's behaviour: command in, (exit status, stdout, stderr) out."""
     state.commands.append(command)
+    if MARK in command and state.collect_error is not None:
+        return 1, "", state.collect_error + "\n"
     if MARK in command:
         gw_part, _, peer_part = command.partition("echo @@peers")
         m = _PING_LOOP.search(gw_part)
