@@ -120,8 +120,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # An embedded SQLite is ours to upgrade; a shared server database is upgraded explicitly.
     rev = prepare_database(url, auto=url.startswith("sqlite") or args.upgrade)
     log.info("database schema at revision %s", rev)
+    ensure_open_files(sum(len(c.nodes) for c in cfg.clusters))
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_serve(cfg))
+
+
+def ensure_open_files(nodes: int) -> int:
+    """One persistent SSH connection per node, plus sockets for ICMP, the database and
+    the API: raise the soft open-files limit to what that needs (up to the hard limit),
+    and say so when the hard limit is too low. Returns the soft limit in force."""
+    import resource
+
+    need = nodes + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new = need if hard == resource.RLIM_INFINITY else min(hard, max(need, 4096))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            log.info("open-files limit raised from %d to %d for %d nodes", soft, new, nodes)
+            soft = new
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit (%s)", exc)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        log.warning("open-files limit %d is below the %d that %d nodes need: connections "
+                    "beyond it will fail (raise LimitNOFILE / ulimit -n)", soft, need, nodes)
+    return soft
 
 
 def _loop_factory():  # type: ignore[no-untyped-def]

@@ -184,3 +184,22 @@ def test_cli_check_unreachable_nodes_is_not_a_crash(cfgdir: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr  # no holders known, no split
     assert "connect failed" in res.stdout
     asyncio.run(asyncio.sleep(0))
+
+
+@pytest.mark.parametrize(("soft", "nodes", "expect"), [
+    (256, 1000, 4096),   # too low for 1000 nodes + headroom: raised, to 4096 at least
+    (256, 10, 4096),     # too low even for 10 nodes + headroom (266): raised
+    (1024, 10, 1024),    # enough for 10 nodes: left alone
+    (8192, 1000, 8192),  # enough for 1000: left alone
+])
+def test_serve_raises_the_open_files_limit(soft: int, nodes: int, expect: int) -> None:
+    """`arbiter serve` keeps a socket per node: under a soft limit of 1024 (systemd's
+    default) 1000 nodes would run out of descriptors. Run in a child with a low limit."""
+    code = ("import resource, logging; from arbiter.cli import ensure_open_files; "
+            f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, 16384)); "
+            f"print(ensure_open_files({nodes}), "
+            "resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [str(expect), str(expect)]

@@ -139,3 +139,24 @@ def test_no_route_is_down_at_once_not_an_exception() -> None:
     assert {a: r[0] for a, r in out["res"].items()} == {"127.0.0.1": False, "::1": False}
     assert all(r[2] for r in out["res"].values())  # each says why
     assert out["took"] < 1.5  # a send error is known at once, not after the timeout
+
+
+async def test_pinging_works_with_more_than_1024_files_open() -> None:
+    # At 1000 nodes the arbiter holds a socket per SSH connection, so the ICMP socket's
+    # descriptor is past select()'s FD_SETSIZE; the pinger must not depend on it.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 1300
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.fail(f"RLIMIT_NOFILE hard limit {hard} < {need}: cannot test this here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert max(held) > 1024
+        res = await IcmpPinger(choose_privileged("auto")).ping_many(["127.0.0.1"], 1.0)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert res["127.0.0.1"].ok, res
