@@ -23,6 +23,11 @@ async def rounds(arb: Arbiter, n: int, gap: float = 0.0) -> None:
         await asyncio.sleep(gap)
 
 
+def set_ssh(arb: Arbiter, **ssh: object) -> None:
+    """Change [ssh] settings of a built arbiter (its config is immutable: replace it)."""
+    arb.config = arb.config.model_copy(update={"ssh": arb.config.ssh.model_copy(update=ssh)})
+
+
 def incidents(arb: Arbiter) -> list[dict]:
     items, _ = arb.repo.list_incidents(limit=500)
     return items
@@ -294,8 +299,7 @@ async def test_rounds_with_and_without_collect_session(site: SimSite, make_arbit
     (the default) and with a channel per round."""
     arb = await make_arbiter(site, tokens={})
     assert arb.config.ssh.collect_session is True  # the default
-    arb.config = arb.config.model_copy(update={"ssh": arb.config.ssh.model_copy(
-        update={"collect_session": session})})
+    set_ssh(arb, collect_session=session)
     try:
         await rounds(arb, 2)
         site.state("lb2").add("eth0", VIP1, 24)
@@ -316,8 +320,7 @@ async def test_failing_collect_reports_the_nodes_message(site: SimSite, make_arb
     """A session discards stderr, so a failing collect is asked once more on a channel:
     the operator sees the node's own message either way."""
     arb = await make_arbiter(site)
-    arb.config = arb.config.model_copy(update={"ssh": arb.config.ssh.model_copy(
-        update={"collect_session": session})})
+    set_ssh(arb, collect_session=session)
     site.state("lb2").collect_error = "sudo: a password is required"
     try:
         await rounds(arb, 1)

@@ -132,7 +132,7 @@ class VerdictCache:
     node's gate asks every second; between two rounds an answer only changes when the
     observations go stale, and that is checked on every request before the cache.
     A round replaces the history and the assessment, which retires every entry.
-    Only 200 answers are kept; errors are computed each time."""
+    Only successful answers are kept; errors are computed each time."""
 
     MAX = 4096  # distinct queries; a flood of odd query strings only clears it
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncssh
 
-from arbiter.probe.ssh import MARK, MONITOR
+from arbiter.probe.ssh import MARK, MONITOR, session_line
 
 
 @dataclass
@@ -93,9 +93,11 @@ def standard_state(name: str, address: str, vips: list[str], holds: list[str],
 
 _PING_LOOP = re.compile(r"for g in (.*?); do")
 _IP_DEL = re.compile(r"^ip addr del (\S+) dev (\S+)$")
-# arbiter.probe.ssh.session_line
+# The line run_in_session writes, matched from session_line itself so the two never
+# drift apart: group 1 is the command, group 2 the done marker.
 _SESSION_LINE = re.compile(
-    r"o=\$\((.*)\); s=\$\?; printf '%s\\n(@@arbiter-done [^%]*) %s\\n' \"\$o\" \"\$s\"")
+    re.escape(session_line("@@CMD@@", "@@DONE@@").rstrip("\n"))
+    .replace("@@CMD@@", "(.*)").replace("@@DONE@@", "(@@arbiter-done [^%]*)"))
 
 
 def respond(state: SimState, command: str) -> tuple[int, str, str]:
