@@ -38,9 +38,9 @@ def _load(path: str) -> Config:
 
 
 def build_arbiter(cfg: Config):  # type: ignore[no-untyped-def]
-    from arbiter.cycle import Arbiter
     from arbiter.probe.icmp import IcmpPinger, choose_privileged
     from arbiter.probe.ssh import SshPool
+    from arbiter.service import Arbiter
     from arbiter.store.repository import Repository
 
     privileged = choose_privileged(cfg.arbiter.icmp_privileged)
@@ -100,17 +100,17 @@ async def _serve(cfg: Config) -> int:
         await server.serve()
     finally:
         sched.shutdown(wait=False)
-        await pool.close()
+        await arb.close()
     return EXIT_OK
 
 
 def _summary(arb) -> None:  # type: ignore[no-untyped-def]
-    rt = arb.runtime
-    a = rt.assessment
+    v = arb.view
+    a = v.assessment
     splits = [c.cluster for c in a.clusters if c.split_vips] if a else []
     log.info("summary: %d rounds, last %.0fms, %d overruns, split brain in %s, db %s",
-             rt.stats.count, rt.stats.duration_ms, rt.stats.overruns, splits or "none",
-             rt.db_error or "ok")
+             v.stats.count, v.stats.duration_ms, v.stats.overruns, splits or "none",
+             v.db_error or "ok")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -168,11 +168,11 @@ def _fmt_bool(v: bool | None, yes: str = "yes", no: str = "NO") -> str:
 
 async def _check(cfg: Config) -> int:
     from arbiter import decide
-    from arbiter.model import ClusterHistory, History, IncidentState, OpenIncident
+    from arbiter.model import ClusterHistory, History, IncidentMemory, IncidentState
 
     arb, pool = build_arbiter(cfg)
     try:
-        snap = await arb.observe()
+        snap = await arb.observer.observe()
     finally:
         await pool.close()
     a = decide.assess(cfg, snap, History(), snap.at)
@@ -209,7 +209,7 @@ async def _check(cfg: Config) -> int:
             # What would happen once confirmed: the same pure policy, primed.
             primed = History(clusters=((c.name, ClusterHistory(
                 split_streak=cfg.arbiter.confirm_rounds - 1,
-                incident=OpenIncident(id=None, state=IncidentState.OPEN),
+                incident=IncidentMemory(id=None, state=IncidentState.OPEN),
                 incumbents=(),
             )),))
             cfg_dry = cfg.model_copy(

@@ -15,10 +15,22 @@ Safety rules that hold for every input (see tests/unit/test_invariants.py):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
+from arbiter import incident_fsm
 from arbiter.config import ClusterConfig, Config
+from arbiter.effects import (
+    ChangeState,
+    Effect,
+    Opened,
+    OpenIncident,
+    RecordDecision,
+    Recover,
+    ReleaseHold,
+    SaveClusterMemory,
+    StartFence,
+)
 from arbiter.model import (
     Assessment,
     ClusterAssessment,
@@ -26,21 +38,24 @@ from arbiter.model import (
     ClusterObservation,
     FenceMethod,
     FenceMode,
-    FenceOrder,
+    FencePlan,
     Health,
     History,
     Hold,
+    IncidentKind,
+    IncidentMemory,
     IncidentState,
     NodeAssessment,
     NodeObservation,
-    OpenIncident,
     Snapshot,
     Verdict,
     VictimAction,
 )
+from arbiter.survivor import deciding_rule, rank_candidates
 
 # Incident states from which a (new or retried) fence may be ordered.
 _FENCEABLE = (IncidentState.OPEN, IncidentState.FENCE_FAILED)
+S = IncidentState
 
 
 def assess(config: Config, snapshot: Snapshot, history: History, now: datetime) -> Assessment:
@@ -52,13 +67,15 @@ def assess(config: Config, snapshot: Snapshot, history: History, now: datetime) 
             assess_cluster(config, cluster, obs, history.cluster(cluster.name), abstain_reason, now)
         )
     isolated = not snapshot.self_check.sees_gateway
-    return Assessment(
-        at=now,
-        abstain_reason=abstain_reason,
-        clusters=tuple(clusters),
-        open_isolated=isolated and history.isolated_incident is None,
-        resolve_isolated=not isolated and history.isolated_incident is not None,
-    )
+    effects: tuple[Effect, ...] = ()
+    if isolated and history.isolated_incident is None:
+        effects = (OpenIncident(IncidentKind.ARBITER_ISOLATED,
+                                abstain_reason or "arbiter isolated"),)
+    elif not isolated and history.isolated_incident is not None:
+        effects = (ChangeState(history.isolated_incident, S.OPEN, S.RESOLVED,
+                               "arbiter reaches a gateway again"),)
+    return Assessment(at=now, abstain_reason=abstain_reason, clusters=tuple(clusters),
+                      effects=effects)
 
 
 def _abstain_reason(snapshot: Snapshot) -> str | None:
@@ -78,6 +95,10 @@ def holders_by_vip(cluster: ClusterConfig, obs: ClusterObservation) -> dict[str,
     return out
 
 
+def _ref(inc: IncidentMemory) -> int | Opened:
+    return inc.id if inc.id is not None else Opened(IncidentKind.SPLIT_BRAIN)
+
+
 def assess_cluster(
     config: Config,
     cluster: ClusterConfig,
@@ -91,28 +112,26 @@ def assess_cluster(
     any_healthy = any(n.health is Health.HEALTHY for n in obs.nodes)
     orphan_vips = tuple(v for v, h in holders.items() if not h and any_healthy)
     notes: list[str] = []
-
-    nxt = hist
-    open_split = resolve_split = False
-    fence: FenceOrder | None = None
+    effects: list[Effect] = []
+    fence: FencePlan | None = None
     reason: str
 
-    nxt, gate_outcome = _gate_progress(config, cluster, obs, nxt, now)
+    nxt, gate_effects = _gate_progress(config, cluster, obs, hist, now)
+    effects.extend(gate_effects)
 
     # --- split-brain bookkeeping -------------------------------------------
     if split_vips and abstain_reason is None:
         streak = hist.split_streak + 1
         since = hist.split_since if hist.split_streak > 0 and hist.split_since else now
-        if nxt.incident is not None and nxt.incident.released:
+        old = nxt.incident
+        if old is not None and old.released:
             # Split brain after a release is a new incident (with its own fence), not
             # the old one that must never be fenced twice.
-            resolve_split = True
+            effects.append(ChangeState(_ref(old), old.state, S.RESOLVED,
+                                       "split brain again after a release: a new incident"))
             nxt = nxt.with_(incident=None)
             streak, since = 1, now
         nxt = nxt.with_(split_streak=streak, clean_streak=0, split_since=since)
-        if nxt.incident is None:
-            open_split = True
-            nxt = nxt.with_(incident=OpenIncident(id=None, state=IncidentState.OPEN))
         progress = (f"round {streak} of {config.arbiter.confirm_rounds}"
                     if config.arbiter.confirm_after is None else f"observation {streak}")
         reason = (
@@ -120,6 +139,9 @@ def assess_cluster(
             f"({'; '.join(f'{v} held by ' + ' and '.join(holders[v]) for v in split_vips)}), "
             f"{progress}"
         )
+        if nxt.incident is None:
+            effects.append(OpenIncident(IncidentKind.SPLIT_BRAIN, reason, split_vips))
+            nxt = nxt.with_(incident=IncidentMemory(id=None, state=S.OPEN))
     elif split_vips:
         # Evidence gathered while we may be the isolated one is not evidence: the
         # clock of confirm_after starts again too.
@@ -129,11 +151,11 @@ def assess_cluster(
         nxt = nxt.with_(split_streak=0, split_since=None, clean_streak=hist.clean_streak + 1)
         reason = "no split brain"
         inc = nxt.incident
-        if inc is not None and inc.state is not IncidentState.FENCING:
+        if inc is not None and inc.state is not S.FENCING:
             if nxt.clean_streak >= config.arbiter.resolve_rounds:
-                resolve_split = True
-                nxt = nxt.with_(incident=None)
                 reason = f"split brain gone for {nxt.clean_streak} rounds: resolved"
+                effects.append(ChangeState(_ref(inc), inc.state, S.RESOLVED, reason))
+                nxt = nxt.with_(incident=None)
             else:
                 reason = (
                     f"split brain gone, {nxt.clean_streak} of "
@@ -153,38 +175,42 @@ def assess_cluster(
         if why:
             reason = f"{reason}; {why}"
         if fence is not None:
-            held_by = nxt.incident
-            assert held_by is not None
-            new_state = IncidentState.DECIDED if fence.dry_run else IncidentState.FENCING
-            nxt = nxt.with_(
-                incident=replace(
-                    held_by,
-                    state=new_state,
-                    survivor=fence.survivor,
-                    victims=tuple(v.node for v in fence.victims),
-                    attempts=held_by.attempts + (0 if fence.dry_run else 1),
-                    last_attempt_at=now if not fence.dry_run else held_by.last_attempt_at,
-                    mode=fence.mode,
-                ),
-            )
+            inc = nxt.incident
+            assert inc is not None
+            attempt = inc.attempts + (0 if fence.dry_run else 1)
+            dst = S.DECIDED if fence.dry_run else S.FENCING
+            intended = () if fence.dry_run or fence.mode is not FenceMode.SSH else tuple(
+                v.node for v in fence.victims if v.method is FenceMethod.STOP_KEEPALIVED)
+            effects.append(RecordDecision(_ref(inc), inc.state, dst, fence, attempt, intended))
+            if not fence.dry_run and fence.mode is FenceMode.SSH:
+                effects.append(StartFence(_ref(inc), fence, attempt))
+            nxt = nxt.with_(incident=incident_fsm.advance(
+                inc, dst, survivor=fence.survivor,
+                victims=tuple(v.node for v in fence.victims), attempts=attempt,
+                last_attempt_at=inc.last_attempt_at if fence.dry_run else now,
+                mode=fence.mode,
+            ))
 
     # --- orphaned VIPs -----------------------------------------------------
-    open_orphan = resolve_orphan = False
     if orphan_vips and abstain_reason is None:
         nxt = nxt.with_(orphan_streak=hist.orphan_streak + 1)
-        if nxt.orphan_streak >= config.arbiter.confirm_rounds and hist.orphan_incident is None:
-            open_orphan = True
         notes.append(f"orphaned VIP(s) {', '.join(orphan_vips)}: held by no node")
+        if nxt.orphan_streak >= config.arbiter.confirm_rounds and hist.orphan_incident is None:
+            effects.append(OpenIncident(IncidentKind.ORPHAN_VIP, "; ".join(notes), orphan_vips))
     elif not orphan_vips:
         nxt = nxt.with_(orphan_streak=0)
-        resolve_orphan = hist.orphan_incident is not None
-        if resolve_orphan:
+        if hist.orphan_incident is not None:
+            effects.append(ChangeState(hist.orphan_incident, S.OPEN, S.RESOLVED,
+                                       "every VIP has a holder again"))
             nxt = nxt.with_(orphan_incident=None)
 
-    releases: tuple[tuple[Hold, str], ...] = ()
     if abstain_reason is None and not split_vips:
         nxt, releases, rel_notes = _auto_release(config, cluster, obs, nxt, now)
         notes.extend(rel_notes)
+        for h, why in releases:
+            effects.append(ReleaseHold(h, why))
+            if h.keepalived_stopped:
+                effects.append(Recover(h, "auto"))
 
     nodes = tuple(
         _node_verdict(config, cluster, obs.node(n.name), nxt, abstain_reason)
@@ -193,6 +219,8 @@ def assess_cluster(
     verdicts = tuple((n.node, n.verdict.value) for n in nodes)
     epoch_changed = verdicts != hist.verdicts
     nxt = nxt.with_(verdicts=verdicts, epoch=hist.epoch + (1 if epoch_changed else 0))
+    if epoch_changed or nxt.incumbents != hist.incumbents:
+        effects.append(SaveClusterMemory(nxt.epoch, nxt.incumbents))
     return ClusterAssessment(
         cluster=cluster.name,
         nodes=nodes,
@@ -202,26 +230,20 @@ def assess_cluster(
         reason=reason,
         next_history=nxt,
         fence=fence,
-        open_split=open_split,
-        resolve_split=resolve_split,
-        open_orphan=open_orphan,
-        resolve_orphan=resolve_orphan,
-        epoch_changed=epoch_changed,
         notes=tuple(notes),
-        gate_outcome=gate_outcome,
-        releases=releases,
+        effects=tuple(effects),
     )
 
 
 def _gate_progress(
     config: Config, cluster: ClusterConfig, obs: ClusterObservation, hist: ClusterHistory,
     now: datetime,
-) -> tuple[ClusterHistory, tuple[bool, str] | None]:
+) -> tuple[ClusterHistory, tuple[Effect, ...]]:
     """Gate mode has no fence command to wait for: the fence is done when the
     victims are seen without the VIPs, and failed when they keep them too long."""
     inc = hist.incident
-    if inc is None or inc.mode is not FenceMode.GATE or inc.state is not IncidentState.FENCING:
-        return hist, None
+    if inc is None or inc.mode is not FenceMode.GATE or inc.state is not S.FENCING:
+        return hist, ()
     still = [v for v in inc.victims
              if (o := obs.node(v)) is not None and o.holds(cluster.vips)]
     unknown = [v for v in inc.victims if (o := obs.node(v)) is None or o.addresses is None]
@@ -231,15 +253,16 @@ def _gate_progress(
             for v in inc.victims if v not in hist.held_nodes
         )
         msg = f"{', '.join(inc.victims)} dropped the VIP(s) after the gate denied them"
-        return hist.with_(incident=replace(inc, state=IncidentState.FENCED),
-                          held=held), (True, msg)
+        return (hist.with_(incident=incident_fsm.advance(inc, S.FENCED), held=held),
+                (ChangeState(_ref(inc), S.FENCING, S.FENCED, msg, inc.victims),))
     waited = (now - inc.last_attempt_at).total_seconds() if inc.last_attempt_at else 0.0
     if waited > config.arbiter.fence_verify_timeout:
         msg = (f"{', '.join(still or unknown)} still hold(s) the VIP {waited:.1f}s after the "
                "gate denied it: is arbiter-gate wired into its keepalived?")
-        return hist.with_(incident=replace(inc, state=IncidentState.FENCE_FAILED,
-                                           last_attempt_at=now)), (False, msg)
-    return hist, None
+        return (hist.with_(incident=incident_fsm.advance(inc, S.FENCE_FAILED,
+                                                         last_attempt_at=now)),
+                (ChangeState(_ref(inc), S.FENCING, S.FENCE_FAILED, msg),))
+    return hist, ()
 
 
 def _auto_release(
@@ -290,75 +313,6 @@ def _auto_release(
     )
 
 
-def survivor_key(
-    node: NodeObservation, cfg_priority: int, incumbent_of: int
-) -> tuple[bool, bool, int, int, int]:
-    """Higher sorts first. Name is the last tie-break and is applied by the caller."""
-    return (
-        node.reachable,
-        node.keepalived_running is True,
-        node.gateways_seen,
-        incumbent_of,
-        cfg_priority,
-    )
-
-
-RULES = (
-    "reachable by the arbiter",
-    "keepalived running",
-    "sees more of its gateways",
-    "incumbent (held the VIPs alone before the split)",
-    "higher priority",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Ranked:
-    name: str
-    key: tuple[bool, bool, int, int, int]
-    why: str
-
-
-def rank_candidates(
-    cluster: ClusterConfig,
-    obs: ClusterObservation,
-    hist: ClusterHistory,
-    candidates: list[str],
-    split_vips: tuple[str, ...],
-) -> list[Ranked]:
-    """Order candidates best-first by the survivor rule; each with its facts."""
-    rows = []
-    for name in candidates:
-        o = obs.node(name)
-        assert o is not None
-        cfg = cluster.node(name)
-        prio = cfg.priority if cfg else 0
-        inc = sum(1 for v in split_vips if hist.incumbent_of(v) == name)
-        why = (
-            f"{'reachable' if o.reachable else 'unreachable'}, keepalived "
-            f"{_ka_word(o.keepalived_running)}, sees {o.gateways_seen}/{len(o.gateways)} "
-            f"gateway(s), incumbent of {inc} split VIP(s), priority {prio}"
-        )
-        rows.append(Ranked(name, survivor_key(o, prio, inc), why))
-    # Deterministic: best key first, then lowest name.
-    rows.sort(key=lambda r: (tuple(-int(x) for x in r.key), r.name))
-    return rows
-
-
-def deciding_rule(best: Ranked, other: Ranked) -> str:
-    """The first rule of the survivor order that separates the two, in words."""
-    for rule, a, b in zip(RULES, best.key, other.key, strict=True):
-        if a != b:
-            if isinstance(a, bool):
-                return rule
-            return f"{rule} ({int(a)} > {int(b)})"
-    return f"lowest name ({best.name} < {other.name}), all else equal"
-
-
-def _ka_word(running: bool | None) -> str:
-    return {True: "running", False: "stopped", None: "unknown"}[running]
-
-
 def _maybe_fence(
     config: Config,
     cluster: ClusterConfig,
@@ -367,7 +321,7 @@ def _maybe_fence(
     split_vips: tuple[str, ...],
     holders: dict[str, tuple[str, ...]],
     now: datetime,
-) -> tuple[FenceOrder | None, str]:
+) -> tuple[FencePlan | None, str]:
     a = config.arbiter
     inc = hist.incident
     if inc is None:
@@ -435,7 +389,7 @@ def _maybe_fence(
             for x in actions
         )
     )
-    order = FenceOrder(
+    order = FencePlan(
         mode=FenceMode(cluster.fence_mode),
         cluster=cluster.name,
         survivor=survivor,
@@ -478,62 +432,3 @@ def _node_verdict(
         )
     # Normal VRRP failover must never be hindered.
     return NodeAssessment(name, health, holds, Verdict.ALLOW, "no split brain involves this node")
-
-
-# --- pure helpers the cycle uses to fold results back into history ----------
-
-
-def carry_forward(
-    prev: NodeObservation | None, new: NodeObservation, hold_seconds: float
-) -> NodeObservation:
-    """A node that answers ICMP but not SSH is degraded, not gone: keep its
-    last seen addresses for ``hold_seconds`` so a dead sshd cannot hide a VIP."""
-    if new.ssh_ok or not new.icmp_ok or prev is None or prev.addresses is None:
-        return new
-    seen_at = prev.addresses_seen_at or prev.observed_at
-    if (new.observed_at - seen_at).total_seconds() > hold_seconds:
-        return new
-    return replace(
-        new,
-        addresses=prev.addresses,
-        addresses_seen_at=seen_at,
-        keepalived_running=prev.keepalived_running,
-        gateways=prev.gateways,
-    )
-
-
-def fence_finished(
-    hist: ClusterHistory, incident_id: int, ok: bool, held: tuple[str, ...], at: datetime
-) -> ClusterHistory:
-    """Fold an SSH fence's result in; ``held`` are the victims whose keepalived we stopped."""
-    inc = hist.incident
-    survivor = inc.survivor if inc is not None and inc.id == incident_id else None
-    holds = tuple(
-        Hold(n, incident_id, survivor or "", FenceMode.SSH, True) for n in held
-    )
-    merged = _add_holds(hist.held, holds)
-    if inc is None or inc.id != incident_id:
-        return hist.with_(held=merged)  # resolved meanwhile; still remember who is held
-    state = IncidentState.FENCED if ok else IncidentState.FENCE_FAILED
-    return hist.with_(incident=replace(inc, state=state, last_attempt_at=at), held=merged)
-
-
-def _add_holds(held: tuple[Hold, ...], new: tuple[Hold, ...]) -> tuple[Hold, ...]:
-    have = {h.node for h in held}
-    return held + tuple(h for h in new if h.node not in have)
-
-
-def hold(hist: ClusterHistory, h: Hold) -> ClusterHistory:
-    return hist.with_(held=_add_holds(hist.held, (h,)))
-
-
-def release(hist: ClusterHistory, node: str, incident_id: int | None = None) -> ClusterHistory:
-    """Lift the hold on ``node``; if its incident is still open, stop denying its victims."""
-    inc = hist.incident
-    if inc is not None and incident_id is not None and inc.id == incident_id:
-        inc = replace(inc, released=True)
-    return hist.with_(
-        incident=inc,
-        held=tuple(h for h in hist.held if h.node != node),
-        release_streaks=tuple((n, c) for n, c in hist.release_streaks if n != node),
-    )

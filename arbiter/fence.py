@@ -1,4 +1,4 @@
-"""Executing a fence order: stop, verify, escalate, and record every step.
+"""Executing a fence plan over SSH: stop, verify, escalate, and record every step.
 
 Each step is handed to ``record`` the moment it ends, so a crash mid-fence
 still leaves a trail. Victims are fenced one at a time (one fence in flight).
@@ -11,10 +11,10 @@ import shlex
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from arbiter.clock import utcnow
 from arbiter.config import ClusterConfig, Config
-from arbiter.model import Address, FenceMethod, FenceOrder, VictimAction
+from arbiter.model import Address, FenceMethod, FencePlan, VictimAction
 from arbiter.probe.ssh import CollectParseError, Runner, Target, collect_command, parse_collect
 from arbiter.store.repository import AttemptRecord
 
@@ -23,7 +23,9 @@ VERIFY_POLL = 0.2
 
 
 @dataclass(frozen=True)
-class FenceOutcome:
+class FenceReport:
+    """What running a FencePlan achieved."""
+
     ok: bool
     held: tuple[str, ...]  # victims whose keepalived we stopped: held until released
     summary: str
@@ -35,15 +37,11 @@ def target_for(config: Config, cluster: ClusterConfig, node: str) -> Target:
     return Target(n.name, n.address, n.port or config.ssh.port, n.username or config.ssh.username)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 async def run_step(
     runner: Runner, t: Target, step: str, command: str, timeout: float, record: Record
 ) -> AttemptRecord:
     """Run one recorded step (fence, escalate, announce, recover) on a node."""
-    started = _now()
+    started = utcnow()
     res = await runner.run(t, command, timeout)
     out = (res.stdout + ("\n" + res.stderr if res.stderr else "")).strip()
     rec = AttemptRecord(
@@ -51,7 +49,7 @@ async def run_step(
         ok=res.ok and res.exit_status == 0, exit_status=res.exit_status,
         output=out, error=res.error or (None if res.exit_status == 0 else
                                         f"exit status {res.exit_status}"),
-        started_at=started, finished_at=_now(),
+        started_at=started, finished_at=utcnow(),
     )
     await record(rec)
     return rec
@@ -75,7 +73,7 @@ async def _verify(
     runner: Runner, t: Target, vips: tuple[str, ...], bound: float, cmd_timeout: float,
     record: Record,
 ) -> tuple[bool, tuple[Address, ...]]:
-    started = _now()
+    started = utcnow()
     deadline = time.monotonic() + bound
     left: tuple[Address, ...] | None = None
     err = None
@@ -96,7 +94,7 @@ async def _verify(
     await record(AttemptRecord(
         node=t.name, step="verify", command="ip -j addr show", ok=gone,
         exit_status=0 if left is not None else None, output=detail,
-        error=None if gone else detail, started_at=started, finished_at=_now(),
+        error=None if gone else detail, started_at=started, finished_at=utcnow(),
     ))
     return gone, left or ()
 
@@ -131,7 +129,7 @@ async def fence_victim(
             await record(AttemptRecord(
                 node=t.name, step="remove_address", command="ip -j addr show", ok=False,
                 exit_status=None, output="", error=f"could not read addresses: {err}",
-                started_at=_now(), finished_at=_now(),
+                started_at=utcnow(), finished_at=utcnow(),
             ))
             return False, False
         if not left:
@@ -145,17 +143,17 @@ async def fence_victim(
 
 
 async def announce(
-    config: Config, cluster: ClusterConfig, order: FenceOrder, runner: Runner, record: Record
+    config: Config, cluster: ClusterConfig, plan: FencePlan, runner: Runner, record: Record
 ) -> None:
     """Gratuitous ARP from the survivor, so clients forget the victim's MAC now.
     Best effort: a failure is recorded, and the fence still counts as done."""
-    t = target_for(config, cluster, order.survivor)
-    held, err = await remaining_vips(runner, t, order.vips, config.ssh.command_timeout)
+    t = target_for(config, cluster, plan.survivor)
+    held, err = await remaining_vips(runner, t, plan.vips, config.ssh.command_timeout)
     if held is None:
         await record(AttemptRecord(
             node=t.name, step="announce", command="ip -j addr show", ok=False, exit_status=None,
             output="", error=f"could not read the survivor's addresses: {err}",
-            started_at=_now(), finished_at=_now(),
+            started_at=utcnow(), finished_at=utcnow(),
         ))
         return
     for a in held:
@@ -165,20 +163,20 @@ async def announce(
 
 
 async def execute(
-    config: Config, cluster: ClusterConfig, order: FenceOrder, runner: Runner, record: Record
-) -> FenceOutcome:
+    config: Config, cluster: ClusterConfig, plan: FencePlan, runner: Runner, record: Record
+) -> FenceReport:
     held: list[str] = []
     failed: list[str] = []
-    for action in order.victims:
-        ok, stopped = await fence_victim(config, cluster, action, order.vips, runner, record)
+    for action in plan.victims:
+        ok, stopped = await fence_victim(config, cluster, action, plan.vips, runner, record)
         if stopped:
             held.append(action.node)
         if not ok:
             failed.append(action.node)
     if failed:
-        return FenceOutcome(False, tuple(held), f"fence of {', '.join(failed)} failed")
-    return FenceOutcome(
+        return FenceReport(False, tuple(held), f"fence of {', '.join(failed)} failed")
+    return FenceReport(
         True, tuple(held),
-        f"fenced {', '.join(v.node for v in order.victims)}; {order.survivor} holds "
-        f"{', '.join(order.vips)} alone",
+        f"fenced {', '.join(v.node for v in plan.victims)}; {plan.survivor} holds "
+        f"{', '.join(plan.vips)} alone",
     )

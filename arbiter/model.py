@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from arbiter.effects import Effect
 
 
 class Health(StrEnum):
@@ -146,7 +150,7 @@ class FenceMode(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class OpenIncident:
+class IncidentMemory:
     """The policy's memory of a split-brain incident (id assigned by the store)."""
 
     id: int | None
@@ -179,7 +183,7 @@ class ClusterHistory:
     orphan_incident: int | None = None
     # vip -> node that held it alone in the last clean round
     incumbents: tuple[tuple[str, str], ...] = ()
-    incident: OpenIncident | None = None
+    incident: IncidentMemory | None = None
     held: tuple[Hold, ...] = ()  # fenced victims, not yet released
     release_streaks: tuple[tuple[str, int], ...] = ()
     auto_released_at: tuple[tuple[str, datetime], ...] = ()
@@ -227,7 +231,9 @@ class VictimAction:
 
 
 @dataclass(frozen=True, slots=True)
-class FenceOrder:
+class FencePlan:
+    """What the policy decided to fence: who survives, who is fenced how, and why."""
+
     cluster: str
     survivor: str
     victims: tuple[VictimAction, ...]
@@ -256,16 +262,10 @@ class ClusterAssessment:
     orphan_vips: tuple[str, ...]
     reason: str
     next_history: ClusterHistory
-    fence: FenceOrder | None = None
-    open_split: bool = False  # a new split-brain incident begins this round
-    resolve_split: bool = False
-    open_orphan: bool = False
-    resolve_orphan: bool = False
-    epoch_changed: bool = False
+    fence: FencePlan | None = None  # the plan decided this round (also in a StartFence)
     notes: tuple[str, ...] = field(default=())
-    # gate mode: the victim dropped the VIP by itself (True) or ignored the gate (False)
-    gate_outcome: tuple[bool, str] | None = None
-    releases: tuple[tuple[Hold, str], ...] = ()  # automatic releases due now, with why
+    # what to record, then do, in order (arbiter.effects); the ledger commits them
+    effects: tuple[Effect, ...] = ()
 
     def node(self, name: str) -> NodeAssessment | None:
         return next((n for n in self.nodes if n.node == name), None)
@@ -286,8 +286,8 @@ class Assessment:
     at: datetime
     abstain_reason: str | None
     clusters: tuple[ClusterAssessment, ...]
-    open_isolated: bool = False
-    resolve_isolated: bool = False
+    # the arbiter's own incidents (isolation): opened or resolved this round
+    effects: tuple[Effect, ...] = ()
 
     @property
     def abstaining(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from arbiter.model import ClusterAssessment, ClusterObservation, FenceOrder, NodeObservation
+from arbiter.model import ClusterAssessment, ClusterObservation, FencePlan, NodeObservation
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -47,15 +47,15 @@ def cluster_evidence(
     }
 
 
-def fence_order(order: FenceOrder) -> dict[str, Any]:
+def fence_plan(plan: FencePlan) -> dict[str, Any]:
     return {
-        "survivor": order.survivor,
+        "survivor": plan.survivor,
         "victims": [
-            {"node": v.node, "method": v.method.value, "vips": list(v.vips)} for v in order.victims
+            {"node": v.node, "method": v.method.value, "vips": list(v.vips)} for v in plan.victims
         ],
-        "vips": list(order.vips),
-        "ranking": [{"node": n, "why": w} for n, w in order.ranking],
-        "reason": order.reason,
-        "dry_run": order.dry_run,
-        "mode": order.mode.value,
+        "vips": list(plan.vips),
+        "ranking": [{"node": n, "why": w} for n, w in plan.ranking],
+        "reason": plan.reason,
+        "dry_run": plan.dry_run,
+        "mode": plan.mode.value,
     }

@@ -53,9 +53,9 @@ def proc_cpu(pid: int | None) -> float:
 
 async def measure_arbiter(cfg_path: str, warm_rounds: int, farm_pid: int | None = None) -> dict:
     from arbiter import config as config_mod
-    from arbiter.cycle import Arbiter
     from arbiter.probe.icmp import IcmpPinger, choose_privileged
     from arbiter.probe.ssh import SshPool
+    from arbiter.service import Arbiter
     from arbiter.store import migrate
     from arbiter.store.repository import Repository, make_engine
 
@@ -76,10 +76,10 @@ async def measure_arbiter(cfg_path: str, warm_rounds: int, farm_pid: int | None 
         cold, cold_cpu = await one()
         farm_cold = proc_cpu(farm_pid) - f0  # the directors' side of the handshakes
         warm = [await one() for _ in range(warm_rounds)]
-        a = arb.runtime.assessment
+        a = arb.view.assessment
         ok = sum(1 for c in a.clusters for n in c.nodes if n.health.value == "healthy")
     finally:
-        await pool.close()
+        await arb.close()
     return {
         "cold_round_s": round(cold, 3), "cold_cpu_s": round(cold_cpu, 3),
         "farm_cpu_s_cold": round(farm_cold, 3),

@@ -8,7 +8,14 @@
 Both servers run in their own process on 127.0.0.1, one uvicorn worker each, on
 core 0; the generator, wrk and the simulated directors run on the other cores.
 
+- mixed (``--mixed``): /verdict at the same open-loop rate while other clients poll
+  ``/incidents?limit=500`` and ``/status`` back to back, on a database seeded with
+  ``--incidents`` incidents (each with evidence, a decision and fence steps). A slow
+  dashboard must not delay the gates: a gate that waits past its 1 s timeout falls
+  back to its gateway ping, which weakens arbitration.
+
     python -m bench.verdict [--rate 1000] [--seconds 10] [--json out.json]
+    python -m bench.verdict --mixed [--incidents 2000] [--pollers 2]
 """
 
 from __future__ import annotations
@@ -74,8 +81,54 @@ def wait_http(port: int, path: str, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing answers on :{port}{path}")
 
 
+def seed_incidents(db_url: str, n: int) -> None:
+    """n fenced incidents with the evidence, decision and fence steps a real one has."""
+    from datetime import UTC, datetime, timedelta
+
+    from arbiter.effects import Opened, OpenIncident, RecordDecision
+    from arbiter.model import FenceMethod, FencePlan, IncidentKind, IncidentState, VictimAction
+    from arbiter.store import migrate
+    from arbiter.store.repository import AttemptRecord, Repository, make_engine
+
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    repo = Repository(engine)
+    t0 = datetime.now(UTC) - timedelta(days=30)
+    vip = "192.168.77.100"
+    node = {"health": "healthy", "icmp": {"ok": True, "rtt_ms": 0.1},
+            "ssh": {"ok": True, "error": None, "ms": 3.0}, "keepalived_running": True,
+            "gateways": {"127.0.0.1": True}, "peers": {"127.0.0.12": True},
+            "holds": [vip], "vip_addresses": [{"ifname": "eth0", "address": vip,
+                                               "prefixlen": 24}]}
+    evidence = {"nodes": [{"node": "lb1", **node}, {"node": "lb2", **node}],
+                "holders": {vip: ["lb1", "lb2"]}, "split_vips": [vip], "orphan_vips": [],
+                "split_streak": 2, "reason": f"split brain on {vip} (held by lb1 and lb2)"}
+    decision = {"survivor": "lb1", "victims": [{"node": "lb2", "method": "stop_keepalived",
+                                                "vips": [vip]}], "vips": [vip],
+                "ranking": [{"node": "lb1", "why": "reachable, keepalived running"},
+                            {"node": "lb2", "why": "reachable, keepalived running"}],
+                "reason": "lb1 survives over lb2 by rule: incumbent", "dry_run": False,
+                "mode": "ssh"}
+    plan = FencePlan(cluster="web", survivor="lb1", vips=(vip,), reason=decision["reason"],
+                     victims=(VictimAction("lb2", FenceMethod.STOP_KEEPALIVED, (vip,)),))
+    for i in range(n):
+        at = t0 + timedelta(minutes=i)
+        opened = Opened(IncidentKind.SPLIT_BRAIN)
+        iid = repo.apply("web", [
+            OpenIncident(IncidentKind.SPLIT_BRAIN, evidence["reason"], (vip,)),
+            RecordDecision(opened, IncidentState.OPEN, IncidentState.FENCING, plan, 1, ("lb2",)),
+        ], at, evidence, {1: decision})[IncidentKind.SPLIT_BRAIN]
+        for step in ("fence_command", "verify", "announce"):
+            repo.add_attempt(iid, 1, AttemptRecord("lb2", step, "systemctl stop keepalived",
+                                                   True, 0, "", None, at, at))
+        repo.set_state(iid, IncidentState.FENCED, at, "fenced lb2", ["lb2"])
+        repo.release(iid, at, "bench", "released")
+        repo.set_state(iid, IncidentState.RESOLVED, at, "resolved")
+    engine.dispose()
+
+
 @contextlib.contextmanager
-def arbiter_server(work: Path):
+def arbiter_server(work: Path, incidents: int = 0):
     """`arbiter serve` against two simulated directors (arbiter sim)."""
     port, ssh_port = free_port(), free_port()
     sim = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "sim", "-o", str(work),
@@ -86,6 +139,8 @@ def arbiter_server(work: Path):
         assert sim.stdout is not None
         sim.stdout.readline()
         cfg = work / "arbiter.toml"
+        if incidents:
+            seed_incidents(f"sqlite:///{work / 'arbiter.db'}", incidents)
         cfg.write_text(cfg.read_text().replace('listen = "127.0.0.1:8080"',
                                                f'listen = "127.0.0.1:{port}"'))
         srv = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "--log-level", "warning",
@@ -154,6 +209,47 @@ async def open_loop(port: int, path: str, rate: float, seconds: float, conns: in
             "p99_ms": round(pct(ms, 99), 3), "max_ms": round(max(ms), 3)}
 
 
+async def poll(port: int, path: str, until: float) -> dict:
+    """One client asking `path` back to back until `until`; latency per answer."""
+    lat: list[float] = []
+    errors = 0
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    req = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").encode()
+    try:
+        while time.perf_counter() < until:
+            t = time.perf_counter()
+            writer.write(req)
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            m = re.search(rb"content-length: *(\d+)", head, re.I)
+            await reader.readexactly(int(m.group(1)) if m else 0)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+            lat.append(time.perf_counter() - t)
+    finally:
+        writer.close()
+    return {"lat": lat, "errors": errors}
+
+
+def _summary(results: list[dict]) -> dict:
+    ms = [x * 1000 for r in results for x in r["lat"]]
+    return {"requests": len(ms), "errors": sum(r["errors"] for r in results),
+            "p50_ms": round(pct(ms, 50), 3), "p99_ms": round(pct(ms, 99), 3),
+            "max_ms": round(max(ms), 3) if ms else None}
+
+
+async def mixed(port: int, path: str, rate: float, seconds: float, pollers: int) -> dict:
+    """/verdict open loop while `pollers` clients each poll the incident list and status."""
+    until = time.perf_counter() + seconds
+    heavy = [asyncio.create_task(poll(port, "/incidents?limit=500", until))
+             for _ in range(pollers)]
+    status = [asyncio.create_task(poll(port, "/status", until)) for _ in range(pollers)]
+    verdict = await open_loop(port, path, rate, seconds)
+    return {"verdict": verdict,
+            "incidents_limit_500": _summary(await asyncio.gather(*heavy)),
+            "status": _summary(await asyncio.gather(*status)), "pollers": pollers}
+
+
 def wrk(port: int, path: str, seconds: int) -> dict:
     if not shutil.which("wrk"):
         return {"error": "wrk not installed (apt-get install wrk)"}
@@ -184,11 +280,24 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=1000)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--json")
+    ap.add_argument("--mixed", action="store_true",
+                    help="/verdict beside /incidents?limit=500 and /status pollers")
+    ap.add_argument("--incidents", type=int, default=2000,
+                    help="incidents seeded into the database for --mixed")
+    ap.add_argument("--pollers", type=int, default=2,
+                    help="clients polling each of /incidents and /status in --mixed")
     a = ap.parse_args()
     os.sched_setaffinity(0, LOAD_CPUS)  # inherited by the sim and wrk
     out: dict = {"server_cpus": SERVER_CPUS, "load_cpus": LOAD_CPUS}
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
+        if a.mixed:
+            with arbiter_server(work / "arb", a.incidents) as (port, path):
+                out["mixed"] = run_loop(mixed(port, path, a.rate, a.seconds, a.pollers))
+            out["mixed"]["incidents_seeded"] = a.incidents
+            print(json.dumps(out, indent=2))
+            write_json(a.json, out)
+            return 0
         with arbiter_server(work / "arb") as (port, path):
             out["verdict_open_loop"] = run_loop(open_loop(port, path, a.rate, a.seconds))
             out["verdict_saturation"] = wrk(port, path, int(a.seconds))

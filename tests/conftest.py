@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from arbiter import config as config_mod
-from arbiter.cycle import Arbiter
 from arbiter.probe.icmp import IcmpPinger, choose_privileged
 from arbiter.probe.ssh import SshPool
+from arbiter.service import Arbiter
 from arbiter.sim.node import SimSite, standard_state
 from arbiter.sim.scenario import GATEWAY, VIP1, site_config
 from arbiter.store import migrate
@@ -78,18 +78,27 @@ def write_config(site: SimSite, tmp_path: Path, **arbiter: object) -> config_mod
 
 
 @pytest.fixture
-def make_arbiter(tmp_path: Path):  # type: ignore[no-untyped-def]
-    made: list[SshPool] = []
+async def make_arbiter(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Build Arbiters on the simulated site; every one is closed at the end (fences
+    awaited, connections closed), also when the test failed."""
+    made: list[Arbiter] = []
 
-    async def _make(site: SimSite, **arbiter: object) -> Arbiter:
+    async def _make(site: SimSite, runner_wrapper=None, pinger_wrapper=None,  # type: ignore[no-untyped-def]
+                    **arbiter: object) -> Arbiter:
+        """runner_wrapper / pinger_wrapper wrap the real SSH pool and ICMP pinger
+        (spies, a failing gateway): real I/O underneath, never a mock."""
         cfg = write_config(site, tmp_path, **arbiter)
         engine = make_engine(cfg.arbiter.database)
         migrate.upgrade(engine)
-        pool = SshPool(cfg.ssh.client_keys, cfg.ssh.known_hosts, cfg.ssh.connect_timeout)
-        made.append(pool)
-        arb = Arbiter(cfg, Repository(engine), IcmpPinger(choose_privileged("auto")), pool)
+        runner = SshPool(cfg.ssh.client_keys, cfg.ssh.known_hosts, cfg.ssh.connect_timeout)
+        pinger = IcmpPinger(choose_privileged("auto"))
+        arb = Arbiter(cfg, Repository(engine),
+                      pinger_wrapper(pinger) if pinger_wrapper else pinger,
+                      runner_wrapper(runner) if runner_wrapper else runner)
+        made.append(arb)
         await arb.restore()
         return arb
 
     yield _make
-    # pools are closed by the async tests themselves via arb.runner.close()
+    for arb in made:
+        await arb.close()

@@ -20,6 +20,17 @@ async def rounds(arb, n: int) -> None:  # type: ignore[no-untyped-def]
         await arb.wait_fences()
 
 
+async def with_round(arb, request):  # type: ignore[no-untyped-def]
+    """Send a write that the loop carries out (an intent), and run that round."""
+
+    async def round_soon() -> None:
+        await asyncio.sleep(0.05)
+        await rounds(arb, 1)
+
+    r, _ = await asyncio.gather(request, round_soon())
+    return r
+
+
 async def after_split(site: SimSite, make_arbiter, fast: bool = False, **cfg: object):  # type: ignore[no-untyped-def]
     """An arbiter that saw a split brain and fenced lb2, and an httpx client for it:
     the app itself, or (fast) as `arbiter serve` runs it, with /verdict's fast path."""
@@ -31,7 +42,7 @@ async def after_split(site: SimSite, make_arbiter, fast: bool = False, **cfg: ob
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://arbiter") as c:
         yield arb, c
-    await arb.runner.close()
+    await arb.close()
 
 
 @pytest.fixture(params=[False, True], ids=["app", "served"])
@@ -79,8 +90,8 @@ async def test_verdict_abstains_when_stale(split_api) -> None:  # type: ignore[n
     arb, c = split_api
     first = await c.get("/verdict", params={"cluster": "web", "node": "lb1"})
     assert first.json()["verdict"] == "allow"  # and now in the verdict cache
-    old = arb.runtime.snapshot
-    arb.runtime.snapshot = replace(old, at=old.at - timedelta(seconds=60))
+    old = arb.view.snapshot
+    arb.view = replace(arb.view, snapshot=replace(old, at=old.at - timedelta(seconds=60)))
     r = await c.get("/verdict", params={"cluster": "web", "node": "lb1"})
     assert r.json()["verdict"] == "abstain" and "stale" in r.json()["reason"]
     rz = await c.get("/readyz")
@@ -95,11 +106,11 @@ async def test_verdict_follows_each_round_not_the_cache(site: SimSite, make_arbi
         q = {"cluster": "web", "node": "lb2", "format": "text"}
         assert (await c.get("/verdict", params=q)).text == "deny\n"
         assert (await c.get("/verdict", params=q)).text == "deny\n"  # served from the cache
-        before = arb.history
+        before = arb.view
         (inc,) = arb.repo.list_incidents(state="fenced")[0]
-        r = await c.post(f"/incidents/{inc['id']}/release", headers=bearer(OPS))
-        assert r.status_code == 200 and arb.history is not before
-        await rounds(arb, 1)
+        r = await with_round(arb, c.post(f"/incidents/{inc['id']}/release",
+                                         headers=bearer(OPS)))
+        assert r.status_code == 200 and arb.view is not before
         assert (await c.get("/verdict", params=q)).text == "allow\n"
 
 
@@ -162,7 +173,7 @@ async def test_before_first_round_everything_abstains(site: SimSite, make_arbite
         assert (await c.get("/readyz")).status_code == 503
         s = (await c.get("/status")).json()
         assert s["arbiter"]["abstaining"] == "no round has completed yet"
-    await arb.runner.close()
+    await arb.close()
     await asyncio.sleep(0)
 
 
@@ -202,13 +213,30 @@ async def test_events_refused(authed, headers, status, needle, caplog) -> None: 
 
 
 async def test_event_accepted_stored_and_wakes_the_loop(authed) -> None:  # type: ignore[no-untyped-def]
+    """The loop runs with a 30 s interval: only the event's wake explains a round, and
+    the event stored, within a second."""
     arb, c = authed
-    arb._wake.clear()
-    r = await c.post("/events", json=EV, headers=bearer(LB2))
-    assert r.status_code == 202 and r.json()["by"] == "web/lb2"
+    arb.scheduler.interval = 30.0
+    stop = asyncio.Event()
+    loop = asyncio.create_task(arb.run_forever(stop))
+    try:
+        for _ in range(100):  # the loop's first round
+            if arb.view.stats.count >= 6:
+                break
+            await asyncio.sleep(0.02)
+        count = arb.view.stats.count
+        r = await c.post("/events", json=EV, headers=bearer(LB2))
+        assert r.status_code == 202 and r.json()["by"] == "web/lb2"
+        for _ in range(50):
+            if arb.view.stats.count > count:
+                break
+            await asyncio.sleep(0.02)
+        assert arb.view.stats.count > count  # a round well before the 30 s interval
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, 10)
     (ev,) = arb.repo.node_events("web")
     assert (ev["node"], ev["state"], ev["priority"]) == ("lb2", "MASTER", 90)
-    assert arb._wake.is_set()
     s = (await c.get("/status")).json()
     assert s["clusters"][0]["nodes"][1]["last_event"]["state"] == "MASTER"
     bad = await c.post("/events", json={**EV, "state": "SLEEPY"}, headers=bearer(LB2))
@@ -223,8 +251,8 @@ async def test_release_by_operator_runs_recover(authed, site: SimSite) -> None: 
         == 403
     assert (await c.post(f"/incidents/{inc['id']}/release")).status_code == 401
     assert not site.state("lb2").keepalived_running  # refused: nothing changed
-    r = await c.post(f"/incidents/{inc['id']}/release", json={"reason": "cable fixed"},
-                     headers=bearer(OPS))
+    r = await with_round(arb, c.post(f"/incidents/{inc['id']}/release",
+                                     json={"reason": "cable fixed"}, headers=bearer(OPS)))
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["released"] == ["lb2"] and body["recover"][0]["ok"]
@@ -233,13 +261,14 @@ async def test_release_by_operator_runs_recover(authed, site: SimSite) -> None: 
     full = arb.repo.get_incident(inc["id"])
     assert full["released_by"] == "ops: cable fixed"
     assert [a["step"] for a in full["fence_attempts"]][-1] == "recover"
-    await rounds(arb, 1)  # the release wakes the loop; here we run that round by hand
     v = (await c.get("/verdict", params={"cluster": "web", "node": "lb2"})).json()
     assert v["verdict"] == "allow"
-    again = await c.post(f"/incidents/{inc['id']}/release", headers=bearer(OPS))
+    again = await with_round(arb, c.post(f"/incidents/{inc['id']}/release",
+                                         headers=bearer(OPS)))
     assert again.status_code == 409
 
-    assert (await c.post("/incidents/999/release", headers=bearer(OPS))).status_code == 404
+    missing = await with_round(arb, c.post("/incidents/999/release", headers=bearer(OPS)))
+    assert missing.status_code == 404
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["app", "served"])
@@ -258,14 +287,15 @@ async def test_protected_reads(site: SimSite, make_arbiter, fast: bool) -> None:
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert (await c.get(v, headers=bearer(OPS))).status_code == 200
         assert (await c.get("/healthz")).status_code == 200  # probes stay open
-    await arb.runner.close()
+    await arb.close()
 
 
 async def test_release_survives_a_restart_of_the_arbiter(site: SimSite, make_arbiter) -> None:  # type: ignore[no-untyped-def]
     async for arb, c in after_split(site, make_arbiter, tokens={"ops": OPS},
                                     resolve_rounds=50):
         (inc,) = arb.repo.list_incidents(state="fenced")[0]
-        r = await c.post(f"/incidents/{inc['id']}/release", headers=bearer(OPS))
+        r = await with_round(arb, c.post(f"/incidents/{inc['id']}/release",
+                                         headers=bearer(OPS)))
         assert r.status_code == 200
         await arb.restore()  # as after a restart: memory rebuilt from the store
         assert arb.history.cluster("web").incident is not None  # still open

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import text
 
-from arbiter.cycle import Arbiter
 from arbiter.model import IncidentState, Verdict
 from arbiter.probe.icmp import PingResult
 from arbiter.probe.ssh import CommandResult, Target
+from arbiter.service import Arbiter
 from arbiter.sim.node import SimSite
 from arbiter.sim.scenario import GATEWAY, VIP1
 
@@ -38,8 +38,8 @@ async def test_healthy_pair_no_incident(site: SimSite, make_arbiter) -> None:
     try:
         await rounds(arb, 3)
     finally:
-        await arb.runner.close()
-    ca = arb.runtime.assessment.cluster("web")
+        await arb.close()
+    ca = arb.view.assessment.cluster("web")
     assert dict(ca.holders)[VIP1] == ("lb1",)
     assert [n.verdict for n in ca.nodes] == [Verdict.ALLOW, Verdict.ALLOW]
     assert incidents(arb) == []
@@ -53,21 +53,32 @@ class Spy:
     inner: object
     arb: Arbiter | None = None
     seen_state_at_fence: str | None = None
+    seen_hold_at_fence: list | None = None
 
     async def run(self, target: Target, command: str, timeout: float) -> CommandResult:
         if command == "systemctl stop keepalived" and self.arb is not None:
             inc = incidents(self.arb)[0]
             self.seen_state_at_fence = f"{inc['state']}:{inc['survivor']}:{inc['victims']}"
+            with self.arb.repo.engine.connect() as c:
+                self.seen_hold_at_fence = c.execute(
+                    text("SELECT pending_hold FROM incidents")).scalar_one()
         return await self.inner.run(target, command, timeout)  # type: ignore[attr-defined]
 
-    async def close(self) -> None:
-        await self.inner.close()  # type: ignore[attr-defined]
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)  # everything else: the real pool
 
 
 async def test_split_brain_is_recorded_then_fenced(site: SimSite, make_arbiter) -> None:
-    arb = await make_arbiter(site)
-    spy = Spy(arb.runner, arb)
-    arb.runner = spy
+    spy: Spy | None = None
+
+    def wrap(pool):  # type: ignore[no-untyped-def]
+        nonlocal spy
+        spy = Spy(pool)
+        return spy
+
+    arb = await make_arbiter(site, runner_wrapper=wrap)
+    assert spy is not None
+    spy.arb = arb
     try:
         await rounds(arb, 1)  # learn the incumbent
         site.state("lb2").add("eth0", VIP1, 24)  # VRRP cut: lb2 claims the VIP too
@@ -76,8 +87,10 @@ async def test_split_brain_is_recorded_then_fenced(site: SimSite, make_arbiter) 
         assert "systemctl stop keepalived" not in site.state("lb2").commands  # one round: no act
         await rounds(arb, 2)
     finally:
-        await spy.close()
+        await arb.close()
     assert spy.seen_state_at_fence == "fencing:lb1:['lb2']"
+    # the hold it is about to create is on record before the command goes out
+    assert spy.seen_hold_at_fence in (["lb2"], '["lb2"]')
     (inc,) = incidents(arb)
     full = arb.repo.get_incident(inc["id"])
     assert full["state"] == "fenced" and full["survivor"] == "lb1"
@@ -88,7 +101,7 @@ async def test_split_brain_is_recorded_then_fenced(site: SimSite, make_arbiter) 
     assert "incumbent" in full["decision"]["reason"]
     assert not site.state("lb2").holds(VIP1) and not site.state("lb2").keepalived_running
     assert site.state("lb1").holds(VIP1) and site.state("lb1").keepalived_running
-    lb2 = arb.runtime.assessment.cluster("web").node("lb2")
+    lb2 = arb.view.assessment.cluster("web").node("lb2")
     assert lb2.verdict is Verdict.DENY
 
 
@@ -104,7 +117,7 @@ async def test_victim_sshd_down_fence_fails_and_survivor_untouched(
         await site.stop_node("lb2")  # sshd dies; lb2 still answers ICMP (degraded)
         await rounds(arb, 6, gap=0.15)
     finally:
-        await arb.runner.close()
+        await arb.close()
     (inc,) = incidents(arb)
     full = arb.repo.get_incident(inc["id"])
     assert full["state"] == "fence_failed"
@@ -115,7 +128,7 @@ async def test_victim_sshd_down_fence_fails_and_survivor_untouched(
     assert site.state("lb1").keepalived_running and site.state("lb1").holds(VIP1)
     assert not any(c == "systemctl stop keepalived" or c.startswith("ip addr del")
                    for c in site.state("lb1").commands)
-    st = arb.runtime.snapshot.cluster("web").node("lb2")
+    st = arb.view.snapshot.cluster("web").node("lb2")
     assert st.health.value == "degraded" and st.carried_forward
 
 
@@ -128,7 +141,7 @@ async def test_restart_keeps_incident_and_never_fences_twice(
         site.state("lb2").add("eth0", VIP1, 24)
         await rounds(arb, 3)
     finally:
-        await arb.runner.close()
+        await arb.close()
     (inc,) = incidents(arb)
     assert inc["state"] == "fenced"
     before = len(arb.repo.get_incident(inc["id"])["fence_attempts"])
@@ -140,11 +153,11 @@ async def test_restart_keeps_incident_and_never_fences_twice(
     try:
         await rounds(arb2, 5)
     finally:
-        await arb2.runner.close()
+        await arb2.close()
     assert [i["id"] for i in incidents(arb2)] == [inc["id"]]
     after = arb2.repo.get_incident(inc["id"])
     assert len(after["fence_attempts"]) == before
-    assert "not fencing twice" in arb2.runtime.assessment.cluster("web").reason
+    assert "not fencing twice" in arb2.view.assessment.cluster("web").reason
 
 
 async def test_db_failure_is_visible_and_blocks_acting(site: SimSite, make_arbiter) -> None:
@@ -155,15 +168,15 @@ async def test_db_failure_is_visible_and_blocks_acting(site: SimSite, make_arbit
             c.execute(text("ALTER TABLE incidents RENAME TO incidents_gone"))
         site.state("lb2").add("eth0", VIP1, 24)
         await rounds(arb, 4)
-        assert arb.runtime.db_error and "incidents" in arb.runtime.db_error
+        assert arb.view.db_error and "incidents" in arb.view.db_error
         assert "systemctl stop keepalived" not in site.state("lb2").commands
         assert arb.history.cluster("web").incident is None
         with arb.repo.engine.begin() as c:
             c.execute(text("ALTER TABLE incidents_gone RENAME TO incidents"))
         await rounds(arb, 3)
     finally:
-        await arb.runner.close()
-    assert arb.runtime.db_error is None
+        await arb.close()
+    assert arb.view.db_error is None
     assert incidents(arb)[0]["state"] == "fenced"
 
 
@@ -180,30 +193,34 @@ class IsolatedPinger:
 
 
 async def test_isolated_arbiter_abstains(site: SimSite, make_arbiter) -> None:
-    arb = await make_arbiter(site)
-    arb.pinger = IsolatedPinger(arb.pinger)
+    arb = await make_arbiter(site, pinger_wrapper=IsolatedPinger)
     try:
         site.state("lb2").add("eth0", VIP1, 24)
         await rounds(arb, 4)
     finally:
-        await arb.runner.close()
+        await arb.close()
     kinds = [(i["kind"], i["state"]) for i in incidents(arb)]
     assert kinds == [("arbiter_isolated", "open")]
     assert "systemctl stop keepalived" not in site.state("lb2").commands
-    assert all(n.verdict is Verdict.ABSTAIN for n in arb.runtime.assessment.cluster("web").nodes)
+    assert all(n.verdict is Verdict.ABSTAIN for n in arb.view.assessment.cluster("web").nodes)
 
 
 async def test_tilt_suspends_fencing(site: SimSite, make_arbiter) -> None:
+    """A stalled loop, told to the scheduler with fake monotonic and wall times: the
+    round after it starts 12 s late, and fencing stays suspended."""
     arb = await make_arbiter(site)
     try:
         await rounds(arb, 1)
-        arb.enter_tilt("round started 9.9s late")
+        arb.scheduler.round_starts(100.0, 5000.0, arb.clock())
+        arb.scheduler.round_ends(100.0, 100.1)  # next round due at 101.0 ...
+        reason = arb.scheduler.round_starts(113.0, 5013.0, arb.clock())  # ... starts 12 s late
+        assert reason is not None and "12.0s late" in reason
         site.state("lb2").add("eth0", VIP1, 24)
         await rounds(arb, 4)
     finally:
-        await arb.runner.close()
+        await arb.close()
     assert "systemctl stop keepalived" not in site.state("lb2").commands
-    assert arb.runtime.assessment.abstain_reason.startswith("TILT")
+    assert arb.view.assessment.abstain_reason.startswith("TILT")
 
 
 async def test_loop_runs_rounds_without_overlap_and_stops(site: SimSite, make_arbiter) -> None:
@@ -212,15 +229,15 @@ async def test_loop_runs_rounds_without_overlap_and_stops(site: SimSite, make_ar
     task = asyncio.create_task(arb.run_forever(stop))
     try:
         await asyncio.sleep(0.3)
-        assert arb.runtime.stats.count >= 1
+        assert arb.view.stats.count >= 1
         arb.wake()  # an early round on request
         await asyncio.sleep(0.3)
-        assert arb.runtime.stats.count >= 2
+        assert arb.view.stats.count >= 2
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
-        await arb.runner.close()
-    assert not arb._round_lock.locked()
+        await arb.close()
+    assert arb.view.last_error is None
 
 
 async def test_resolution_after_clean_rounds(site: SimSite, make_arbiter) -> None:
@@ -232,7 +249,7 @@ async def test_resolution_after_clean_rounds(site: SimSite, make_arbiter) -> Non
         site.state("lb2").remove(VIP1)  # gone after one round: no fence
         await rounds(arb, 3)
     finally:
-        await arb.runner.close()
+        await arb.close()
     (inc,) = incidents(arb)
     assert inc["state"] == IncidentState.RESOLVED.value and inc["resolved_at"]
     assert inc["attempts"] == 0
@@ -250,10 +267,10 @@ async def test_push_detects_within_a_round_and_fences_at_confirm_after(
     task = asyncio.create_task(arb.run_forever(stop))
     try:
         for _ in range(100):  # first round done, both watchers attached
-            if arb.runtime.stats.count >= 1 and arb.runtime.watchers_up == 2:
+            if arb.view.stats.count >= 1 and arb.push.up == 2:
                 break
             await asyncio.sleep(0.05)
-        assert arb.runtime.watchers_up == 2
+        assert arb.push.up == 2
         t0 = time.monotonic()
         site.state("lb2").add("eth0", VIP1, 24)
         while not incidents(arb) and time.monotonic() - t0 < 3:  # noqa: ASYNC110 - polling the DB
@@ -265,14 +282,14 @@ async def test_push_detects_within_a_round_and_fences_at_confirm_after(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
-        await arb.runner.close()
+        await arb.close()
     print(f"\npush: detected after {detected * 1000:.0f} ms, one holder after {window:.2f}s")
     assert detected < 1.0  # scheduled rounds are 10 s apart
     assert 0.4 <= window < 2.0  # not before confirm_after, and not at the next interval
-    assert arb.runtime.push_events >= 1
+    assert arb.push.events >= 1
     full = arb.repo.get_incident(incidents(arb)[0]["id"])
     assert full["state"] in ("fenced", "fencing")
-    assert arb.runtime.watchers_up == 0  # watchers stop with the loop
+    assert arb.push.up == 0  # watchers stop with the loop
 
 
 async def test_confirm_after_needs_two_observations_and_the_time(
@@ -284,11 +301,11 @@ async def test_confirm_after_needs_two_observations_and_the_time(
         site.state("lb2").add("eth0", VIP1, 24)
         await rounds(arb, 3)  # three observations within a few ms: not yet 0.3 s
         assert "systemctl stop keepalived" not in site.state("lb2").commands
-        assert "0.3s" in arb.runtime.assessment.cluster("web").reason
+        assert "0.3s" in arb.view.assessment.cluster("web").reason
         await asyncio.sleep(0.35)
         await rounds(arb, 1)
     finally:
-        await arb.runner.close()
+        await arb.close()
     assert "systemctl stop keepalived" in site.state("lb2").commands
 
 
@@ -305,7 +322,7 @@ async def test_rounds_with_and_without_collect_session(site: SimSite, make_arbit
         site.state("lb2").add("eth0", VIP1, 24)
         await rounds(arb, 3)
     finally:
-        await arb.runner.close()
+        await arb.close()
     opened = 1 if session else 0
     assert site.nodes["lb1"].sessions_opened == opened
     assert site.nodes["lb2"].sessions_opened == opened
@@ -325,9 +342,9 @@ async def test_failing_collect_reports_the_nodes_message(site: SimSite, make_arb
     try:
         await rounds(arb, 1)
     finally:
-        await arb.runner.close()
-    lb2 = arb.runtime.snapshot.cluster("web").node("lb2")
+        await arb.close()
+    lb2 = arb.view.snapshot.cluster("web").node("lb2")
     assert not lb2.ssh_ok
     assert lb2.ssh_error == "collect exited 1: sudo: a password is required"
-    lb1 = arb.runtime.snapshot.cluster("web").node("lb1")
+    lb1 = arb.view.snapshot.cluster("web").node("lb1")
     assert lb1.ssh_ok and lb1.ssh_error is None

@@ -9,7 +9,7 @@ import asyncssh
 import pytest
 
 from arbiter.fence import execute
-from arbiter.model import FenceMethod, FenceOrder, VictimAction
+from arbiter.model import FenceMethod, FencePlan, VictimAction
 from arbiter.probe.ssh import SshPool, Target, collect_command, parse_collect
 from arbiter.sim.node import SimSite
 from arbiter.sim.scenario import GATEWAY, VIP1
@@ -95,7 +95,7 @@ async def test_hung_command_times_out(site: SimSite) -> None:
 async def _fence(site: SimSite, tmp_path: Path, method: FenceMethod) -> list[AttemptRecord]:
     cfg = write_config(site, tmp_path, fence_verify_timeout=1.0)
     cluster = cfg.clusters[0]
-    order = FenceOrder(
+    order = FencePlan(
         cluster="web", survivor="lb1",
         victims=(VictimAction("lb2", method, (VIP1,)),), vips=(VIP1,), reason="test",
     )

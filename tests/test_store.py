@@ -7,7 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import inspect
 
-from arbiter.model import IncidentKind, IncidentState
+from arbiter.effects import Opened, OpenIncident, RecordDecision, SaveClusterMemory
+from arbiter.incident_fsm import IllegalTransition
+from arbiter.model import (
+    FenceMethod,
+    FencePlan,
+    IncidentKind,
+    IncidentState,
+    VictimAction,
+)
 from arbiter.store import migrate
 from arbiter.store.repository import AttemptRecord, CursorError, Repository, make_engine
 from arbiter.store.tables import Base
@@ -35,20 +43,35 @@ def test_fresh_migration_matches_models(db_url: str) -> None:
     engine.dispose()
 
 
+PLAN = FencePlan(cluster="web", survivor="lb1",
+                 victims=(VictimAction("lb2", FenceMethod.STOP_KEEPALIVED, ("10.0.0.100",)),),
+                 vips=("10.0.0.100",), reason="lb1 survives")
+
+
+def decide(iid: int | Opened, src: IncidentState = IncidentState.OPEN) -> RecordDecision:
+    return RecordDecision(iid, src, IncidentState.FENCING, PLAN, 1, ("lb2",))
+
+
 def test_incident_lifecycle(repo: Repository) -> None:
-    iid = repo.open_incident(IncidentKind.SPLIT_BRAIN, "web", T, "split brain on .100",
-                             ["10.0.0.100"], {"holders": {"10.0.0.100": ["lb1", "lb2"]}})
-    repo.record_decision(iid, IncidentState.FENCING, T + timedelta(seconds=2), "lb1", ["lb2"],
-                         {"survivor": "lb1"}, {"x": 1}, "lb1 survives", False, 1)
+    ids = repo.apply("web", [
+        OpenIncident(IncidentKind.SPLIT_BRAIN, "split brain on .100", ("10.0.0.100",)),
+        decide(Opened(IncidentKind.SPLIT_BRAIN)),
+    ], T + timedelta(seconds=2), {"holders": {"10.0.0.100": ["lb1", "lb2"]}},
+        {1: {"survivor": "lb1"}})
+    iid = ids[IncidentKind.SPLIT_BRAIN]
+    (row,) = repo.unresolved()
+    assert row.state is IncidentState.FENCING and row.pending_hold == ("lb2",)
+    assert row.held_nodes == ()  # intended, not yet done
     repo.add_attempt(iid, 1, AttemptRecord(
         "lb2", "fence_command", "systemctl stop keepalived", True, 0, "x" * 5000, None,
         T + timedelta(seconds=2), T + timedelta(seconds=2, milliseconds=150)))
     repo.set_state(iid, IncidentState.FENCED, T + timedelta(seconds=3), "fenced lb2",
                    held_nodes=["lb2"])
-    assert [u["id"] for u in repo.unresolved()] == [iid]
+    (row,) = repo.unresolved()
+    assert (row.id, row.held_nodes, row.pending_hold) == (iid, ("lb2",), ())
     repo.set_state(iid, IncidentState.RESOLVED, T + timedelta(seconds=9), "gone")
     # resolved but still held: it stays in the restart state until released
-    assert [u["id"] for u in repo.unresolved()] == [iid]
+    assert [u.id for u in repo.unresolved()] == [iid]
     assert repo.release(iid, T + timedelta(seconds=20), "ops@example", "released by hand") \
         == ["lb2"]
     assert repo.release(iid, T + timedelta(seconds=21), "ops@example", "again") == []
@@ -57,7 +80,7 @@ def test_incident_lifecycle(repo: Repository) -> None:
     full = repo.get_incident(iid)
     assert full is not None
     assert full["state"] == "resolved" and full["survivor"] == "lb1"
-    assert full["opened_at"] == T.isoformat()
+    assert full["opened_at"] == (T + timedelta(seconds=2)).isoformat()
     assert full["resolved_at"] == (T + timedelta(seconds=9)).isoformat()
     (a,) = full["fence_attempts"]
     assert a["duration_ms"] == 150.0 and len(a["output"]) == 2000
@@ -91,11 +114,23 @@ def test_listing_filters_and_cursor_pagination(repo: Repository) -> None:
         repo.list_incidents(limit=501)
 
 
-def test_epochs_persist(repo: Repository) -> None:
-    repo.save_epoch("web", 3, T)
-    repo.save_epoch("web", 4, T)
-    repo.save_epoch("api", 1, T)
-    assert repo.epochs() == {"web": 4, "api": 1}
+def test_cluster_memory_persists(repo: Repository) -> None:
+    repo.apply("web", [SaveClusterMemory(3, (("10.0.0.100", "lb1"),))], T)
+    repo.apply("web", [SaveClusterMemory(4, (("10.0.0.100", "lb2"),))], T)
+    repo.apply("api", [SaveClusterMemory(1, ())], T)
+    mem = repo.cluster_memories()
+    assert (mem["web"].epoch, mem["web"].incumbents) == (4, (("10.0.0.100", "lb2"),))
+    assert (mem["api"].epoch, mem["api"].incumbents) == (1, ())
+
+
+def test_store_refuses_an_illegal_transition_and_commits_nothing(repo: Repository) -> None:
+    iid = repo.open_incident(IncidentKind.SPLIT_BRAIN, "web", T, "split")
+    repo.set_state(iid, IncidentState.RESOLVED, T, "gone")
+    with pytest.raises(IllegalTransition, match="resolved -> fencing"):
+        repo.apply("web", [SaveClusterMemory(9, ()), decide(iid)], T, None, {1: {}})
+    # one transaction: the memory written before the refused effect is not there either
+    assert "web" not in repo.cluster_memories()
+    assert repo.get_incident(iid)["state"] == "resolved"
 
 
 def test_naive_datetimes_are_refused(repo: Repository) -> None:

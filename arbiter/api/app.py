@@ -1,4 +1,10 @@
-"""The HTTP API. ``create_app`` builds everything from an Arbiter; nothing at import time."""
+"""The HTTP API. ``create_app`` builds everything from an Arbiter; nothing at import time.
+
+Reads come from the Arbiter's frozen ``View`` or from the store (in the threadpool,
+so a heavy page never delays the gates' /verdict on the event loop). Writes are
+intents: an operator's release and a node's event are queued for the next round.
+Errors become answers in one place, ``error_response``.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +20,15 @@ from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Quer
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
-from starlette.routing import Route
+from starlette.concurrency import run_in_threadpool
 
 from arbiter.api import views
 from arbiter.api.auth import Authenticator
-from arbiter.cycle import Arbiter
 from arbiter.model import IncidentKind, IncidentState
-from arbiter.store.repository import MAX_PAGE, CursorError, StoreError
+from arbiter.service import Arbiter
+from arbiter.store.queries import MAX_ID, MAX_PAGE, CursorError
+from arbiter.store.repository import StoreError
+from arbiter.view import View
 
 log = logging.getLogger("arbiter.api")
 
@@ -35,6 +43,7 @@ async def read_access(request: Request) -> None:
 
 
 router = APIRouter(dependencies=[Depends(read_access)])
+verdict_router = APIRouter()  # /verdict checks read access itself (it has a fast path)
 open_router = APIRouter()  # health probes stay open for load balancers and systemd
 ArbiterDep = Annotated[Arbiter, Depends(get_arbiter)]
 
@@ -82,20 +91,19 @@ VERDICT_PARAMS = [
 ]
 
 
-@router.get("/verdict", summary="May this node claim MASTER?",
-            openapi_extra={"parameters": VERDICT_PARAMS})
-async def get_verdict(request: Request) -> Response:
-    # The gate calls this every second from every node. It is served as a plain
-    # Starlette route (see create_app) with parameters checked by hand, giving the same
-    # answers and 4xx messages at a fraction of FastAPI's per-request cost; this
-    # declaration documents it in OpenAPI.
+def verdict_answer(request: Request) -> Response:
+    """GET /verdict, the one implementation: every parameter check, error and answer
+    lives here. The gate calls it every second from every node, so it checks its
+    parameters by hand (pydantic per request cost more than the rest) and keeps the
+    answers of the current View in a cache. Raises HTTPException for a 4xx."""
     request.app.state.auth.check_read(request)
     arb: Arbiter = request.app.state.arbiter
+    view = arb.view
     cache: VerdictCache = request.app.state.verdict_cache
     key = (request.scope["query_string"], request.headers.get("accept"))
     now = _now()
-    fresh = views.staleness(arb.config, arb.runtime, now) is None
-    if fresh and (hit := cache.get(key, arb)) is not None:
+    fresh = view.staleness(now) is None
+    if fresh and (hit := cache.get(key, view)) is not None:
         return hit
     q = request.query_params
     problems = [f"{n}: Field required" for n in ("cluster", "node") if not q.get(n)]
@@ -107,7 +115,7 @@ async def get_verdict(request: Request) -> Response:
     if problems:
         raise HTTPException(422, "; ".join(problems))
     cluster, node, vip = q["cluster"], q["node"], q.get("vip")
-    cfg = arb.config.cluster(cluster)
+    cfg = view.config.cluster(cluster)
     if cfg is None:
         raise HTTPException(404, f"unknown cluster {cluster!r}")
     if cfg.node(node) is None:
@@ -119,46 +127,51 @@ async def get_verdict(request: Request) -> Response:
             raise HTTPException(422, f"vip: {vip!r} is not an IP address") from None
         if vip not in cfg.vips:
             raise HTTPException(404, f"vip {vip} is not a VIP of cluster {cluster!r}")
-    body = views.verdict(arb.config, cfg, node, vip, arb.runtime, arb.history, now)
+    body = views.verdict(view, cfg, node, vip, now)
     response: Response = (PlainTextResponse(body["verdict"] + "\n") if _wants_text(request, fmt)
                           else JSONResponse(body))
     if fresh:
-        cache.put(key, arb, response)
+        cache.put(key, view, response)
     return response
 
 
+@verdict_router.get("/verdict", summary="May this node claim MASTER?",
+                    openapi_extra={"parameters": VERDICT_PARAMS})
+async def get_verdict(request: Request) -> Response:
+    # Through the app (tests, `create_app` users); `arbiter serve` reaches the same
+    # verdict_answer through with_fast_verdict, past FastAPI's per-request layers.
+    return verdict_answer(request)
+
+
 class VerdictCache:
-    """The answers of the current round, by (query string, Accept header). Every
-    node's gate asks every second; between two rounds an answer only changes when the
+    """The answers of the current View, by (query string, Accept header). Every node's
+    gate asks every second; between two rounds an answer only changes when the
     observations go stale, and that is checked on every request before the cache.
-    A round replaces the history and the assessment, which retires every entry.
-    Only successful answers are kept; errors are computed each time."""
+    A new View retires every entry. Only successful answers are kept."""
 
     MAX = 4096  # distinct queries; a flood of odd query strings only clears it
 
     def __init__(self) -> None:
-        self._d: dict[tuple, tuple[object, object, object, Response]] = {}
+        self._d: dict[tuple, tuple[View, Response]] = {}
 
-    def get(self, key: tuple, arb: Arbiter) -> Response | None:
+    def get(self, key: tuple, view: View) -> Response | None:
         hit = self._d.get(key)
-        if hit is None:
+        if hit is None or hit[0] is not view:
             return None
-        config, history, assessment, response = hit
-        if (config is not arb.config or history is not arb.history
-                or assessment is not arb.runtime.assessment):
-            return None
-        return response
+        return hit[1]
 
-    def put(self, key: tuple, arb: Arbiter, response: Response) -> None:
+    def put(self, key: tuple, view: View, response: Response) -> None:
         if len(self._d) >= self.MAX:
             self._d.clear()
-        self._d[key] = (arb.config, arb.history, arb.runtime.assessment, response)
+        self._d[key] = (view, response)
 
 
 @router.get("/status", summary="Live state of every cluster and of the arbiter itself")
-async def get_status(arb: ArbiterDep) -> dict[str, Any]:
-    return views.status(arb.config, arb.runtime, arb.history, arb.last_seen, _now(),
-                        arb.last_event, arb.gateway_view)
+async def get_status(arb: ArbiterDep) -> Response:
+    # built off the event loop: at 1000 nodes it is a large body, and the loop
+    # answers the gates' /verdict
+    view = arb.view
+    return await run_in_threadpool(lambda: JSONResponse(views.status(view, _now())))
 
 
 @router.get("/incidents", summary="Incidents, newest first")
@@ -170,8 +183,10 @@ def list_incidents(
     since: Annotated[datetime | None, Query(description="ISO 8601; naive means UTC")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> dict[str, Any]:
-    if cluster is not None and arb.config.cluster(cluster) is None:
+) -> Response:
+    # a sync route runs in the threadpool: the query and the JSON encoding both stay
+    # off the event loop that answers /verdict
+    if cluster is not None and arb.view.config.cluster(cluster) is None:
         raise HTTPException(404, f"unknown cluster {cluster!r}")
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
@@ -182,57 +197,58 @@ def list_incidents(
         )
     except CursorError as exc:
         raise HTTPException(422, f"cursor: {exc}") from None
-    except StoreError as exc:
-        raise HTTPException(503, f"database unavailable: {exc}") from None
-    return {"items": items, "next_cursor": nxt}
+    return JSONResponse({"items": items, "next_cursor": nxt})
+
+
+IncidentId = Annotated[int, Path(ge=1, le=MAX_ID, description="an incident id")]
 
 
 @router.get("/incidents/{incident_id}", summary="One incident with fence attempts and evidence")
-def get_incident(arb: ArbiterDep, incident_id: Annotated[int, Path(ge=1)]) -> dict[str, Any]:
-    try:
-        inc = arb.repo.get_incident(incident_id)
-    except StoreError as exc:
-        raise HTTPException(503, f"database unavailable: {exc}") from None
+def get_incident(arb: ArbiterDep, incident_id: IncidentId) -> Response:
+    inc = arb.repo.get_incident(incident_id)
     if inc is None:
         raise HTTPException(404, f"no incident {incident_id}")
-    return inc
+    return JSONResponse(inc)
 
 
 @router.post("/events", status_code=202, summary="A keepalived state transition (arbiter-notify)")
 async def post_event(request: Request, arb: ArbiterDep, ev: EventIn) -> dict[str, Any]:
     auth: Authenticator = request.app.state.auth
     who = auth.require_node(request, ev.cluster, ev.node)
-    cfg = arb.config.cluster(ev.cluster)
+    cfg = arb.view.config.cluster(ev.cluster)
     if cfg is None:
         raise HTTPException(404, f"unknown cluster {ev.cluster!r}")
     if cfg.node(ev.node) is None:
         raise HTTPException(404, f"unknown node {ev.node!r} in cluster {ev.cluster!r}")
-    try:
-        eid = await arb.record_event(ev.cluster, ev.node, ev.instance, ev.state, ev.priority,
-                                     request.client.host if request.client else None)
-    except StoreError as exc:
-        raise HTTPException(503, f"database unavailable: {exc}") from None
-    return {"id": eid, "round": "scheduled now", "by": who.name}
+    arb.report_event(ev.cluster, ev.node, ev.instance, ev.state, ev.priority,
+                     request.client.host if request.client else None)
+    return {"queued": True, "round": "scheduled now", "by": who.name}
+
+
+RELEASE_WAIT = 30.0  # the answer waits this long for the loop to carry the release out
 
 
 @router.post("/incidents/{incident_id}/release",
              summary="Release a held victim (operator); runs recover_command where needed")
 async def release_incident(
-    request: Request, arb: ArbiterDep, incident_id: Annotated[int, Path(ge=1)],
+    request: Request, arb: ArbiterDep, incident_id: IncidentId,
     body: Annotated[ReleaseIn | None, Body()] = None,
-) -> dict[str, Any]:
+) -> Response:
     auth: Authenticator = request.app.state.auth
     who = auth.require_operator(request)
     by = who.name + (f": {body.reason}" if body and body.reason else "")
+    done = arb.release(incident_id, by)  # an intent: the next round carries it out
     try:
-        res = await arb.release_incident(incident_id, by)
+        res = await asyncio.wait_for(asyncio.shield(done), RELEASE_WAIT)
     except KeyError:
         raise HTTPException(404, f"no incident {incident_id}") from None
-    except StoreError as exc:
-        raise HTTPException(503, f"database unavailable: {exc}") from None
+    except TimeoutError:
+        return JSONResponse({"incident": incident_id, "queued": True,
+                             "detail": "accepted; the release is carried out by the next "
+                                       "round, which has not run yet"}, status_code=202)
     if not res["released"]:
         raise HTTPException(409, f"incident {incident_id} holds no node (not fenced, or released)")
-    return res
+    return JSONResponse(res)
 
 
 @open_router.get("/healthz", summary="The process is up")
@@ -247,12 +263,28 @@ def readyz(arb: ArbiterDep) -> JSONResponse:
         arb.repo.ping()
     except StoreError as exc:
         problems.append(f"database: {exc}")
-    stale = views.staleness(arb.config, arb.runtime, _now())
+    stale = arb.view.staleness(_now())
     if stale:
         problems.append(f"rounds: {stale}")
     if problems:
         return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
     return JSONResponse({"status": "ready"})
+
+
+def error_response(exc: Exception) -> Response:
+    """The one place an exception becomes an HTTP answer, for the app's handlers and
+    for /verdict's fast path alike."""
+    if isinstance(exc, HTTPException):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=exc.headers)
+    if isinstance(exc, StoreError):
+        return JSONResponse({"detail": f"database unavailable: {exc}"}, status_code=503)
+    log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+    return PlainTextResponse("Internal Server Error", status_code=500)
+
+
+async def _store_error_handler(_request: Request, exc: Exception) -> Response:
+    return error_response(exc)
 
 
 def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
@@ -291,8 +323,8 @@ def create_app(arbiter: Arbiter, run_loop: bool = False) -> FastAPI:
     app.state.auth = Authenticator(arbiter.config)
     app.state.verdict_cache = VerdictCache()
     app.add_exception_handler(RequestValidationError, _validation_handler)
-    # The hot path first: matched before FastAPI's own /verdict route (docs only).
-    app.router.routes.append(Route("/verdict", get_verdict, methods=["GET"]))
+    app.add_exception_handler(StoreError, _store_error_handler)
+    app.include_router(verdict_router)
     app.include_router(router)
     app.include_router(open_router)
     return app
@@ -310,15 +342,10 @@ def with_fast_verdict(app: FastAPI) -> Any:
             await app(scope, receive, send)
             return
         scope["app"] = app  # request.app.state, as the app would have set it
-        request = Request(scope, receive)
         try:
-            response = await get_verdict(request)
-        except HTTPException as exc:
-            response = JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
-                                    headers=exc.headers)
-        except Exception:  # as the app's ServerErrorMiddleware would, minus the crash
-            log.exception("GET /verdict failed")
-            response = PlainTextResponse("Internal Server Error", status_code=500)
+            response = verdict_answer(Request(scope, receive))
+        except Exception as exc:  # noqa: BLE001 - mapped as the app's handlers map it
+            response = error_response(exc)
         await response(scope, receive, send)
 
     return asgi

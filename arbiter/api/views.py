@@ -1,34 +1,20 @@
-"""Response bodies built from the arbiter's latest round. No I/O, no side effects."""
+"""Response bodies built from the arbiter's View. No I/O, no side effects."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from arbiter.config import ClusterConfig, Config
-from arbiter.cycle import Runtime
-from arbiter.model import ClusterHistory, History, Verdict
+from arbiter.config import ClusterConfig
+from arbiter.model import ClusterHistory, Verdict
 from arbiter.serialize import iso, node_observation
+from arbiter.view import View
 
 
-def staleness(config: Config, rt: Runtime, now: datetime) -> str | None:
-    """Why the latest observations cannot be trusted for a verdict, or None."""
-    if rt.snapshot is None or rt.assessment is None:
-        return "no round has completed yet"
-    age = (now - rt.snapshot.at).total_seconds()
-    if age > config.stale_after:
-        return (
-            f"observations are stale: last round {age:.1f}s ago "
-            f"(stale_after {config.stale_after}s)"
-        )
-    return None
-
-
-def verdict(
-    config: Config, cluster: ClusterConfig, node: str, vip: str | None, rt: Runtime,
-    history: History, now: datetime,
-) -> dict[str, Any]:
-    hist: ClusterHistory = history.cluster(cluster.name)
+def verdict(view: View, cluster: ClusterConfig, node: str, vip: str | None,
+            now: datetime) -> dict[str, Any]:
+    rt = view
+    hist: ClusterHistory = view.history.cluster(cluster.name)
     inc = hist.incident
     body: dict[str, Any] = {
         "cluster": cluster.name,
@@ -39,7 +25,7 @@ def verdict(
         "epoch": hist.epoch,
         "observed_at": iso(rt.snapshot.at) if rt.snapshot else None,
     }
-    stale = staleness(config, rt, now)
+    stale = view.staleness(now)
     if stale:
         return {**body, "verdict": Verdict.ABSTAIN.value, "reason": stale}
     assert rt.assessment is not None
@@ -55,10 +41,11 @@ def verdict(
     return {**body, "holder": holder, "verdict": na.verdict.value, "reason": na.reason}
 
 
-def status(config: Config, rt: Runtime, history: History, last_seen: dict, now: datetime,
-           last_event: dict | None = None, gateway_view: dict | None = None) -> dict:
+def status(view: View, now: datetime) -> dict:
+    rt, config, history = view, view.config, view.history
+    last_seen, last_event, gateway_view = view.last_seen, view.last_event, view.gateway_view
     snap, a = rt.snapshot, rt.assessment
-    stale = staleness(config, rt, now)
+    stale = view.staleness(now)
     clusters = []
     for c in config.clusters:
         hist = history.cluster(c.name)
@@ -121,9 +108,10 @@ def status(config: Config, rt: Runtime, history: History, last_seen: dict, now: 
                 "duration_ms": round(st.duration_ms, 1), "count": st.count,
                 "overruns": st.overruns,
             },
-            "push": {"enabled": config.arbiter.push, "watchers_up": rt.watchers_up,
-                     "events": rt.push_events, "last": rt.last_push},
+            "push": {"enabled": rt.push.enabled, "watchers_up": rt.push.watchers_up,
+                     "events": rt.push.events, "last": rt.push.last},
             "db_error": rt.db_error,
+            "unwritten_fence_records": rt.unwritten,
             "last_error": rt.last_error,
             "isolated_incident": history.isolated_incident,
         },

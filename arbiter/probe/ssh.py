@@ -43,9 +43,19 @@ class CommandResult:
 
 
 class Runner(Protocol):
+    """How the arbiter runs commands on directors. ``SshPool`` is the real one; tests
+    wrap it (never replace it with a mock)."""
+
     async def run(self, target: Target, command: str, timeout: float) -> CommandResult: ...
 
+    async def run_in_session(self, target: Target, command: str,
+                             timeout: float) -> CommandResult: ...
+
     def stream(self, target: Target, command: str): ...  # type: ignore[no-untyped-def]
+
+    def sessionless(self) -> set[tuple[str, str]]: ...
+
+    async def close(self) -> None: ...
 
 
 def _describe(exc: BaseException, connect_timeout: float) -> str:

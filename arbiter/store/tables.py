@@ -56,6 +56,9 @@ class Incident(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     held: Mapped[bool] = mapped_column(Boolean, default=False)
     held_nodes: Mapped[list[str] | None] = mapped_column(JSON)
+    # victims whose keepalived a fence in flight is stopping: written with the decision,
+    # cleared when the fence's result is, so a crash mid-fence cannot lose the hold
+    pending_hold: Mapped[list[str] | None] = mapped_column(JSON)
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     released_by: Mapped[str | None] = mapped_column(String(128))
 
@@ -111,12 +114,14 @@ class IncidentEvent(Base):
 
 
 class ClusterState(Base):
-    """Survives restarts so /verdict's epoch never goes backwards."""
+    """What the policy must remember across a restart: the verdict epoch (never goes
+    backwards) and the incumbent of each VIP (the survivor rule)."""
 
     __tablename__ = "cluster_state"
 
     cluster: Mapped[str] = mapped_column(String(64), primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer, default=0)
+    incumbents: Mapped[dict[str, str] | None] = mapped_column(JSON)  # vip -> node
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from arbiter import decide
+from arbiter import decide, memory
 from arbiter.config import Config, from_dict
+from arbiter.effects import OpenIncident
+from arbiter.memory import ARBITER, Committed
 from arbiter.model import (
     Address,
     Assessment,
     ClusterObservation,
     History,
+    IncidentKind,
     NodeObservation,
     SelfCheck,
     Snapshot,
@@ -54,10 +57,22 @@ def node(name: str, holds: tuple[str, ...] = (), *, icmp: bool = True, ssh: bool
     )
 
 
+def store_ids(a: Assessment, next_id: int) -> tuple[Committed, int]:
+    """Play the store's part: an id for every incident the effects open."""
+    ids: dict[str | None, dict[IncidentKind, int]] = {}
+    for key, effects in [(ARBITER, a.effects)] + [(ca.cluster, ca.effects) for ca in a.clusters]:
+        for e in effects:
+            if isinstance(e, OpenIncident):
+                ids.setdefault(key, {})[e.kind] = next_id
+                next_id += 1
+    return Committed(ids), next_id
+
+
 @dataclass
 class Driver:
-    """Runs rounds through the pure policy, playing the store's part (ids) and,
-    optionally, reporting fence results back as the cycle does."""
+    """Runs rounds through the pure policy and the real memory fold, playing the
+    store's part (ids) and, optionally, reporting fence results back as the Fencer
+    does."""
 
     config: Config
     history: History = field(default_factory=History)
@@ -73,20 +88,8 @@ class Driver:
             clusters=(ClusterObservation("web", tuple(nodes)),),
         )
         a = decide.assess(self.config, snap, self.history, self.now)
-        clusters = []
-        for ca in a.clusters:
-            h = ca.next_history
-            if ca.open_split and h.incident is not None:
-                from dataclasses import replace
-                h = h.with_(incident=replace(h.incident, id=self.next_id))
-                self.next_id += 1
-            clusters.append((ca.cluster, h))
-        iso = self.history.isolated_incident
-        if a.open_isolated:
-            iso, self.next_id = self.next_id, self.next_id + 1
-        elif a.resolve_isolated:
-            iso = None
-        self.history = History(clusters=tuple(clusters), isolated_incident=iso)
+        committed, self.next_id = store_ids(a, self.next_id)
+        self.history = memory.fold(self.history, a, committed)
         self.log.append(a)
         self.now += timedelta(seconds=self.config.arbiter.interval)
         return a
@@ -94,11 +97,15 @@ class Driver:
     def finish_fence(self, ok: bool, held: tuple[str, ...] = ()) -> None:
         h = self.history.cluster("web")
         assert h.incident is not None and h.incident.id is not None
-        h = decide.fence_finished(h, h.incident.id, ok, held, self.now)
-        self.history = History(clusters=(("web", h),),
-                               isolated_incident=self.history.isolated_incident)
+        h = memory.fold_fence(h, h.incident.id, ok, held, self.now)
+        self.history = memory.with_cluster(self.history, "web", h)
 
     def web(self, a: Assessment):  # type: ignore[no-untyped-def]
         ca = a.cluster("web")
         assert ca is not None
         return ca
+
+
+def effects_of(ca_or_a, kind: type) -> list:  # type: ignore[no-untyped-def]
+    """The effects of one type in an assessment (cluster or arbiter level)."""
+    return [e for e in ca_or_a.effects if isinstance(e, kind)]

@@ -6,8 +6,33 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from arbiter.model import FenceMethod, Health, IncidentState, NodeObservation, Verdict
-from tests.unit.builders import VIP1, VIP2, Driver, make_config, node
+from arbiter.effects import ChangeState, OpenIncident, ReleaseHold
+from arbiter.model import (
+    FenceMethod,
+    Health,
+    IncidentKind,
+    IncidentState,
+    NodeObservation,
+    Verdict,
+)
+from tests.unit.builders import VIP1, VIP2, Driver, effects_of, make_config, node
+
+
+def opens(x, kind: IncidentKind) -> bool:  # type: ignore[no-untyped-def]
+    return any(e.kind is kind for e in effects_of(x, OpenIncident))
+
+
+def resolves(x) -> bool:  # type: ignore[no-untyped-def]
+    return any(e.dst is IncidentState.RESOLVED for e in effects_of(x, ChangeState))
+
+
+def gate_outcome(ca) -> ChangeState | None:  # type: ignore[no-untyped-def]
+    return next((e for e in effects_of(ca, ChangeState) if e.src is IncidentState.FENCING),
+                None)
+
+
+def releases(ca) -> list[ReleaseHold]:  # type: ignore[no-untyped-def]
+    return effects_of(ca, ReleaseHold)
 
 
 @dataclass
@@ -217,9 +242,9 @@ def test_split_resolves_after_clean_rounds_and_victim_stays_held() -> None:
     d.round(*cut)
     d.finish_fence(ok=True, held=("lb2",))
     fenced = (node("lb1", (VIP1,)), node("lb2", ka=False))
-    assert not d.web(d.round(*fenced)).resolve_split
+    assert not resolves(d.web(d.round(*fenced)))
     ca = d.web(d.round(*fenced))
-    assert ca.resolve_split and ca.next_history.incident is None
+    assert resolves(ca) and ca.next_history.incident is None
     lb2 = ca.node("lb2")
     assert lb2 is not None and lb2.verdict is Verdict.DENY and "held fenced" in lb2.reason
 
@@ -260,9 +285,12 @@ def test_tilt_abstains() -> None:
 
 def test_isolation_opens_and_resolves_one_incident() -> None:
     d = Driver(make_config())
-    opened = [d.round(*healthy, sees_gateway=False).open_isolated for _ in range(3)]
+    opened = [opens(d.round(*healthy, sees_gateway=False), IncidentKind.ARBITER_ISOLATED)
+              for _ in range(3)]
     assert opened == [True, False, False]
-    assert d.round(*healthy).resolve_isolated
+    assert d.history.isolated_incident is not None
+    assert resolves(d.round(*healthy))
+    assert d.history.isolated_incident is None
 
 
 def test_epoch_moves_only_when_verdicts_change() -> None:
@@ -276,10 +304,12 @@ def test_epoch_moves_only_when_verdicts_change() -> None:
 def test_orphan_vip_needs_confirmation() -> None:
     d = Driver(make_config())
     none = (node("lb1"), node("lb2"))
-    assert not d.web(d.round(*none)).open_orphan
-    assert d.web(d.round(*none)).open_orphan
+    assert not opens(d.web(d.round(*none)), IncidentKind.ORPHAN_VIP)
+    assert opens(d.web(d.round(*none)), IncidentKind.ORPHAN_VIP)
+    assert d.history.cluster("web").orphan_incident is not None
     ca = d.web(d.round(*healthy))
-    assert ca.orphan_vips == ()
+    assert ca.orphan_vips == () and resolves(ca)
+    assert d.history.cluster("web").orphan_incident is None
 
 
 def gate_driver(**kw: object) -> Driver:
@@ -297,7 +327,9 @@ def test_gate_mode_orders_no_ssh_and_verifies_by_observation() -> None:
     lb2 = d.web(d.log[-1]).node("lb2")
     assert lb2 is not None and lb2.verdict is Verdict.DENY  # the gate acts on this
     ca = d.web(d.round(*healthy))  # lb2 went to FAULT and dropped the VIP
-    assert ca.gate_outcome is not None and ca.gate_outcome[0] is True
+    outcome = gate_outcome(ca)
+    assert outcome is not None and outcome.dst is IncidentState.FENCED
+    assert outcome.held == ("lb2",)
     inc = ca.next_history.incident
     assert inc is not None and inc.state is IncidentState.FENCED
     assert ca.next_history.held_nodes == {"lb2"}
@@ -309,10 +341,10 @@ def test_gate_mode_fails_when_the_victim_ignores_the_gate() -> None:
     d.round(*healthy)
     d.round(*cut)
     d.round(*cut)
-    outcomes = [d.web(d.round(*cut)).gate_outcome for _ in range(4)]
+    outcomes = [gate_outcome(d.web(d.round(*cut))) for _ in range(4)]
     assert outcomes[:2] == [None, None]
-    assert outcomes[2] is not None and outcomes[2][0] is False
-    assert "arbiter-gate" in outcomes[2][1]
+    assert outcomes[2] is not None and outcomes[2].dst is IncidentState.FENCE_FAILED
+    assert "arbiter-gate" in outcomes[2].message
 
 
 def peers_ok(o, ok=True):  # type: ignore[no-untyped-def]
@@ -331,10 +363,10 @@ def test_auto_release_after_release_rounds_of_reach() -> None:
     fenced = (peers_ok(node("lb1", (VIP1,))), peers_ok(node("lb2", ka=False), ok=False))
     healed = (peers_ok(node("lb1", (VIP1,))), peers_ok(node("lb2", ka=False)))
     for _ in range(5):  # lb2 does not reach lb1: stays held
-        assert d.web(d.round(*fenced)).releases == ()
-    assert [bool(d.web(d.round(*healed)).releases) for _ in range(3)] == [False, False, True]
+        assert releases(d.web(d.round(*fenced))) == []
+    assert [bool(releases(d.web(d.round(*healed)))) for _ in range(3)] == [False, False, True]
     ca = d.web(d.log[-1])
-    ((hold, why),) = ca.releases
+    ((hold, why),) = [(r.hold, r.why) for r in releases(ca)]
     assert hold.node == "lb2" and hold.keepalived_stopped and "reached lb1" in why
     lb2 = ca.node("lb2")
     assert lb2 is not None and lb2.verdict is Verdict.ALLOW
@@ -349,13 +381,13 @@ def test_auto_release_cooldown_then_operator() -> None:
         d.round(*cut)
         d.round(*cut)
         d.finish_fence(ok=True, held=("lb2",))
-        rel = [d.web(d.round(*healed)).releases for _ in range(3)]
-    assert rel == [(), (), ()]  # the second time: no automatic release
+        rel = [releases(d.web(d.round(*healed))) for _ in range(3)]
+    assert rel == [[], [], []]  # the second time: no automatic release
     assert "waiting for an operator" in " ".join(d.web(d.log[-1]).notes)
 
 
 def test_split_after_release_is_a_new_incident_and_fenced_again() -> None:
-    from arbiter import decide
+    from arbiter import memory
 
     d = Driver(make_config())
     d.round(*healthy)
@@ -364,9 +396,9 @@ def test_split_after_release_is_a_new_incident_and_fenced_again() -> None:
     d.finish_fence(ok=True, held=("lb2",))
     h = d.history.cluster("web")
     first = h.incident.id
-    d.history = type(d.history)(clusters=(("web", decide.release(h, "lb2", first)),))
+    d.history = memory.with_cluster(d.history, "web", memory.release(h, "lb2", first))
     ca = d.web(d.round(*cut))  # keepalived was restarted and the cut is still there
-    assert ca.resolve_split and ca.open_split
+    assert resolves(ca) and opens(ca, IncidentKind.SPLIT_BRAIN)
     d.round(*cut)
     ca = d.web(d.log[-1])
     assert ca.fence is not None and ca.next_history.incident.id != first

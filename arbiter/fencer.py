@@ -1,0 +1,180 @@
+"""The Fencer: runs fences and recovers, at most one fence per cluster at a time.
+
+Every job runs under one ``asyncio.TaskGroup``, owned by a supervisor task, so
+nothing it starts is ever left running unseen: ``close`` waits for every fence
+and recover (and cancels them only past its timeout). A job never raises into
+the group; a crash of one becomes that job's failed result.
+
+Results go back to the loop as ``FenceFinished`` values (``take_finished``);
+the loop folds them into memory at its next round, which ``wake`` starts now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from arbiter.clock import Clock, utcnow
+from arbiter.config import ClusterConfig, Config
+from arbiter.fence import FenceReport, Record, announce, execute, run_step, target_for
+from arbiter.ledger import Ledger
+from arbiter.model import FencePlan, Hold
+from arbiter.probe.ssh import Runner
+from arbiter.store.repository import AttemptRecord
+
+log = logging.getLogger("arbiter.fencer")
+
+
+@dataclass(frozen=True, slots=True)
+class FenceFinished:
+    cluster: str
+    incident: int
+    report: FenceReport
+    at: datetime
+
+
+class Fencer:
+    def __init__(self, config: Config, runner: Runner, ledger: Ledger,
+                 wake: Callable[[], None], clock: Clock = utcnow):
+        self.config = config
+        self.runner = runner
+        self.ledger = ledger
+        self.wake = wake
+        self.clock = clock
+        self._jobs: asyncio.Queue[tuple[str, Coroutine[Any, Any, None]] | None] = \
+            asyncio.Queue()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._fencing: dict[str, asyncio.Event] = {}  # cluster -> set when its fence ends
+        self._pending: set[asyncio.Event] = set()
+        self._finished: list[FenceFinished] = []
+
+    # --- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        if self._supervisor is None:
+            self._supervisor = asyncio.create_task(self._supervise(), name="fencer")
+
+    async def _supervise(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            while (job := await self._jobs.get()) is not None:
+                tg.create_task(job[1], name=job[0])
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Wait for every fence and recover (cancel them past ``timeout``)."""
+        if self._supervisor is None:
+            return
+        self._jobs.put_nowait(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._supervisor), timeout)
+        except TimeoutError:
+            log.error("fences still running after %.0fs at shutdown: cancelling", timeout)
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        self._supervisor = None
+
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        """Until every job started so far has ended."""
+        pending = [asyncio.create_task(e.wait()) for e in self._pending]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=timeout)
+            for t in late:
+                t.cancel()
+
+    def _submit(self, name: str, work: Coroutine[Any, Any, None]) -> asyncio.Event:
+        self.start()
+        done = asyncio.Event()
+        self._pending.add(done)
+
+        async def job() -> None:
+            try:
+                await work
+            except Exception:  # noqa: BLE001 - a bug in one job must not end the others
+                log.exception("%s crashed", name)
+            finally:
+                done.set()
+                self._pending.discard(done)
+
+        self._jobs.put_nowait((name, job()))
+        return done
+
+    # --- fences ---------------------------------------------------------------
+    def in_flight(self, cluster: str) -> bool:
+        ev = self._fencing.get(cluster)
+        return ev is not None and not ev.is_set()
+
+    def fence(self, cluster: ClusterConfig, plan: FencePlan, incident: int, attempt: int) -> bool:
+        if self.in_flight(cluster.name):  # the policy prevents this
+            log.error("[%s] fence already in flight; refusing a second one", cluster.name)
+            return False
+        self._fencing[cluster.name] = self._submit(
+            f"fence-{cluster.name}-{incident}", self._fence(cluster, plan, incident, attempt))
+        return True
+
+    def take_finished(self) -> list[FenceFinished]:
+        out, self._finished = self._finished, []
+        return out
+
+    def _recorder(self, cluster: str, incident: int, attempt: int) -> Record:
+        """Log each step and store it on the incident. If the store fails, the action
+        goes on and the ledger writes the step later."""
+
+        async def record(rec: AttemptRecord) -> None:
+            log.info("[%s] incident #%s %s on %s: %s (%s) %.0fms", cluster, incident, rec.step,
+                     rec.node, "ok" if rec.ok else "FAILED", rec.error or rec.command,
+                     rec.duration_ms)
+            await self.ledger.record_step(incident, attempt, rec)
+
+        return record
+
+    async def _fence(self, cluster: ClusterConfig, plan: FencePlan, incident: int,
+                     attempt: int) -> None:
+        record = self._recorder(cluster.name, incident, attempt)
+        try:
+            report = await execute(self.config, cluster, plan, self.runner, record)
+        except Exception as exc:  # noqa: BLE001 - reported as the fence's failure
+            log.exception("[%s] fence crashed", cluster.name)
+            report = FenceReport(False, (), f"fence crashed: {exc}")
+        await self.ledger.fence_finished(incident, report.ok, report.summary, report.held)
+        (log.info if report.ok else log.error)("[%s] incident #%s: %s", cluster.name, incident,
+                                               report.summary)
+        self._finished.append(FenceFinished(cluster.name, incident, report, self.clock()))
+        self.wake()  # fold the result in now rather than a whole interval later
+        if report.ok and cluster.announce_command:
+            await announce(self.config, cluster, plan, self.runner, record)
+
+    # --- recover ----------------------------------------------------------------
+    def recover(self, cluster: ClusterConfig, hold: Hold, by: str) -> asyncio.Future[dict]:
+        """Start keepalived again where our fence stopped it; recorded on the incident.
+        The future gets what happened (for the operator's answer)."""
+        result: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+
+        async def work() -> None:
+            try:
+                result.set_result(await self._recover(cluster, hold, by))
+            except BaseException as exc:
+                if not result.done():
+                    result.set_result({"node": hold.node, "ok": False,
+                                       "error": f"recover crashed: {exc}"})
+                raise
+
+        self._submit(f"recover-{cluster.name}-{hold.node}", work())
+        return result
+
+    async def _recover(self, cluster: ClusterConfig, hold: Hold, by: str) -> dict:
+        node = cluster.node(hold.node)
+        if node is None:
+            return {"node": hold.node, "ok": False, "error": "node no longer configured"}
+        cmd = cluster.recover_command_for(node)
+        record = self._recorder(cluster.name, hold.incident, 0)
+        rec = await run_step(self.runner, target_for(self.config, cluster, hold.node),
+                             "recover", cmd, self.config.ssh.command_timeout, record)
+        (log.info if rec.ok else log.error)(
+            "[%s] recover %s after release by %s: %s", cluster.name, hold.node, by,
+            "ok" if rec.ok else rec.error)
+        return {"node": hold.node, "command": cmd, "ok": rec.ok, "exit_status": rec.exit_status,
+                "error": rec.error}

@@ -1,0 +1,63 @@
+"""The incident state machine: which state changes are legal, as data.
+
+Every change of an incident's state goes through ``advance`` (in memory) or
+``check`` (in the store), so an illegal transition is a loud bug at the place
+that attempted it, never a silently corrupted incident. pg_auto_failover keeps
+its transitions as a table in ``fsm.c`` for the same reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from arbiter.model import IncidentMemory, IncidentState
+
+S = IncidentState
+
+# state -> the states it may move to, each with why such a move happens
+TRANSITIONS: dict[IncidentState, dict[IncidentState, str]] = {
+    S.OPEN: {
+        S.DECIDED: "dry run: the decision is recorded and nothing is done",
+        S.FENCING: "split brain confirmed: decision committed, fence goes out",
+        S.RESOLVED: "split brain gone before any fence (or the arbiter is no longer isolated)",
+    },
+    S.DECIDED: {
+        S.RESOLVED: "split brain gone after a dry-run decision",
+    },
+    S.FENCING: {
+        S.FENCED: "the victims were verified without the VIPs",
+        S.FENCE_FAILED: "a step failed, the VIPs stayed, or the arbiter restarted mid-fence",
+    },
+    S.FENCED: {
+        S.RESOLVED: "split brain gone for resolve_rounds, or a new split after a release",
+    },
+    S.FENCE_FAILED: {
+        S.FENCING: "retry within max_fence_attempts once fence_retry_after has passed",
+        S.RESOLVED: "split brain gone after a failed fence",
+    },
+    S.RESOLVED: {},
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A bug: code tried a state change that TRANSITIONS does not list."""
+
+
+def legal(src: IncidentState, dst: IncidentState) -> bool:
+    return dst in TRANSITIONS[src]
+
+
+def check(src: IncidentState, dst: IncidentState, incident: int | None = None) -> None:
+    if not legal(src, dst):
+        allowed = ", ".join(s.value for s in TRANSITIONS[src]) or "none (final)"
+        raise IllegalTransition(
+            f"incident {'#' + str(incident) if incident else '(new)'}: "
+            f"{src.value} -> {dst.value} is not a legal transition (allowed: {allowed})"
+        )
+
+
+def advance(inc: IncidentMemory, dst: IncidentState, **changes: Any) -> IncidentMemory:
+    """The incident in state ``dst`` (with other fields changed too), if that is legal."""
+    check(inc.state, dst, inc.id)
+    return replace(inc, state=dst, **changes)

@@ -1,0 +1,109 @@
+"""When rounds run, and when the loop's sense of time cannot be trusted (TILT).
+
+Pure bookkeeping: every method takes the times it needs (monotonic seconds,
+wall-clock seconds, a UTC datetime), so tests drive it with fake clocks and the
+service passes the real ones. It never sleeps itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from arbiter.model import History, IncidentState
+
+log = logging.getLogger("arbiter.schedule")
+
+
+class Tilt:
+    """Fencing suspended for ``period`` seconds after the loop was stalled or the
+    wall clock jumped: 'N rounds' and 'confirm_after' meant nothing meanwhile."""
+
+    def __init__(self, period: float):
+        self.period = period
+        self.until: datetime | None = None
+        self.reason: str | None = None
+
+    def enter(self, reason: str, now: datetime) -> None:
+        self.until = now + timedelta(seconds=self.period)
+        self.reason = reason
+        log.warning("TILT: %s; fencing suspended for %.0fs", reason, self.period)
+
+    def active(self, now: datetime) -> str | None:
+        if self.until is not None and now < self.until:
+            return f"{self.reason}; fencing suspended until {self.until.isoformat()}"
+        return None
+
+
+class Scheduler:
+    def __init__(self, interval: float, min_gap: float, tilt_after: float, tilt_period: float):
+        self.interval = interval
+        self.min_gap = min_gap
+        self.tilt_after = tilt_after
+        self.tilt = Tilt(tilt_period)
+        self.next_at: float | None = None  # monotonic time of the next scheduled round
+        self.overruns = 0
+        self._last: tuple[float, float] | None = None  # (monotonic, wall) at the last start
+
+    def round_starts(self, mono: float, wall: float, now: datetime) -> str | None:
+        """A round starts now. Enter TILT if it starts late by more than tilt_after
+        (a stalled loop: SIGSTOP, VM pause) or the wall clock moved differently from
+        the monotonic one. Returns the TILT reason in force, if any."""
+        if self.next_at is None:
+            self.next_at = mono
+        lateness = mono - self.next_at
+        drift = 0.0
+        if self._last is not None:
+            drift = abs((wall - self._last[1]) - (mono - self._last[0]))
+        if lateness > self.tilt_after:
+            self.tilt.enter(f"round started {lateness:.1f}s late", now)
+        elif drift > self.tilt_after:
+            self.tilt.enter(f"wall clock jumped by {drift:.1f}s", now)
+        self._last = (mono, wall)
+        return self.tilt.active(now)
+
+    def round_ends(self, started: float, ended: float) -> bool:
+        """Schedule the next round; True if this one overran the interval."""
+        assert self.next_at is not None
+        self.next_at += self.interval
+        if ended > self.next_at:
+            self.overruns += 1
+            log.warning("round took %.2fs, longer than interval %.2fs; next round starts now",
+                        ended - started, self.interval)
+            self.next_at = ended
+            return True
+        return False
+
+    def sleep_for(self, mono: float, confirm_in: float | None) -> tuple[float, bool]:
+        """How long to wait for the next round, and whether a confirmation deadline
+        (``confirm_in`` seconds from now) comes before the scheduled one."""
+        assert self.next_at is not None
+        target, deadline_first = self.next_at, False
+        if confirm_in is not None and mono + confirm_in < self.next_at:
+            target, deadline_first = mono + confirm_in, True
+        return max(0.0, target - mono), deadline_first
+
+    def woke_early(self, started: float, mono: float) -> float:
+        """Woken before the schedule (push event, fence result, intent): the extra wait
+        that keeps min_round_gap, so an event storm is not a busy loop. The schedule
+        restarts from the early round."""
+        gap = max(0.0, started + self.min_gap - mono)
+        self.next_at = mono + gap
+        return gap
+
+    def deadline_reached(self, mono: float) -> None:
+        self.next_at = mono
+
+
+def confirm_due(history: History, confirm_after: float | None) -> datetime | None:
+    """When a split brain being confirmed by time becomes due: run a round then, not at
+    the next interval."""
+    if confirm_after is None:
+        return None
+    dues = [
+        h.split_since + timedelta(seconds=confirm_after)
+        for _, h in history.clusters
+        if h.split_since is not None and h.incident is not None
+        and h.incident.state is IncidentState.OPEN
+    ]
+    return min(dues) if dues else None

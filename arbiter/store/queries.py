@@ -1,0 +1,124 @@
+"""Read queries behind the API and the CLI: incident pages, one incident, node events.
+
+Plain functions over a session, returning JSON-ready dicts. The incident list
+never loads the evidence column: it is the largest and no list shows it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, defer, selectinload
+
+from arbiter.serialize import iso
+from arbiter.store.tables import Incident, NodeEvent
+
+MAX_PAGE = 500
+MAX_ID = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
+
+
+class CursorError(ValueError):
+    pass
+
+
+def encode_cursor(incident_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": incident_id}).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        value = int(data["before"])
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise CursorError("cursor is not one this API returned") from exc
+    if not 1 <= value <= MAX_ID:
+        raise CursorError("cursor is out of range")
+    return value
+
+
+def list_incidents(
+    s: Session, cluster: str | None, state: str | None, since: datetime | None, limit: int,
+    before: int | None, kind: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    q = (select(Incident).options(defer(Incident.evidence))
+         .order_by(Incident.id.desc()).limit(limit + 1))
+    if cluster:
+        q = q.where(Incident.cluster == cluster)
+    if state:
+        q = q.where(Incident.state == state)
+    if kind:
+        q = q.where(Incident.kind == kind)
+    if since:
+        q = q.where(Incident.opened_at >= since)
+    if before:
+        q = q.where(Incident.id < before)
+    rows = list(s.scalars(q))
+    nxt = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return [summary(i) for i in rows[:limit]], nxt
+
+
+def get_incident(s: Session, incident_id: int) -> dict[str, Any] | None:
+    q = (
+        select(Incident)
+        .where(Incident.id == incident_id)
+        .options(selectinload(Incident.fence_attempts), selectinload(Incident.events))
+    )
+    inc = s.scalars(q).first()
+    if inc is None:
+        return None
+    out = summary(inc)
+    out["evidence"] = inc.evidence
+    out["decision"] = inc.decision
+    out["fence_attempts"] = [
+        {
+            "attempt": a.attempt, "node": a.node, "step": a.step, "command": a.command,
+            "ok": a.ok, "exit_status": a.exit_status, "output": a.output,
+            "error": a.error, "started_at": iso(a.started_at),
+            "finished_at": iso(a.finished_at), "duration_ms": round(a.duration_ms, 1),
+        }
+        for a in inc.fence_attempts
+    ]
+    out["timeline"] = [
+        {"at": iso(e.at), "state": e.state, "message": e.message} for e in inc.events
+    ]
+    return out
+
+
+def node_events(s: Session, cluster: str, node: str | None, limit: int) -> list[dict]:
+    q = select(NodeEvent).where(NodeEvent.cluster == cluster)
+    if node:
+        q = q.where(NodeEvent.node == node)
+    q = q.order_by(NodeEvent.id.desc()).limit(limit)
+    return [{"id": e.id, "cluster": e.cluster, "node": e.node, "instance": e.instance,
+             "state": e.state, "priority": e.priority, "at": iso(e.at),
+             "source": e.source} for e in s.scalars(q)]
+
+
+def summary(i: Incident) -> dict[str, Any]:
+    return {
+        "id": i.id,
+        "kind": i.kind,
+        "cluster": i.cluster,
+        "state": i.state,
+        "vips": i.vips,
+        "survivor": i.survivor,
+        "victims": i.victims,
+        "reason": i.reason,
+        "dry_run": i.dry_run,
+        "mode": (i.decision or {}).get("mode", "ssh"),
+        "attempts": i.attempts,
+        "opened_at": iso(i.opened_at),
+        "updated_at": iso(i.updated_at),
+        "decided_at": iso(i.decided_at),
+        "last_attempt_at": iso(i.last_attempt_at),
+        "fenced_at": iso(i.fenced_at),
+        "resolved_at": iso(i.resolved_at),
+        "held": i.held,
+        "held_nodes": i.held_nodes if i.held_nodes is not None else (i.victims if i.held else []),
+        "released_at": iso(i.released_at),
+        "released_by": i.released_by,
+    }
