@@ -1,7 +1,7 @@
 """Read queries behind the API and the CLI: incident pages, one incident, node events.
 
 Plain functions over a session, returning JSON-ready dicts. The incident list
-never loads the evidence column: it is the largest and no list shows it.
+reads only the columns it shows, as rows (no ORM objects, no evidence).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, defer, selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from arbiter.serialize import iso
 from arbiter.store.tables import Incident, NodeEvent
@@ -40,12 +40,24 @@ def decode_cursor(cursor: str) -> int:
     return value
 
 
+# The list page's columns, read as plain rows: building 500 ORM objects (and parsing
+# the decision JSON for one field) was most of a 500-incident page's cost, and that
+# cost holds the GIL that the event loop answering /verdict needs.
+_LIST_COLUMNS = (
+    Incident.id, Incident.kind, Incident.cluster, Incident.state, Incident.vips,
+    Incident.survivor, Incident.victims, Incident.reason, Incident.dry_run,
+    Incident.decision["mode"].as_string().label("mode"), Incident.attempts,
+    Incident.opened_at, Incident.updated_at, Incident.decided_at, Incident.last_attempt_at,
+    Incident.fenced_at, Incident.resolved_at, Incident.held, Incident.held_nodes,
+    Incident.released_at, Incident.released_by,
+)
+
+
 def list_incidents(
     s: Session, cluster: str | None, state: str | None, since: datetime | None, limit: int,
     before: int | None, kind: str | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    q = (select(Incident).options(defer(Incident.evidence))
-         .order_by(Incident.id.desc()).limit(limit + 1))
+    q = select(*_LIST_COLUMNS).order_by(Incident.id.desc()).limit(limit + 1)
     if cluster:
         q = q.where(Incident.cluster == cluster)
     if state:
@@ -56,9 +68,23 @@ def list_incidents(
         q = q.where(Incident.opened_at >= since)
     if before:
         q = q.where(Incident.id < before)
-    rows = list(s.scalars(q))
+    rows = list(s.execute(q))
     nxt = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return [summary(i) for i in rows[:limit]], nxt
+    return [_summary_row(r) for r in rows[:limit]], nxt
+
+
+def _summary_row(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id, "kind": r.kind, "cluster": r.cluster, "state": r.state, "vips": r.vips,
+        "survivor": r.survivor, "victims": r.victims, "reason": r.reason,
+        "dry_run": r.dry_run, "mode": r.mode or "ssh", "attempts": r.attempts,
+        "opened_at": iso(r.opened_at), "updated_at": iso(r.updated_at),
+        "decided_at": iso(r.decided_at), "last_attempt_at": iso(r.last_attempt_at),
+        "fenced_at": iso(r.fenced_at), "resolved_at": iso(r.resolved_at), "held": r.held,
+        "held_nodes": r.held_nodes if r.held_nodes is not None
+        else (r.victims if r.held else []),
+        "released_at": iso(r.released_at), "released_by": r.released_by,
+    }
 
 
 def get_incident(s: Session, incident_id: int) -> dict[str, Any] | None:
