@@ -302,3 +302,24 @@ async def test_release_survives_a_restart_of_the_arbiter(site: SimSite, make_arb
         await rounds(arb, 1)
         v = (await c.get("/verdict", params={"cluster": "web", "node": "lb2"})).json()
         assert v["verdict"] == "allow", v
+
+
+async def test_reader_process_answers_like_the_threads(site: SimSite, make_arbiter) -> None:  # type: ignore[no-untyped-def]
+    """`arbiter serve` reads incident pages in a process of its own; the answers are the
+    same bytes as through worker threads, and its errors are the same 4xx."""
+    from arbiter.api.reader import Reader
+
+    async for arb, c in after_split(site, make_arbiter):
+        reader = Reader.subprocess(arb.config.arbiter.database)
+        app = create_app(arb, reader=reader)
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://arbiter") as p:
+                for url in ("/incidents?limit=500", "/incidents/1", "/incidents?state=fenced"):
+                    via_thread, via_process = await c.get(url), await p.get(url)
+                    assert via_process.status_code == 200
+                    assert via_process.content == via_thread.content
+                assert (await p.get("/incidents/999")).status_code == 404
+                assert (await p.get("/incidents", params={"cursor": "zzz"})).status_code == 422
+        finally:
+            reader.close()

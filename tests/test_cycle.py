@@ -348,3 +348,23 @@ async def test_failing_collect_reports_the_nodes_message(site: SimSite, make_arb
     assert lb2.ssh_error == "collect exited 1: sudo: a password is required"
     lb1 = arb.view.snapshot.cluster("web").node("lb1")
     assert lb1.ssh_ok and lb1.ssh_error is None
+
+
+async def test_restart_mid_split_keeps_the_incumbent(site: SimSite, make_arbiter) -> None:
+    """lb2 (priority 90) holds the VIP alone, so it is the incumbent; lb1 (priority 100)
+    claims it too, and the arbiter restarts after the incident opens, before any fence.
+    The restarted arbiter still keeps the incumbent (rule 4 before priority)."""
+    site.state("lb1").remove(VIP1)
+    site.state("lb2").add("eth0", VIP1, 24)
+    arb = await make_arbiter(site)
+    await rounds(arb, 1)
+    site.state("lb1").add("eth0", VIP1, 24)
+    await rounds(arb, 1)
+    assert incidents(arb)[0]["state"] == "open"
+    await arb.close()
+    arb2 = await make_arbiter(site)
+    await rounds(arb2, 3)
+    (inc,) = incidents(arb2)
+    assert (inc["survivor"], inc["victims"]) == ("lb2", ["lb1"])
+    assert "incumbent" in arb2.repo.get_incident(inc["id"])["decision"]["reason"]
+    assert site.state("lb2").holds(VIP1) and not site.state("lb1").holds(VIP1)

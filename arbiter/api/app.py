@@ -1,7 +1,8 @@
 """The HTTP API. ``create_app`` builds everything from an Arbiter; nothing at import time.
 
-Reads come from the Arbiter's frozen ``View`` or from the store (in the threadpool,
-so a heavy page never delays the gates' /verdict on the event loop). Writes are
+Reads come from the Arbiter's frozen ``View`` or from the store through a ``Reader``
+(a process of its own under ``arbiter serve``), so a heavy page never delays the
+gates' /verdict on the event loop. Writes are
 intents: an operator's release and a node's event are queued for the next round.
 Errors become answers in one place, ``error_response``.
 """
@@ -24,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from arbiter.api import views
 from arbiter.api.auth import Authenticator
+from arbiter.api.reader import Reader
 from arbiter.model import IncidentKind, IncidentState
 from arbiter.service import Arbiter
 from arbiter.store.queries import MAX_ID, MAX_PAGE, CursorError
@@ -175,7 +177,8 @@ async def get_status(arb: ArbiterDep) -> Response:
 
 
 @router.get("/incidents", summary="Incidents, newest first")
-def list_incidents(
+async def list_incidents(
+    request: Request,
     arb: ArbiterDep,
     cluster: Annotated[str | None, Query(max_length=64)] = None,
     state: Annotated[IncidentState | None, Query()] = None,
@@ -184,31 +187,30 @@ def list_incidents(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    # a sync route runs in the threadpool: the query and the JSON encoding both stay
-    # off the event loop that answers /verdict
     if cluster is not None and arb.view.config.cluster(cluster) is None:
         raise HTTPException(404, f"unknown cluster {cluster!r}")
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
+    reader: Reader = request.app.state.reader
     try:
-        items, nxt = arb.repo.list_incidents(
+        body = await reader.incidents(
             cluster=cluster, state=state.value if state else None,
             kind=kind.value if kind else None, since=since, limit=limit, cursor=cursor,
         )
     except CursorError as exc:
         raise HTTPException(422, f"cursor: {exc}") from None
-    return JSONResponse({"items": items, "next_cursor": nxt})
+    return Response(body, media_type="application/json")
 
 
 IncidentId = Annotated[int, Path(ge=1, le=MAX_ID, description="an incident id")]
 
 
 @router.get("/incidents/{incident_id}", summary="One incident with fence attempts and evidence")
-def get_incident(arb: ArbiterDep, incident_id: IncidentId) -> Response:
-    inc = arb.repo.get_incident(incident_id)
-    if inc is None:
+async def get_incident(request: Request, incident_id: IncidentId) -> Response:
+    body = await request.app.state.reader.incident(incident_id)
+    if body is None:
         raise HTTPException(404, f"no incident {incident_id}")
-    return JSONResponse(inc)
+    return Response(body, media_type="application/json")
 
 
 @router.post("/events", status_code=202, summary="A keepalived state transition (arbiter-notify)")
@@ -296,8 +298,9 @@ def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "; ".join(msgs), "errors": exc.errors()}, status_code=422)
 
 
-def create_app(arbiter: Arbiter, run_loop: bool = False) -> FastAPI:
-    """Build the API around an Arbiter. With run_loop, the app's lifespan runs the rounds."""
+def create_app(arbiter: Arbiter, run_loop: bool = False, reader: Reader | None = None) -> FastAPI:
+    """Build the API around an Arbiter. With run_loop, the app's lifespan runs the rounds.
+    ``reader`` runs the heavy store reads (default: worker threads of this process)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -312,6 +315,7 @@ def create_app(arbiter: Arbiter, run_loop: bool = False) -> FastAPI:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait_for(task, 30)
+            app.state.reader.close()
 
     app = FastAPI(
         title="keepalived-arbiter",
@@ -322,6 +326,7 @@ def create_app(arbiter: Arbiter, run_loop: bool = False) -> FastAPI:
     app.state.arbiter = arbiter
     app.state.auth = Authenticator(arbiter.config)
     app.state.verdict_cache = VerdictCache()
+    app.state.reader = reader or Reader.in_process(arbiter.repo)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StoreError, _store_error_handler)
     app.include_router(verdict_router)
