@@ -75,12 +75,11 @@ async def _serve(cfg: Config) -> int:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
     from arbiter.api.app import create_app, with_fast_verdict
-    from arbiter.api.reader import Reader
 
     arb, pool = build_arbiter(cfg)
     await arb.restore()
     host, port = config_mod.parse_listen(cfg.arbiter.listen)
-    app = create_app(arb, run_loop=True, reader=Reader.subprocess(cfg.arbiter.database))
+    app = create_app(arb, run_loop=True)
 
     # Housekeeping off the round path: a periodic one-line summary for the journal.
     sched = AsyncIOScheduler(timezone=UTC)

@@ -40,6 +40,9 @@ class Ledger:
         self.db_error: str | None = None
         self.db_error_at: datetime | None = None
         self._backlog: deque[tuple[str, Callable[[], Any]]] = deque(maxlen=BACKLOG_MAX)
+        # counts the calls that returned: a cached read taken before the current
+        # generation may be out of date (api.reader)
+        self.generation = 0
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """One repository call off the event loop; a StoreError sets db_error and is
@@ -51,6 +54,7 @@ class Ledger:
                 log.error("database error: %s", exc)
             self.db_error, self.db_error_at = str(exc), self.clock()
             raise
+        self.generation += 1
         if self.db_error is not None:
             log.info("database reachable again")
             self.db_error = None

@@ -1,8 +1,8 @@
 """The HTTP API. ``create_app`` builds everything from an Arbiter; nothing at import time.
 
 Reads come from the Arbiter's frozen ``View`` or from the store through a ``Reader``
-(a process of its own under ``arbiter serve``), so a heavy page never delays the
-gates' /verdict on the event loop. Writes are
+(worker threads, each answer kept until the store changes), so a heavy page never
+runs on the event loop that answers the gates' /verdict. Writes are
 intents: an operator's release and a node's event are queued for the next round.
 Errors become answers in one place, ``error_response``.
 """
@@ -326,7 +326,7 @@ def create_app(arbiter: Arbiter, run_loop: bool = False, reader: Reader | None =
     app.state.arbiter = arbiter
     app.state.auth = Authenticator(arbiter.config)
     app.state.verdict_cache = VerdictCache()
-    app.state.reader = reader or Reader.in_process(arbiter.repo)
+    app.state.reader = reader or Reader(arbiter.repo, lambda: arbiter.ledger.generation)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StoreError, _store_error_handler)
     app.include_router(verdict_router)

@@ -1,99 +1,71 @@
-"""Heavy reads of the store (incident pages, one incident), off the event loop.
+"""Heavy reads of the store (incident pages, one incident), off the event loop, and
+at most once per change.
 
 The gates' ``GET /verdict`` is answered on the event loop and must stay fast while
-a dashboard pulls ``/incidents?limit=500`` (about 40 ms of CPU per page). In a
-worker thread that page still holds the GIL, which a thread gives back only every
-5 ms, and that hand-off was /verdict's tail under mixed load. In a process of its
-own the kernel preempts the reader as soon as the loop has a request.
+a dashboard pulls ``/incidents?limit=500`` (about 40 ms of CPU per page). The
+query and the JSON encoding run in worker threads, never on the loop. And since
+a dashboard asks the same page again and again while nothing changes, each answer
+is kept as JSON bytes until the ledger writes anything (its ``generation``) or
+``TTL`` seconds pass (writers outside this process).
 
-``Reader.in_process`` runs the same functions in a thread (tests, embedding);
-``Reader.subprocess`` is what ``arbiter serve`` uses. Both answer with the JSON
-bytes, encoded where the query ran.
+Tried and measured before this (BENCHMARKS.md, section 3): the same reads in a
+process of their own. On the benchmark's single pinned core the reader process
+then competes with the loop under the kernel's fair scheduler, and /verdict's p99
+got worse, not better.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import multiprocessing
-from concurrent.futures import Executor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from arbiter.store.repository import Repository, StoreError
+from arbiter.store.repository import Repository
 
-log = logging.getLogger("arbiter.api.reader")
-
-_repo: Repository | None = None  # the reader process's own connection pool
-
-
-def _init(url: str) -> None:
-    global _repo
-    _repo = Repository.from_url(url)
-
-
-def _page(repo: Repository | None, query: dict[str, Any]) -> bytes:
-    assert repo is not None
-    items, nxt = repo.list_incidents(**query)
-    return json.dumps({"items": items, "next_cursor": nxt}).encode()
-
-
-def _one(repo: Repository | None, incident_id: int) -> bytes | None:
-    assert repo is not None
-    inc = repo.get_incident(incident_id)
-    return None if inc is None else json.dumps(inc).encode()
-
-
-def _page_in_reader(query: dict[str, Any]) -> bytes:
-    return _page(_repo, query)
-
-
-def _one_in_reader(incident_id: int) -> bytes | None:
-    return _one(_repo, incident_id)
+TTL = 1.0  # seconds an unchanged answer is reused; bounds staleness from other writers
+MAX_ENTRIES = 256
 
 
 class Reader:
-    def __init__(self, executor: Executor, repo: Repository | None, url: str | None = None):
-        self._executor = executor
-        self._repo = repo  # None: the functions run in the reader process, on its own
-        self._url = url
-
-    @classmethod
-    def in_process(cls, repo: Repository) -> Reader:
-        return cls(ThreadPoolExecutor(4, thread_name_prefix="reader"), repo)
-
-    @classmethod
-    def subprocess(cls, url: str) -> Reader:
-        return cls(cls._process_pool(url), None, url)
-
-    @staticmethod
-    def _process_pool(url: str) -> ProcessPoolExecutor:
-        # spawn, not fork: the serving process has threads and an event loop
-        return ProcessPoolExecutor(1, multiprocessing.get_context("spawn"),
-                                   initializer=_init, initargs=(url,))
+    def __init__(self, repo: Repository, generation: Callable[[], int],
+                 clock: Callable[[], float] = time.monotonic, threads: int = 4):
+        self._repo = repo
+        self._generation = generation
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="reader")
+        self._cache: dict[tuple, tuple[int, float, bytes | None]] = {}
 
     async def incidents(self, **query: Any) -> bytes:
         """A page of incidents as JSON; CursorError and StoreError as the store raises them."""
-        if self._repo is not None:
-            return await self._run(_page, self._repo, query)
-        return await self._run(_page_in_reader, query)
+        body = await self._cached(("page", tuple(sorted(query.items()))), self._page, query)
+        assert body is not None
+        return body
 
     async def incident(self, incident_id: int) -> bytes | None:
-        if self._repo is not None:
-            return await self._run(_one, self._repo, incident_id)
-        return await self._run(_one_in_reader, incident_id)
+        return await self._cached(("one", incident_id), self._one, incident_id)
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except BrokenProcessPool:
-            # the reader process died (OOM killer, a crash): start a new one, and answer
-            # this request as the database being unavailable
-            log.error("reader process died; starting a new one")
-            assert self._url is not None
-            self._executor = self._process_pool(self._url)
-            raise StoreError("the reader process died; try again") from None
+    def _page(self, query: dict[str, Any]) -> bytes:
+        items, nxt = self._repo.list_incidents(**query)
+        return json.dumps({"items": items, "next_cursor": nxt}).encode()
+
+    def _one(self, incident_id: int) -> bytes | None:
+        inc = self._repo.get_incident(incident_id)
+        return None if inc is None else json.dumps(inc).encode()
+
+    async def _cached(self, key: tuple, fn: Callable[[Any], bytes | None],
+                      arg: Any) -> bytes | None:
+        gen, now = self._generation(), self._clock()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == gen and now - hit[1] < TTL:
+            return hit[2]
+        body = await asyncio.get_running_loop().run_in_executor(self._executor, fn, arg)
+        if len(self._cache) >= MAX_ENTRIES:
+            self._cache.clear()
+        self._cache[key] = (gen, now, body)  # the generation from before the read began
+        return body
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
