@@ -17,6 +17,7 @@ from arbiter.config import Config, ConfigError
 log = logging.getLogger("arbiter")
 
 EXIT_OK, EXIT_SPLIT, EXIT_ERROR = 0, 1, 2
+SWITCH_INTERVAL = 0.001  # seconds; see _serve
 
 
 def _setup_logging(level: str) -> None:
@@ -78,6 +79,11 @@ async def _serve(cfg: Config) -> int:
 
     arb, pool = build_arbiter(cfg)
     await arb.restore()
+    # The event loop answers the gates' /verdict while worker threads build incident
+    # pages and /status. Each time the loop wakes it must take the GIL back from a
+    # busy thread, which yields it once per switch interval: 5 ms by default, and
+    # /verdict's tail under mixed load (BENCHMARKS.md, section 3).
+    sys.setswitchinterval(SWITCH_INTERVAL)
     host, port = config_mod.parse_listen(cfg.arbiter.listen)
     app = create_app(arb, run_loop=True)
 

@@ -15,7 +15,7 @@ core 0; the generator, wrk and the simulated directors run on the other cores.
   back to its gateway ping, which weakens arbitration.
 
     python -m bench.verdict [--rate 1000] [--seconds 10] [--json out.json]
-    python -m bench.verdict --mixed [--incidents 2000] [--pollers 2]
+    python -m bench.verdict --mixed [--incidents 2000] [--pollers 2] [--poll-every 0]
 """
 
 from __future__ import annotations
@@ -209,15 +209,21 @@ async def open_loop(port: int, path: str, rate: float, seconds: float, conns: in
             "p99_ms": round(pct(ms, 99), 3), "max_ms": round(max(ms), 3)}
 
 
-async def poll(port: int, path: str, until: float) -> dict:
-    """One client asking `path` back to back until `until`; latency per answer."""
+async def poll(port: int, path: str, until: float, every: float = 0.0) -> dict:
+    """One client asking `path` until `until`: back to back (every=0), or one request
+    every `every` seconds, as a dashboard refreshing; latency per answer."""
     lat: list[float] = []
     errors = 0
+    started = 0.0
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     req = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").encode()
     try:
         while time.perf_counter() < until:
             t = time.perf_counter()
+            if every and lat:
+                await asyncio.sleep(max(0.0, every - (t - started)))
+                t = time.perf_counter()
+            started = t
             writer.write(req)
             await writer.drain()
             head = await reader.readuntil(b"\r\n\r\n")
@@ -238,16 +244,18 @@ def _summary(results: list[dict]) -> dict:
             "max_ms": round(max(ms), 3) if ms else None}
 
 
-async def mixed(port: int, path: str, rate: float, seconds: float, pollers: int) -> dict:
+async def mixed(port: int, path: str, rate: float, seconds: float, pollers: int,
+                every: float) -> dict:
     """/verdict open loop while `pollers` clients each poll the incident list and status."""
     until = time.perf_counter() + seconds
-    heavy = [asyncio.create_task(poll(port, "/incidents?limit=500", until))
+    heavy = [asyncio.create_task(poll(port, "/incidents?limit=500", until, every))
              for _ in range(pollers)]
-    status = [asyncio.create_task(poll(port, "/status", until)) for _ in range(pollers)]
+    status = [asyncio.create_task(poll(port, "/status", until, every)) for _ in range(pollers)]
     verdict = await open_loop(port, path, rate, seconds)
     return {"verdict": verdict,
             "incidents_limit_500": _summary(await asyncio.gather(*heavy)),
-            "status": _summary(await asyncio.gather(*status)), "pollers": pollers}
+            "status": _summary(await asyncio.gather(*status)), "pollers": pollers,
+            "poll_every_s": every}
 
 
 def wrk(port: int, path: str, seconds: int) -> dict:
@@ -286,6 +294,8 @@ def main() -> int:
                     help="incidents seeded into the database for --mixed")
     ap.add_argument("--pollers", type=int, default=2,
                     help="clients polling each of /incidents and /status in --mixed")
+    ap.add_argument("--poll-every", type=float, default=0.0,
+                    help="--mixed: seconds between one poller's requests (0: back to back)")
     a = ap.parse_args()
     os.sched_setaffinity(0, LOAD_CPUS)  # inherited by the sim and wrk
     out: dict = {"server_cpus": SERVER_CPUS, "load_cpus": LOAD_CPUS}
@@ -293,7 +303,8 @@ def main() -> int:
         work = Path(d)
         if a.mixed:
             with arbiter_server(work / "arb", a.incidents) as (port, path):
-                out["mixed"] = run_loop(mixed(port, path, a.rate, a.seconds, a.pollers))
+                out["mixed"] = run_loop(mixed(port, path, a.rate, a.seconds, a.pollers,
+                                                a.poll_every))
             out["mixed"]["incidents_seeded"] = a.incidents
             print(json.dumps(out, indent=2))
             write_json(a.json, out)
