@@ -15,7 +15,6 @@ Safety rules that hold for every input (see tests/unit/test_invariants.py):
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 
 from arbiter import incident_fsm
@@ -23,14 +22,15 @@ from arbiter.config import ClusterConfig, Config
 from arbiter.effects import (
     ChangeState,
     Effect,
-    Opened,
     OpenIncident,
     RecordDecision,
     Recover,
     ReleaseHold,
     SaveClusterMemory,
     StartFence,
+    ref_of,
 )
+from arbiter.holds import auto_release, gate_progress
 from arbiter.model import (
     Assessment,
     ClusterAssessment,
@@ -41,7 +41,6 @@ from arbiter.model import (
     FencePlan,
     Health,
     History,
-    Hold,
     IncidentKind,
     IncidentMemory,
     IncidentState,
@@ -95,9 +94,6 @@ def holders_by_vip(cluster: ClusterConfig, obs: ClusterObservation) -> dict[str,
     return out
 
 
-def _ref(inc: IncidentMemory) -> int | Opened:
-    return inc.id if inc.id is not None else Opened(IncidentKind.SPLIT_BRAIN)
-
 
 def assess_cluster(
     config: Config,
@@ -116,7 +112,7 @@ def assess_cluster(
     fence: FencePlan | None = None
     reason: str
 
-    nxt, gate_effects = _gate_progress(config, cluster, obs, hist, now)
+    nxt, gate_effects = gate_progress(config, cluster, obs, hist, now)
     effects.extend(gate_effects)
 
     # --- split-brain bookkeeping -------------------------------------------
@@ -127,7 +123,7 @@ def assess_cluster(
         if old is not None and old.released:
             # Split brain after a release is a new incident (with its own fence), not
             # the old one that must never be fenced twice.
-            effects.append(ChangeState(_ref(old), old.state, S.RESOLVED,
+            effects.append(ChangeState(ref_of(old), old.state, S.RESOLVED,
                                        "split brain again after a release: a new incident"))
             nxt = nxt.with_(incident=None)
             streak, since = 1, now
@@ -154,7 +150,7 @@ def assess_cluster(
         if inc is not None and inc.state is not S.FENCING:
             if nxt.clean_streak >= config.arbiter.resolve_rounds:
                 reason = f"split brain gone for {nxt.clean_streak} rounds: resolved"
-                effects.append(ChangeState(_ref(inc), inc.state, S.RESOLVED, reason))
+                effects.append(ChangeState(ref_of(inc), inc.state, S.RESOLVED, reason))
                 nxt = nxt.with_(incident=None)
             else:
                 reason = (
@@ -181,9 +177,9 @@ def assess_cluster(
             dst = S.DECIDED if fence.dry_run else S.FENCING
             intended = () if fence.dry_run or fence.mode is not FenceMode.SSH else tuple(
                 v.node for v in fence.victims if v.method is FenceMethod.STOP_KEEPALIVED)
-            effects.append(RecordDecision(_ref(inc), inc.state, dst, fence, attempt, intended))
+            effects.append(RecordDecision(ref_of(inc), inc.state, dst, fence, attempt, intended))
             if not fence.dry_run and fence.mode is FenceMode.SSH:
-                effects.append(StartFence(_ref(inc), fence, attempt))
+                effects.append(StartFence(ref_of(inc), fence, attempt))
             nxt = nxt.with_(incident=incident_fsm.advance(
                 inc, dst, survivor=fence.survivor,
                 victims=tuple(v.node for v in fence.victims), attempts=attempt,
@@ -205,7 +201,7 @@ def assess_cluster(
             nxt = nxt.with_(orphan_incident=None)
 
     if abstain_reason is None and not split_vips:
-        nxt, releases, rel_notes = _auto_release(config, cluster, obs, nxt, now)
+        nxt, releases, rel_notes = auto_release(config, cluster, obs, nxt, now)
         notes.extend(rel_notes)
         for h, why in releases:
             effects.append(ReleaseHold(h, why))
@@ -232,84 +228,6 @@ def assess_cluster(
         fence=fence,
         notes=tuple(notes),
         effects=tuple(effects),
-    )
-
-
-def _gate_progress(
-    config: Config, cluster: ClusterConfig, obs: ClusterObservation, hist: ClusterHistory,
-    now: datetime,
-) -> tuple[ClusterHistory, tuple[Effect, ...]]:
-    """Gate mode has no fence command to wait for: the fence is done when the
-    victims are seen without the VIPs, and failed when they keep them too long."""
-    inc = hist.incident
-    if inc is None or inc.mode is not FenceMode.GATE or inc.state is not S.FENCING:
-        return hist, ()
-    still = [v for v in inc.victims
-             if (o := obs.node(v)) is not None and o.holds(cluster.vips)]
-    unknown = [v for v in inc.victims if (o := obs.node(v)) is None or o.addresses is None]
-    if not still and not unknown:
-        held = hist.held + tuple(
-            Hold(v, inc.id or 0, inc.survivor or "", FenceMode.GATE, False)
-            for v in inc.victims if v not in hist.held_nodes
-        )
-        msg = f"{', '.join(inc.victims)} dropped the VIP(s) after the gate denied them"
-        return (hist.with_(incident=incident_fsm.advance(inc, S.FENCED), held=held),
-                (ChangeState(_ref(inc), S.FENCING, S.FENCED, msg, inc.victims),))
-    waited = (now - inc.last_attempt_at).total_seconds() if inc.last_attempt_at else 0.0
-    if waited > config.arbiter.fence_verify_timeout:
-        msg = (f"{', '.join(still or unknown)} still hold(s) the VIP {waited:.1f}s after the "
-               "gate denied it: is arbiter-gate wired into its keepalived?")
-        return (hist.with_(incident=incident_fsm.advance(inc, S.FENCE_FAILED,
-                                                         last_attempt_at=now)),
-                (ChangeState(_ref(inc), S.FENCING, S.FENCE_FAILED, msg),))
-    return hist, ()
-
-
-def _auto_release(
-    config: Config, cluster: ClusterConfig, obs: ClusterObservation, hist: ClusterHistory,
-    now: datetime,
-) -> tuple[ClusterHistory, tuple[tuple[Hold, str], ...], list[str]]:
-    """A held victim is healed when, for release_rounds rounds in a row, it has
-    reached the survivor and a gateway again from its own vantage."""
-    a = config.arbiter
-    streaks = dict(hist.release_streaks)
-    released_at = dict(hist.auto_released_at)
-    releases: list[tuple[Hold, str]] = []
-    notes: list[str] = []
-    keep: list[Hold] = []
-    for h in hist.held:
-        o = obs.node(h.node)
-        surv = cluster.node(h.survivor)
-        healed = bool(
-            o is not None and o.ssh_ok and o.gateways_seen > 0 and surv is not None
-            and dict(o.peers).get(surv.address, False)
-        )
-        streaks[h.node] = streaks.get(h.node, 0) + 1 if healed else 0
-        if streaks[h.node] < a.release_rounds or not a.auto_release:
-            keep.append(h)
-            continue
-        last = released_at.get(h.node)
-        if last is not None and (now - last).total_seconds() < a.release_cooldown:
-            notes.append(
-                f"{h.node} looks healed, but it was released automatically "
-                f"{(now - last).total_seconds():.0f}s ago and split again: waiting for an operator"
-            )
-            keep.append(h)
-            continue
-        why = (f"{h.node} reached {h.survivor} and its gateway for {streaks[h.node]} rounds "
-               "in a row: released automatically")
-        releases.append((h, why))
-        released_at[h.node] = now
-        streaks.pop(h.node)
-    inc = hist.incident
-    if inc is not None and any(h.incident == inc.id for h, _ in releases):
-        inc = replace(inc, released=True)
-    return (
-        hist.with_(incident=inc, held=tuple(keep),
-                   release_streaks=tuple(sorted(streaks.items())),
-                   auto_released_at=tuple(sorted(released_at.items()))),
-        tuple(releases),
-        notes,
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from arbiter import incident_fsm
-from arbiter.model import FencePlan, Hold, IncidentKind, IncidentState
+from arbiter.model import FencePlan, Hold, IncidentKind, IncidentMemory, IncidentState
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,11 @@ class Opened:
 
 
 IncidentRef = int | Opened
+
+
+def ref_of(inc: IncidentMemory) -> IncidentRef:
+    """How effects name a split-brain incident: its id, or Opened while it has none."""
+    return inc.id if inc.id is not None else Opened(IncidentKind.SPLIT_BRAIN)
 
 
 @dataclass(frozen=True, slots=True)

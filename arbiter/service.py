@@ -22,9 +22,8 @@ import asyncio
 import gc
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from arbiter import decide, memory
@@ -32,6 +31,7 @@ from arbiter.clock import Clock, utcnow
 from arbiter.config import Config
 from arbiter.effects import Recover, StartFence
 from arbiter.fencer import Fencer
+from arbiter.intents import EventIntent, Intents, ReleaseIntent
 from arbiter.ledger import Ledger
 from arbiter.memory import Committed
 from arbiter.model import Assessment, History
@@ -40,13 +40,10 @@ from arbiter.probe.icmp import Pinger
 from arbiter.probe.ssh import Runner
 from arbiter.push import PushWatcher
 from arbiter.schedule import Scheduler, confirm_due
-from arbiter.store.repository import Repository, StoreError
+from arbiter.store.repository import Repository
 from arbiter.view import PushStats, RoundStats, View
 
 log = logging.getLogger("arbiter.service")
-
-INTENTS_MAX = 1000  # queued events beyond this drop the oldest: bounded memory
-
 
 def settle_heap() -> None:
     """After the first round has opened every connection: collect once, then move what
@@ -56,24 +53,6 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     log.debug("heap settled: %d objects frozen", gc.get_freeze_count())
-
-
-@dataclass
-class ReleaseIntent:
-    incident: int
-    by: str
-    done: asyncio.Future[dict[str, Any]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future())
-
-
-@dataclass(frozen=True)
-class EventIntent:
-    cluster: str
-    node: str
-    instance: str
-    state: str
-    priority: int | None
-    source: str | None
 
 
 class Arbiter:
@@ -91,8 +70,7 @@ class Arbiter:
         self.history = History()
         self.view = View(config, self.history)
         self._config = config
-        self._intents: deque[ReleaseIntent | EventIntent] = deque(maxlen=INTENTS_MAX)
-        self._last_event: dict[tuple[str, str], dict[str, Any]] = {}
+        self.intents = Intents(self.ledger, self.fencer, clock)
         self._stats = RoundStats()
         self._last_error: str | None = None
         self._round_lock = asyncio.Lock()
@@ -144,14 +122,14 @@ class Arbiter:
         """An operator's release, carried out by the next round. The future gets the
         outcome (KeyError for an unknown incident)."""
         intent = ReleaseIntent(incident, by)
-        self._intents.append(intent)
+        self.intents.add(intent)
         self.wake()
         return intent.done
 
     def report_event(self, cluster: str, node: str, instance: str, state: str,
                      priority: int | None, source: str | None) -> None:
         """A keepalived transition from arbiter-notify: stored, and a round run now."""
-        self._intents.append(EventIntent(cluster, node, instance, state, priority, source))
+        self.intents.add(EventIntent(cluster, node, instance, state, priority, source))
         log.info("[%s] event from %s: %s is %s", cluster, node, instance, state)
         self.wake()
 
@@ -163,7 +141,7 @@ class Arbiter:
                 hist = memory.fold_fence(self.history.cluster(f.cluster), f.incident,
                                          f.report.ok, f.report.held, f.at)
                 self.history = memory.with_cluster(self.history, f.cluster, hist)
-            await self._carry_out_intents()
+            self.history = await self.intents.carry_out(self.config, self.history)
             snap = await self.observer.observe(self.scheduler.tilt.active(self.clock()))
             assessment = decide.assess(self.config, snap, self.history, snap.at)
             committed = await self.ledger.commit(snap, assessment)
@@ -193,65 +171,6 @@ class Arbiter:
                 elif isinstance(e, Recover):
                     self.fencer.recover(cfg, e.hold, e.by)
 
-    async def _carry_out_intents(self) -> None:
-        events: list[EventIntent] = []
-        while self._intents:
-            intent = self._intents.popleft()
-            if isinstance(intent, EventIntent):
-                events.append(intent)
-            else:
-                await self._release(intent)
-        if not events:
-            return
-        at = self.clock()
-        rows = [{"cluster": e.cluster, "node": e.node, "instance": e.instance,
-                 "state": e.state, "priority": e.priority, "at": at, "source": e.source}
-                for e in events]
-        try:
-            await self.ledger.call(self.repo.add_node_events, rows)
-        except StoreError:
-            log.warning("%d keepalived event(s) not stored: database unavailable", len(rows))
-        for e in events:
-            self._last_event[(e.cluster, e.node)] = {
-                "instance": e.instance, "state": e.state, "priority": e.priority,
-                "at": at.isoformat()}
-
-    async def _release(self, intent: ReleaseIntent) -> None:
-        try:
-            res = await self.ledger.call(self.repo.release_by_operator, intent.incident,
-                                         self.clock(), intent.by)
-        except StoreError as exc:
-            intent.done.set_exception(exc)
-            return
-        if res is None:
-            intent.done.set_exception(KeyError(intent.incident))
-            return
-        cluster, gone = res
-        cfg = self.config.cluster(cluster or "")
-        out: dict[str, Any] = {"incident": intent.incident, "released": gone, "recover": []}
-        if cfg is None or not gone:
-            intent.done.set_result(out)
-            return
-        hist = self.history.cluster(cfg.name)
-        holds = [h for h in hist.held if h.incident == intent.incident and h.node in gone]
-        for n in gone:
-            hist = memory.release(hist, n, intent.incident)
-        self.history = memory.with_cluster(self.history, cfg.name, hist)
-        log.warning("[%s] incident #%s released by %s: %s", cfg.name, intent.incident,
-                    intent.by, ", ".join(gone))
-        recovering = [self.fencer.recover(cfg, h, intent.by) for h in holds
-                      if h.keepalived_stopped]
-
-        async def answer() -> None:
-            out["recover"] = list(await asyncio.gather(*recovering))
-            if not intent.done.done():
-                intent.done.set_result(out)
-
-        if recovering:
-            asyncio.get_running_loop().create_task(answer())  # noqa: RUF006 - ends with them
-        else:
-            intent.done.set_result(out)
-
     def _publish(self, snap: Any = None, assessment: Assessment | None = None) -> None:
         tilt = self.scheduler.tilt
         self.view = View(
@@ -264,7 +183,7 @@ class Arbiter:
             db_error=self.ledger.db_error, db_error_at=self.ledger.db_error_at,
             unwritten=self.ledger.backlog, tilt_until=tilt.until, tilt_reason=tilt.reason,
             last_error=self._last_error, last_seen=dict(self.observer.last_seen),
-            last_event=dict(self._last_event), gateway_view=dict(self.observer.gateway_view),
+            last_event=dict(self.intents.last_event), gateway_view=dict(self.observer.gateway_view),
         )
 
     # --- the loop ---------------------------------------------------------------

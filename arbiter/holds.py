@@ -1,0 +1,100 @@
+"""The policy for held victims: when a gate-mode fence is done or failed, and when
+a held victim has healed and is released. Pure, like the rest of the policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from arbiter import incident_fsm
+from arbiter.config import ClusterConfig, Config
+from arbiter.effects import ChangeState, Effect, ref_of
+from arbiter.model import (
+    ClusterHistory,
+    ClusterObservation,
+    FenceMode,
+    Hold,
+    IncidentState,
+)
+
+S = IncidentState
+
+
+
+def gate_progress(
+    config: Config, cluster: ClusterConfig, obs: ClusterObservation, hist: ClusterHistory,
+    now: datetime,
+) -> tuple[ClusterHistory, tuple[Effect, ...]]:
+    """Gate mode has no fence command to wait for: the fence is done when the
+    victims are seen without the VIPs, and failed when they keep them too long."""
+    inc = hist.incident
+    if inc is None or inc.mode is not FenceMode.GATE or inc.state is not S.FENCING:
+        return hist, ()
+    still = [v for v in inc.victims
+             if (o := obs.node(v)) is not None and o.holds(cluster.vips)]
+    unknown = [v for v in inc.victims if (o := obs.node(v)) is None or o.addresses is None]
+    if not still and not unknown:
+        held = hist.held + tuple(
+            Hold(v, inc.id or 0, inc.survivor or "", FenceMode.GATE, False)
+            for v in inc.victims if v not in hist.held_nodes
+        )
+        msg = f"{', '.join(inc.victims)} dropped the VIP(s) after the gate denied them"
+        return (hist.with_(incident=incident_fsm.advance(inc, S.FENCED), held=held),
+                (ChangeState(ref_of(inc), S.FENCING, S.FENCED, msg, inc.victims),))
+    waited = (now - inc.last_attempt_at).total_seconds() if inc.last_attempt_at else 0.0
+    if waited > config.arbiter.fence_verify_timeout:
+        msg = (f"{', '.join(still or unknown)} still hold(s) the VIP {waited:.1f}s after the "
+               "gate denied it: is arbiter-gate wired into its keepalived?")
+        return (hist.with_(incident=incident_fsm.advance(inc, S.FENCE_FAILED,
+                                                         last_attempt_at=now)),
+                (ChangeState(ref_of(inc), S.FENCING, S.FENCE_FAILED, msg),))
+    return hist, ()
+
+
+def auto_release(
+    config: Config, cluster: ClusterConfig, obs: ClusterObservation, hist: ClusterHistory,
+    now: datetime,
+) -> tuple[ClusterHistory, tuple[tuple[Hold, str], ...], list[str]]:
+    """A held victim is healed when, for release_rounds rounds in a row, it has
+    reached the survivor and a gateway again from its own vantage."""
+    a = config.arbiter
+    streaks = dict(hist.release_streaks)
+    released_at = dict(hist.auto_released_at)
+    releases: list[tuple[Hold, str]] = []
+    notes: list[str] = []
+    keep: list[Hold] = []
+    for h in hist.held:
+        o = obs.node(h.node)
+        surv = cluster.node(h.survivor)
+        healed = bool(
+            o is not None and o.ssh_ok and o.gateways_seen > 0 and surv is not None
+            and dict(o.peers).get(surv.address, False)
+        )
+        streaks[h.node] = streaks.get(h.node, 0) + 1 if healed else 0
+        if streaks[h.node] < a.release_rounds or not a.auto_release:
+            keep.append(h)
+            continue
+        last = released_at.get(h.node)
+        if last is not None and (now - last).total_seconds() < a.release_cooldown:
+            notes.append(
+                f"{h.node} looks healed, but it was released automatically "
+                f"{(now - last).total_seconds():.0f}s ago and split again: waiting for an operator"
+            )
+            keep.append(h)
+            continue
+        why = (f"{h.node} reached {h.survivor} and its gateway for {streaks[h.node]} rounds "
+               "in a row: released automatically")
+        releases.append((h, why))
+        released_at[h.node] = now
+        streaks.pop(h.node)
+    inc = hist.incident
+    if inc is not None and any(h.incident == inc.id for h, _ in releases):
+        inc = replace(inc, released=True)
+    return (
+        hist.with_(incident=inc, held=tuple(keep),
+                   release_streaks=tuple(sorted(streaks.items())),
+                   auto_released_at=tuple(sorted(released_at.items()))),
+        tuple(releases),
+        notes,
+    )
