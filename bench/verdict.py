@@ -167,6 +167,17 @@ def hello_server(work: Path):
         stop_process(srv)
 
 
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   req: bytes) -> bool:
+    """One request on a keep-alive connection, its whole answer read; True for a 200."""
+    writer.write(req)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    m = re.search(rb"content-length: *(\d+)", head, re.I)
+    await reader.readexactly(int(m.group(1)) if m else 0)
+    return head.startswith(b"HTTP/1.1 200")
+
+
 async def open_loop(port: int, path: str, rate: float, seconds: float, conns: int = 32) -> dict:
     """Fixed-rate requests over keep-alive connections; latency from the schedule."""
     req = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").encode()
@@ -180,12 +191,7 @@ async def open_loop(port: int, path: str, rate: float, seconds: float, conns: in
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while (sched := await queue.get()) is not None:
-                writer.write(req)
-                await writer.drain()
-                head = await reader.readuntil(b"\r\n\r\n")
-                m = re.search(rb"content-length: *(\d+)", head, re.I)
-                await reader.readexactly(int(m.group(1)) if m else 0)
-                if not head.startswith(b"HTTP/1.1 200"):
+                if not await exchange(reader, writer, req):
                     errors += 1
                 lat.append(time.perf_counter() - sched)
         finally:
@@ -224,12 +230,7 @@ async def poll(port: int, path: str, until: float, every: float = 0.0) -> dict:
                 await asyncio.sleep(max(0.0, every - (t - started)))
                 t = time.perf_counter()
             started = t
-            writer.write(req)
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-            m = re.search(rb"content-length: *(\d+)", head, re.I)
-            await reader.readexactly(int(m.group(1)) if m else 0)
-            if not head.startswith(b"HTTP/1.1 200"):
+            if not await exchange(reader, writer, req):
                 errors += 1
             lat.append(time.perf_counter() - t)
     finally:

@@ -36,10 +36,14 @@ fi
 if [[ $# -eq 0 ]]; then
   # Benchmark smoke runs: tiny sizes, no timing assertions; they only must not rot.
   echo "== bench smoke (numbers are not judged here; see BENCHMARKS.md)"
+  # Each on its own line: under `set -e` a failing `cmd && echo ok` would not stop CI.
   $PY -m bench.scale --nodes 10 --warm-rounds 2
-  $PY -m bench.verdict --rate 200 --seconds 2 >/dev/null && echo "bench.verdict: ok"
-  $PY -m bench.window --cuts 1 --modes push gate seed --seed-observe 6 >/dev/null \
-    && echo "bench.window: ok"
+  $PY -m bench.verdict --rate 200 --seconds 2 >/dev/null
+  echo "bench.verdict: ok"
+  $PY -m bench.verdict --mixed --rate 200 --seconds 2 --incidents 100 >/dev/null
+  echo "bench.verdict --mixed: ok"
+  $PY -m bench.window --cuts 1 --modes push gate seed --seed-observe 6 >/dev/null
+  echo "bench.window: ok"
 fi
 
 echo "== pytest"

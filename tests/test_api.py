@@ -325,3 +325,19 @@ async def test_incident_pages_are_reused_until_the_store_changes(authed) -> None
     assert r.status_code == 200
     again = (await c.get("/incidents")).json()["items"][0]
     assert again["released_at"] is not None and len(calls) == 2
+
+
+async def test_a_form_body_gets_a_422_naming_the_body_not_a_500(authed) -> None:  # type: ignore[no-untyped-def]
+    """curl -d without a JSON content type sends a form: the 422 handler once crashed
+    on the bytes it tried to echo back."""
+    arb, c = authed
+    (inc,) = arb.repo.list_incidents(state="fenced")[0]
+    r = await c.post(f"/incidents/{inc['id']}/release", headers=bearer(OPS),
+                     content=b'{"reason":"x"}',
+                     )  # httpx sends no content type for raw content: as curl -d, a form
+    r2 = await c.post("/events", headers={**bearer(LB2),
+                                          "Content-Type": "application/x-www-form-urlencoded"},
+                      content=b"cluster=web&node=lb2")
+    for resp in (r, r2):
+        assert resp.status_code == 422, resp.text
+        assert "body" in resp.text and "cluster=web" not in resp.text

@@ -290,12 +290,16 @@ async def _store_error_handler(_request: Request, exc: Exception) -> Response:
 
 
 def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each bad field. The input itself is never echoed back: it may be
+    large, binary (a form body is bytes), or a secret sent to the wrong place."""
     assert isinstance(exc, RequestValidationError)
-    msgs = []
+    errors = []
     for e in exc.errors():
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p not in ("query", "path", "body"))
-        msgs.append(f"{loc}: {e.get('msg')}")
-    return JSONResponse({"detail": "; ".join(msgs), "errors": exc.errors()}, status_code=422)
+        loc = [str(p) for p in e.get("loc", ())]
+        errors.append({"loc": loc, "msg": str(e.get("msg")), "type": str(e.get("type"))})
+    msgs = [".".join(p for p in e["loc"] if p not in ("query", "path", "body")) + f": {e['msg']}"
+            for e in errors]
+    return JSONResponse({"detail": "; ".join(msgs), "errors": errors}, status_code=422)
 
 
 def create_app(arbiter: Arbiter, run_loop: bool = False, reader: Reader | None = None) -> FastAPI:
