@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from arbiter.clock import utcnow
 from arbiter.config import ClusterConfig, Config
 from arbiter.model import Address, FenceMethod, FencePlan, VictimAction
-from arbiter.probe.ssh import CollectParseError, Runner, Target, collect_command, parse_collect
+from arbiter.probe.collect import CollectParseError, collect_command, parse_collect
+from arbiter.probe.ssh import Runner, Target
 from arbiter.store.repository import AttemptRecord
 
 Record = Callable[[AttemptRecord], Awaitable[None]]

@@ -16,15 +16,9 @@ from arbiter.clock import Clock, utcnow
 from arbiter.config import ClusterConfig, Config
 from arbiter.fence import target_for
 from arbiter.model import ClusterObservation, NodeObservation, SelfCheck, Snapshot
+from arbiter.probe.collect import CollectParseError, NodeFacts, collect_command, parse_collect
 from arbiter.probe.icmp import Pinger, PingResult
-from arbiter.probe.ssh import (
-    CollectParseError,
-    NodeFacts,
-    Runner,
-    Target,
-    collect_command,
-    parse_collect,
-)
+from arbiter.probe.ssh import Runner, Target
 
 NodeKey = tuple[str, str]  # (cluster, node)
 

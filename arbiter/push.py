@@ -14,7 +14,8 @@ from typing import Any
 from arbiter.clock import Clock, utcnow
 from arbiter.config import ClusterConfig, Config
 from arbiter.fence import target_for
-from arbiter.probe.ssh import MONITOR, Runner
+from arbiter.probe.collect import MONITOR
+from arbiter.probe.ssh import Runner
 
 log = logging.getLogger("arbiter.push")
 

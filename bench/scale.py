@@ -108,7 +108,7 @@ def hosts(n: int) -> list[str]:
 
 
 def collect_cmd() -> str:
-    from arbiter.probe.ssh import collect_command
+    from arbiter.probe.collect import collect_command
 
     return collect_command(["127.0.0.1"], 1.0)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from arbiter.probe.ssh import collect_command, parse_collect
+from arbiter.probe.collect import collect_command, parse_collect
 
 REPO = Path(__file__).resolve().parents[1]
 GATE = REPO / "deploy/keepalived/arbiter-gate"

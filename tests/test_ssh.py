@@ -10,7 +10,8 @@ import pytest
 
 from arbiter.fence import execute
 from arbiter.model import FenceMethod, FencePlan, VictimAction
-from arbiter.probe.ssh import SshPool, Target, collect_command, parse_collect
+from arbiter.probe.collect import collect_command, parse_collect
+from arbiter.probe.ssh import SshPool, Target
 from arbiter.sim.node import SimSite
 from arbiter.sim.scenario import GATEWAY, VIP1
 from arbiter.store.repository import AttemptRecord
@@ -160,7 +161,7 @@ async def test_fence_against_dead_sshd_fails_cleanly(site: SimSite, tmp_path: Pa
 
 @pytest.mark.parametrize("bad", ["", "@@addr\nnot json\n@@keepalived\nrunning\n@@gw\n@@end\n"])
 def test_parse_rejects_garbage(bad: str) -> None:
-    from arbiter.probe.ssh import CollectParseError
+    from arbiter.probe.collect import CollectParseError
 
     with pytest.raises(CollectParseError):
         parse_collect(bad, [])

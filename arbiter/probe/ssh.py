@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import math
-import shlex
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
 import asyncssh
-
-from arbiter.model import Address
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +94,15 @@ class SshPool:
         connect_timeout: float,
         keepalive_interval: float = 5.0,
         max_concurrent_connects: int = 100,
+        max_output: int = 1 << 20,
     ):
         self._keys = [asyncssh.read_private_key(k) for k in client_keys]
         self._known_hosts = asyncssh.read_known_hosts(known_hosts)
         self.connect_timeout = connect_timeout
         self.keepalive_interval = keepalive_interval
+        # what one command may answer; a director whose output never ends is cut off
+        # here, on every path, instead of driving our memory up
+        self.max_output = max_output
         self._conns: dict[Target, asyncssh.SSHClientConnection] = {}
         self._sessions: dict[Target, asyncssh.SSHClientProcess] = {}
         self._no_session: set[Target] = set()  # refused a session once: use run()
@@ -157,29 +156,35 @@ class SshPool:
             return await self.run(target, command, timeout)
         start = time.perf_counter()
         done = f"@@arbiter-done {id(self)}"
-        fresh = False
-        try:
-            proc = self._sessions.get(target)
-            if proc is None or proc.is_closing():
+        proc = self._sessions.get(target)
+        fresh = proc is None or proc.is_closing()
+        if fresh:
+            # A failed connect is the node's error, not a refused session: no second
+            # connect through run() (that made a dead node cost twice connect_timeout).
+            try:
                 conn = await self._connection(target)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a value
+                self.drop(target)
+                return CommandResult(False, None, "", "", _describe(exc, self.connect_timeout),
+                                     (time.perf_counter() - start) * 1000)
+        try:
+            if fresh:
                 # stderr is discarded: nothing reads it between rounds, and unread it
                 # would fill the channel window and stall the session after a while
                 proc = await conn.create_process("sh", encoding="utf-8",
                                                  stderr=asyncssh.DEVNULL)
                 self._sessions[target] = proc
-                fresh = True
+            assert proc is not None
             proc.stdin.write(session_line(command, done))
             async with asyncio.timeout(timeout):
-                # one read up to the marker, not a readline per output line (profiled)
-                try:
-                    body = await proc.stdout.readuntil(f"{done} ")
-                except asyncio.IncompleteReadError:  # the session ended: refused or died
-                    raise ConnectionResetError("session closed") from None
-                status = int((await proc.stdout.readline()).strip() or "-1")
-            out = [body[: -len(done) - 1]]
+                body, status = await _read_answer(proc.stdout, done, self.max_output)
         except TimeoutError:
             self.drop(target)
             return CommandResult(False, None, "", "", f"command timed out after {timeout}s",
+                                 (time.perf_counter() - start) * 1000)
+        except OutputTooLarge as exc:
+            self.drop(target)  # the rest of it is still coming: start the node afresh
+            return CommandResult(False, None, "", "", str(exc),
                                  (time.perf_counter() - start) * 1000)
         except Exception as exc:  # noqa: BLE001
             if fresh or isinstance(exc, ConnectionResetError):
@@ -196,10 +201,11 @@ class SshPool:
             self.drop(target)
             return CommandResult(False, None, "", "", _describe(exc, self.connect_timeout),
                                  (time.perf_counter() - start) * 1000)
-        return CommandResult(True, status, "".join(out), "", None,
-                             (time.perf_counter() - start) * 1000)
+        return CommandResult(True, status, body, "", None, (time.perf_counter() - start) * 1000)
 
     async def run(self, target: Target, command: str, timeout: float) -> CommandResult:
+        """A channel for one command; at most ``max_output`` characters of its stdout
+        and of its stderr are read, then the command is closed."""
         start = time.perf_counter()
         try:
             conn = await self._connection(target)
@@ -207,20 +213,29 @@ class SshPool:
             self.drop(target)
             return CommandResult(False, None, "", "", _describe(exc, self.connect_timeout),
                                  (time.perf_counter() - start) * 1000)
+        proc = None
         try:
-            res = await asyncio.wait_for(conn.run(command, check=False), timeout)
+            async with asyncio.timeout(timeout):
+                proc = await conn.create_process(command, encoding="utf-8",
+                                                 errors="replace")
+                out, err = await asyncio.gather(_read_capped(proc.stdout, self.max_output),
+                                                _read_capped(proc.stderr, self.max_output))
+                await proc.wait_closed()
+                status = proc.exit_status
         except TimeoutError:
             self.drop(target)
             return CommandResult(False, None, "", "", f"command timed out after {timeout}s",
+                                 (time.perf_counter() - start) * 1000)
+        except OutputTooLarge as exc:
+            if proc is not None:
+                proc.close()
+            return CommandResult(False, None, "", "", str(exc),
                                  (time.perf_counter() - start) * 1000)
         except Exception as exc:  # noqa: BLE001
             self.drop(target)
             return CommandResult(False, None, "", "", _describe(exc, self.connect_timeout),
                                  (time.perf_counter() - start) * 1000)
-        return CommandResult(
-            True, res.exit_status, _text(res.stdout), _text(res.stderr), None,
-            (time.perf_counter() - start) * 1000,
-        )
+        return CommandResult(True, status, out, err, None, (time.perf_counter() - start) * 1000)
 
     async def stream(self, target: Target, command: str):  # type: ignore[no-untyped-def]
         """Run a long-lived command on the pooled connection; yield "" once it runs,
@@ -255,97 +270,39 @@ class SshPool:
                 await asyncio.wait_for(c.wait_closed(), 2)
 
 
+class OutputTooLarge(Exception):
+    pass
+
+
+async def _read_capped(stream: asyncssh.SSHReader, cap: int) -> str:
+    parts: list[str] = []
+    size = 0
+    while chunk := await stream.read(65536):
+        size += len(chunk)
+        if size > cap:
+            raise OutputTooLarge(f"output exceeded {cap} characters: cut off")
+        parts.append(chunk)
+    return "".join(parts)
+
+
+async def _read_answer(stream: asyncssh.SSHReader, done: str, cap: int) -> tuple[str, int]:
+    """A session's answer: everything up to the done marker, and the exit status after
+    it. Reads whole chunks (usually the answer is one), never more than ``cap``."""
+    buf = ""
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:  # the session ended: refused or died
+            raise ConnectionResetError("session closed")
+        buf += chunk
+        at = buf.find(done, max(0, len(buf) - len(chunk) - len(done)))
+        if at >= 0 and "\n" in buf[at:]:
+            status = buf[at + len(done):buf.index("\n", at)].strip()
+            return buf[:at], int(status) if status.lstrip("-").isdigit() else -1
+        if len(buf) > cap:
+            raise OutputTooLarge(f"output exceeded {cap} characters: cut off")
+
+
 def _text(v: str | bytes | None) -> str:
     if v is None:
         return ""
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-
-
-# --- the collect command ----------------------------------------------------
-
-MARK = "@@arbiter-collect v1"
-MONITOR = "ip -o monitor address"  # push: one line per address added or deleted
-
-
-def _ping_loop(addrs: list[str], w: int) -> str:
-    if not addrs:
-        return ""
-    quoted = " ".join(shlex.quote(a) for a in addrs)
-    return (
-        f"for g in {quoted}; do ( if ping -n -q -c 1 -W {w} \"$g\" >/dev/null 2>&1; "
-        'then echo "$g up"; else echo "$g down"; fi ) & done; wait; '
-    )
-
-
-def collect_command(
-    gateways: list[str], ping_timeout: float, peers: list[str] | None = None
-) -> str:
-    """One POSIX sh command: addresses, keepalived state, the node's own view of its
-    gateways and of its peers. Pings run in parallel: one ping timeout at most."""
-    w = max(1, math.ceil(ping_timeout))
-    peer_part = f"echo @@peers; {_ping_loop(peers, w)}" if peers else ""
-    return (
-        f"echo '{MARK}'; echo @@addr; ip -j addr show; echo; echo @@keepalived; "
-        "if pidof keepalived >/dev/null 2>&1; then echo running; else echo stopped; fi; "
-        f"echo @@gw; {_ping_loop(gateways, w)}{peer_part}echo @@end"
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class NodeFacts:
-    addresses: tuple[Address, ...]
-    keepalived_running: bool
-    gateways: tuple[tuple[str, bool], ...]
-    peers: tuple[tuple[str, bool], ...] = ()
-
-
-class CollectParseError(ValueError):
-    pass
-
-
-def _updown(lines: list[str]) -> dict[str, bool]:
-    seen: dict[str, bool] = {}
-    for line in lines:
-        parts = line.split()
-        if len(parts) == 2 and parts[1] in ("up", "down"):
-            seen[parts[0]] = parts[1] == "up"
-    return seen
-
-
-def parse_collect(
-    stdout: str, gateways: list[str], peers: list[str] | None = None
-) -> NodeFacts:
-    sections: dict[str, list[str]] = {}
-    cur = None
-    for line in stdout.splitlines():
-        if line.startswith("@@") and not line.startswith("@@arbiter"):
-            cur = line[2:].strip()
-            sections[cur] = []
-        elif cur is not None:
-            sections[cur].append(line)
-    for need in ("addr", "keepalived", "gw", "end"):
-        if need not in sections:
-            raise CollectParseError(f"collect output lacks the @@{need} section")
-    try:
-        raw = json.loads("\n".join(sections["addr"]).strip() or "[]")
-    except json.JSONDecodeError as exc:
-        raise CollectParseError(f"`ip -j addr` output is not JSON ({exc.msg}); "
-                                "does the node have iproute2 with JSON support?") from None
-    addrs = []
-    for link in raw:
-        ifname = link.get("ifname", "?")
-        for ai in link.get("addr_info", []):
-            if "local" in ai:
-                addrs.append(Address(ai.get("label", ifname) if ifname == "lo" else ifname,
-                                     ai["local"], int(ai.get("prefixlen", 32))))
-    ka = [x.strip() for x in sections["keepalived"] if x.strip()]
-    if ka not in (["running"], ["stopped"]):
-        raise CollectParseError(f"unexpected keepalived state {ka!r}")
-    seen = _updown(sections["gw"])
-    peer_seen = _updown(sections.get("peers", []))
-    return NodeFacts(
-        addresses=tuple(addrs),
-        keepalived_running=ka == ["running"],
-        gateways=tuple((g, seen.get(g, False)) for g in gateways),
-        peers=tuple((p, peer_seen.get(p, False)) for p in peers or []),
-    )

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import asyncssh
 
-from arbiter.probe.ssh import MARK, MONITOR, session_line
+from arbiter.probe.collect import MARK, MONITOR
+from arbiter.probe.ssh import session_line
 
 
 @dataclass
@@ -36,6 +37,8 @@ class SimState:
     latency: float = 0.0  # seconds added to every command
     hang: bool = False  # accept the command, never answer
     collect_error: str | None = None  # the collect fails: exit 1 with this on stderr
+    addr_output: str | None = None  # a hostile node: this text instead of `ip -j addr`'s
+    flood: bool = False  # a hostile node: the collect's output never ends
     commands: list[str] = field(default_factory=list)
     # `ip -o monitor address` sessions: called with each line the kernel would print
     monitors: list = field(default_factory=list)
@@ -109,7 +112,8 @@ def respond(state: SimState, command: str) -> tuple[int, str, str]:
         gw_part, _, peer_part = command.partition("echo @@peers")
         m = _PING_LOOP.search(gw_part)
         gws = shlex.split(m.group(1)) if m else []
-        lines = [MARK, "@@addr", state.ip_json(), "", "@@keepalived",
+        addr = state.ip_json() if state.addr_output is None else state.addr_output
+        lines = [MARK, "@@addr", addr, "", "@@keepalived",
                  "running" if state.keepalived_running else "stopped", "@@gw"]
         lines += [f"{g} {'up' if state.gateways.get(g, False) else 'down'}" for g in gws]
         m = _PING_LOOP.search(peer_part)
@@ -140,6 +144,15 @@ def respond(state: SimState, command: str) -> tuple[int, str, str]:
             return 0, "", ""
         return 2, "", "RTNETLINK answers: Cannot assign requested address\n"
     return 127, "", f"sh: 1: {command.split()[0] if command.split() else ''}: not found\n"
+
+
+async def _flood(process: asyncssh.SSHServerProcess) -> None:
+    """Output that never ends, until the client closes the channel (bounded: an hour)."""
+    chunk = "@@addr " + "x" * 65529 + "\n"
+    deadline = asyncio.get_running_loop().time() + 3600
+    while asyncio.get_running_loop().time() < deadline:
+        process.stdout.write(chunk)
+        await process.stdout.drain()
 
 
 class _Server(asyncssh.SSHServer):
@@ -224,6 +237,8 @@ class SimNode:
                 if m is None:  # a plain command line
                     respond(self.state, line.rstrip("\n"))
                     continue
+                if self.state.flood and MARK in m.group(1):
+                    await _flood(process)
                 status, out, _err = respond(self.state, m.group(1))
                 # like sh's one printf: output, marker and status in one write
                 process.stdout.write(f"{out.rstrip(chr(10))}\n{m.group(2)} {status}\n")
@@ -244,6 +259,8 @@ class SimNode:
             return
         if st.hang:
             await asyncio.sleep(3600)
+        if st.flood and MARK in cmd:
+            await _flood(process)
         if st.latency:
             await asyncio.sleep(st.latency)
         status, out, err = respond(st, cmd)
