@@ -8,7 +8,7 @@ import json
 import logging
 import signal
 import sys
-from datetime import UTC
+from datetime import UTC, timedelta
 from pathlib import Path
 
 from arbiter import config as config_mod
@@ -215,6 +215,7 @@ async def _check(cfg: Config) -> int:
             # What would happen once confirmed: the same pure policy, primed.
             primed = History(clusters=((c.name, ClusterHistory(
                 split_streak=cfg.arbiter.confirm_rounds - 1,
+                split_since=snap.at - timedelta(seconds=cfg.confirm_span),
                 incident=IncidentMemory(id=None, state=IncidentState.OPEN),
                 incumbents=(),
             )),))

@@ -72,6 +72,12 @@ class ArbiterSection(_Strict):
         description="confirm a split brain by time instead of rounds: it must have lasted "
         "this many seconds, over at least two observations",
     )
+    confirm_min_span: float = Field(
+        0.5, ge=0, le=3600,
+        description="a split brain is confirmed only once it has lasted this many seconds, "
+        "whatever woke the rounds (push events, notify, fence results): in a normal VRRP "
+        "handover the new master adds the VIP a moment before the old one drops it",
+    )
     push: bool = Field(
         True, description="watch each director's addresses (ip monitor over SSH) and run a "
         "round at once when a VIP moves",
@@ -314,6 +320,12 @@ class Config(_Strict):
     def round_budget(self) -> float:
         """Upper bound of one node's observation: connect then run."""
         return self.ssh.connect_timeout + self.ssh.command_timeout
+
+    @property
+    def confirm_span(self) -> float:
+        """How long a split brain must have lasted before it is confirmed."""
+        a = self.arbiter
+        return max(a.confirm_after or 0.0, a.confirm_min_span)
 
     @property
     def stale_after(self) -> float:

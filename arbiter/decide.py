@@ -244,13 +244,13 @@ def _maybe_fence(
     inc = hist.incident
     if inc is None:
         return None, ""
-    if a.confirm_after is not None:
-        lasted = (now - hist.split_since).total_seconds() if hist.split_since else 0.0
-        if hist.split_streak < 2 or lasted < a.confirm_after:
-            return None, (f"waiting for confirmation ({lasted:.2f}s of {a.confirm_after}s, "
-                          f"{hist.split_streak} observation(s))")
-    elif hist.split_streak < a.confirm_rounds:
-        return None, "waiting for confirmation"
+    # Confirmation spans time as well as observations: rounds woken by events can come
+    # min_round_gap apart, and a normal handover's overlap must never look confirmed.
+    lasted = (now - hist.split_since).total_seconds() if hist.split_since else 0.0
+    need_obs = 2 if a.confirm_after is not None else a.confirm_rounds
+    if hist.split_streak < need_obs or lasted < config.confirm_span:
+        return None, (f"waiting for confirmation ({lasted:.2f}s of {config.confirm_span:g}s, "
+                      f"{hist.split_streak} of {need_obs} observations)")
     if inc.state is IncidentState.FENCING:
         return None, "a fence is already in flight"
     if inc.state is IncidentState.FENCED:

@@ -96,9 +96,9 @@ class Scheduler:
 
 
 def confirm_due(history: History, confirm_after: float | None) -> datetime | None:
-    """When a split brain being confirmed by time becomes due: run a round then, not at
-    the next interval."""
-    if confirm_after is None:
+    """When a split brain being confirmed becomes old enough (``Config.confirm_span``):
+    run a round then, not at the next interval."""
+    if not confirm_after:
         return None
     dues = [
         h.split_since + timedelta(seconds=confirm_after)

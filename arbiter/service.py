@@ -215,7 +215,7 @@ class Arbiter:
                 self._publish()
             sched.round_ends(start, self.mono())
             self._wake.clear()
-            due = confirm_due(self.history, self.config.arbiter.confirm_after)
+            due = confirm_due(self.history, self.config.confirm_span)
             confirm_in = (due - self.clock()).total_seconds() if due is not None else None
             wait, deadline_first = sched.sleep_for(self.mono(), confirm_in)
             if wait <= 0:

@@ -71,6 +71,10 @@ async def site(tmp_path: Path) -> AsyncIterator[SimSite]:
 
 
 def write_config(site: SimSite, tmp_path: Path, **arbiter: object) -> config_mod.Config:
+    # These tests drive rounds back to back to test what a round records and does; the
+    # time a split must last (confirm_min_span, 0.5 s by default) is tested on its own
+    # (test_cycle.py, tests/unit/test_invariants.py), so here it is 0 unless asked.
+    arbiter.setdefault("confirm_min_span", 0.0)
     p = tmp_path / "arbiter.toml"
     p.write_text(site_config(site, [VIP1], f"sqlite:///{tmp_path / 'arbiter.db'}",
                              **arbiter))  # type: ignore[arg-type]

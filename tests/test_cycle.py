@@ -368,3 +368,19 @@ async def test_restart_mid_split_keeps_the_incumbent(site: SimSite, make_arbiter
     assert (inc["survivor"], inc["victims"]) == ("lb2", ["lb1"])
     assert "incumbent" in arb2.repo.get_incident(inc["id"])["decision"]["reason"]
     assert site.state("lb2").holds(VIP1) and not site.state("lb1").holds(VIP1)
+
+
+async def test_rounds_woken_early_do_not_confirm_before_the_minimum_span(
+    site: SimSite, make_arbiter
+) -> None:
+    """The default confirm_min_span (0.5 s): three observations 50 ms apart, as push
+    events and notify POSTs can wake them, are not a confirmed split brain."""
+    arb = await make_arbiter(site, confirm_min_span=0.5)
+    await rounds(arb, 1)
+    site.state("lb2").add("eth0", VIP1, 24)
+    await rounds(arb, 3, gap=0.05)
+    assert "systemctl stop keepalived" not in site.state("lb2").commands
+    assert "of 0.5s" in arb.view.assessment.cluster("web").reason
+    await asyncio.sleep(0.5)
+    await rounds(arb, 1)
+    assert "systemctl stop keepalived" in site.state("lb2").commands

@@ -229,6 +229,7 @@ class SshPool:
         except OutputTooLarge as exc:
             if proc is not None:
                 proc.close()
+            self.drop(target)  # what it still sends is in flight: start the node afresh
             return CommandResult(False, None, "", "", str(exc),
                                  (time.perf_counter() - start) * 1000)
         except Exception as exc:  # noqa: BLE001

@@ -150,9 +150,12 @@ async def _flood(process: asyncssh.SSHServerProcess) -> None:
     """Output that never ends, until the client closes the channel (bounded: an hour)."""
     chunk = "@@addr " + "x" * 65529 + "\n"
     deadline = asyncio.get_running_loop().time() + 3600
-    while asyncio.get_running_loop().time() < deadline:
-        process.stdout.write(chunk)
-        await process.stdout.drain()
+    try:
+        while asyncio.get_running_loop().time() < deadline:
+            process.stdout.write(chunk)
+            await process.stdout.drain()
+    except (asyncssh.Error, OSError):  # the client closed the channel, as sshd sees it
+        pass
 
 
 class _Server(asyncssh.SSHServer):

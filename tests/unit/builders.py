@@ -81,7 +81,10 @@ class Driver:
     log: list[Assessment] = field(default_factory=list)
 
     def round(self, *nodes: NodeObservation, sees_gateway: bool = True,
-              tilt: str | None = None) -> Assessment:
+              tilt: str | None = None, at: datetime | None = None) -> Assessment:
+        """One round ``interval`` after the last, or at ``at`` (rounds woken early)."""
+        if at is not None:
+            self.now = at
         snap = Snapshot(
             at=self.now,
             self_check=SelfCheck(gateways=((GW, sees_gateway),), tilt_reason=tilt),

@@ -135,3 +135,39 @@ def test_confirm_after_never_fences_early(sc, after: float) -> None:  # type: ig
         if ca.fence is not None:
             assert run_len >= 2
             assert run_start is not None and (now - run_start).total_seconds() >= after
+
+
+@st.composite
+def handover(draw: st.DrawFn):  # type: ignore[no-untyped-def]
+    """Round times as events would wake them (gaps from min_round_gap up), and a VRRP
+    handover: lb1 alone, both for at most 300 ms, then one of them alone."""
+    gaps = draw(st.lists(st.floats(0.05, 2.0), min_size=4, max_size=40))
+    overlap_start = draw(st.floats(0.0, sum(gaps)))
+    overlap = draw(st.floats(0.0, 0.3))
+    after = draw(st.sampled_from(["lb1", "lb2"]))
+    confirm_after = draw(st.sampled_from([None, None, 0.1, 0.3]))
+    return gaps, overlap_start, overlap, after, confirm_after
+
+
+@settings(max_examples=400, deadline=None)
+@given(handover())
+def test_a_handover_overlap_of_300ms_is_never_fenced(h) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from tests.unit.builders import T0
+
+    gaps, start, overlap, after, confirm_after = h
+    kw = {"confirm_after": confirm_after} if confirm_after else {}
+    d = Driver(make_config(**kw))
+    t = 0.0
+    for gap in gaps:
+        t += gap
+        if t < start:
+            holders = {"lb1"}
+        elif t <= start + overlap:
+            holders = {"lb1", "lb2"}
+        else:
+            holders = {after}
+        obs = [node(n, (VIP1,) if n in holders else ()) for n in ("lb1", "lb2")]
+        ca = d.web(d.round(*obs, at=T0 + timedelta(seconds=t)))
+        assert ca.fence is None, (t, ca.reason)
