@@ -50,6 +50,7 @@ class Fencer:
             asyncio.Queue()
         self._supervisor: asyncio.Task[None] | None = None
         self._fencing: dict[str, asyncio.Event] = {}  # cluster -> set when its fence ends
+        self._fencing_incident: dict[str, int] = {}
         self._pending: set[asyncio.Event] = set()
         self._finished: list[FenceFinished] = []
 
@@ -111,9 +112,13 @@ class Fencer:
         if self.in_flight(cluster.name):  # the policy prevents this
             log.error("[%s] fence already in flight; refusing a second one", cluster.name)
             return False
+        self._fencing_incident[cluster.name] = incident
         self._fencing[cluster.name] = self._submit(
             f"fence-{cluster.name}-{incident}", self._fence(cluster, plan, incident, attempt))
         return True
+
+    def incidents_in_flight(self) -> frozenset[int]:
+        return frozenset(i for c, i in self._fencing_incident.items() if self.in_flight(c))
 
     def take_finished(self) -> list[FenceFinished]:
         out, self._finished = self._finished, []

@@ -16,49 +16,88 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 from arbiter.clock import Clock, utcnow
-from arbiter.effects import OpenIncident, RecordDecision, RecordEffect, is_action
+from arbiter.effects import (
+    ChangeState,
+    OpenIncident,
+    RecordDecision,
+    RecordEffect,
+    ReleaseHold,
+    is_action,
+)
 from arbiter.incident_fsm import IllegalTransition
 from arbiter.memory import ARBITER, Committed
 from arbiter.model import Assessment, IncidentState, Snapshot
 from arbiter.serialize import cluster_evidence, fence_plan
-from arbiter.store.repository import AttemptRecord, Repository, StoreError
+from arbiter.store.repository import DB_TIMEOUT, AttemptRecord, Repository, StoreError
 from arbiter.store.rows import ClusterMemoryRow, IncidentRow
 
 log = logging.getLogger("arbiter.ledger")
 
 BACKLOG_MAX = 10_000  # unwritten fence records kept through an outage
+FAILING_TIMEOUT = 0.5  # seconds the probe may take while the database is known to fail
+CLIENT_MARGIN = 1.0  # the client waits this much longer than the database's own timeouts
+EXECUTOR_THREADS = 8
 
 
 class Ledger:
-    def __init__(self, repo: Repository, clock: Clock = utcnow):
+    def __init__(self, repo: Repository, clock: Clock = utcnow, timeout: float = DB_TIMEOUT):
         self.repo = repo
         self.clock = clock
+        self.timeout = timeout
+        # its own threads: a call stuck on a frozen database must not take the default
+        # executor's few threads from the ICMP probe
+        self._executor = ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="ledger")
         self.db_error: str | None = None
         self.db_error_at: datetime | None = None
         self._backlog: deque[tuple[str, Callable[[], Any]]] = deque(maxlen=BACKLOG_MAX)
         # counts the calls that returned: a cached read taken before the current
         # generation may be out of date (api.reader)
         self.generation = 0
+        # a write timed out on our side: it may still land. The service re-reads its
+        # memory from the store (as a restart would) once the database answers again.
+        self.unknown_outcome = False
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """One repository call off the event loop; a StoreError sets db_error and is
-        raised again for the caller to decide what not to do."""
-        try:
-            res = await asyncio.to_thread(fn, *args)
-        except StoreError as exc:
-            if self.db_error is None:
-                log.error("database error: %s", exc)
-            self.db_error, self.db_error_at = str(exc), self.clock()
-            raise
+        """One repository call off the event loop, bounded in time. A StoreError (a
+        timeout included) sets db_error and is raised again for the caller to decide
+        what not to do.
+
+        The database's own timeouts (busy, statement, lock) come first, so a failed
+        write is a known failure; the client-side deadline is longer and only catches
+        a server that cannot answer at all (frozen). While the database is failing,
+        a side-effect-free probe with a short deadline goes first, so a round is not
+        held up by every call in turn, and no write is sent that might land later."""
+        if self.db_error is not None:
+            await self._bounded(self.repo.ping, FAILING_TIMEOUT)
+        res = await self._bounded(fn, self.timeout + CLIENT_MARGIN, *args)
         self.generation += 1
         if self.db_error is not None:
             log.info("database reachable again")
             self.db_error = None
         return res
+
+    async def _bounded(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any:
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            if fn is not self.repo.ping:
+                self.unknown_outcome = True
+            self._failed(StoreError(f"the database did not answer within {timeout:g}s"))
+            raise StoreError(self.db_error) from None
+        except StoreError as exc:
+            self._failed(exc)
+            raise
+
+    def _failed(self, exc: StoreError) -> None:
+        if self.db_error is None:
+            log.error("database error: %s", exc)
+        self.db_error, self.db_error_at = str(exc), self.clock()
 
     # --- a round ---------------------------------------------------------------
     async def commit(self, snap: Snapshot, a: Assessment) -> Committed:
@@ -77,17 +116,26 @@ class Ledger:
                                            for e in ca.effects):
                     evidence = cluster_evidence(obs, ca, list(dict(ca.holders)))
                 batches.append((ca.cluster, ca.effects, evidence))
+        db_down = False
         for cluster, effects, evidence in batches:
             records: list[RecordEffect] = [e for e in effects if not is_action(e)]
             if not records:
+                continue
+            if db_down:
+                # the database failed for an earlier batch of this round: the rest wait
+                # for the next round instead of each waiting for a timeout now
+                failed.add(cluster)
                 continue
             decisions = {n: fence_plan(e.plan) for n, e in enumerate(records)
                          if isinstance(e, RecordDecision)}
             try:
                 ids[cluster] = await self.call(self.repo.apply, cluster, records, snap.at,
                                                evidence, decisions)
+                for e in records:
+                    _log_committed(cluster, e)
             except StoreError:
                 failed.add(cluster)
+                db_down = True
             except IllegalTransition:
                 # A bug, not an outage: record nothing and act on nothing for this
                 # cluster, and say so loudly.
@@ -119,6 +167,10 @@ class Ledger:
         except IllegalTransition:
             log.exception("refused by the incident state machine: %s", what)
 
+    async def flush(self) -> bool:
+        """Write what an outage kept back; False while the database still fails."""
+        return await self._flush_backlog()
+
     async def _flush_backlog(self) -> bool:
         while self._backlog:
             what, fn = self._backlog[0]
@@ -140,3 +192,18 @@ class Ledger:
     async def restore_rows(self) -> tuple[list[IncidentRow], dict[str, ClusterMemoryRow]]:
         return (await self.call(self.repo.unresolved),
                 await self.call(self.repo.cluster_memories))
+
+
+def _log_committed(cluster: str | None, e: RecordEffect) -> None:
+    """One log line per committed record, in words (the incident's timeline has more)."""
+    where = f"[{cluster or 'arbiter'}]"
+    if isinstance(e, OpenIncident):
+        log.warning("%s %s opened: %s", where, e.kind.value, e.reason)
+    elif isinstance(e, RecordDecision):
+        log.warning("%s %s: %s", where, "dry run decision" if e.plan.dry_run else "fencing",
+                    e.plan.reason)
+    elif isinstance(e, ChangeState):
+        log.info("%s incident %s: %s -> %s: %s", where, e.incident, e.src.value, e.dst.value,
+                 e.message)
+    elif isinstance(e, ReleaseHold):
+        log.info("%s %s", where, e.why)

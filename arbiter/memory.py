@@ -113,9 +113,12 @@ RESTARTED_MID_FENCE = ("arbiter restarted while this fence was in flight; outcom
 
 def restore(
     clusters: list[str], rows: list[IncidentRow], memories: dict[str, ClusterMemoryRow],
+    in_flight: frozenset[int] = frozenset(),
 ) -> tuple[History, tuple[ChangeState, ...], list[str]]:
     """The memory after a restart: the same survivor rule inputs (incumbents), every
     hold (also the intended hold of a fence that was in flight), and open incidents.
+    ``in_flight``: incidents whose fence this process is still running (a re-read
+    after a database timeout, not a restart): they stay FENCING.
     Returns the history, the state changes to commit, and warnings to log."""
     hists = {
         c: ClusterHistory(epoch=m.epoch if (m := memories.get(c)) else 0,
@@ -137,7 +140,7 @@ def restore(
         h = hists[r.cluster]
         state = r.state
         held = r.held_nodes
-        if state is IncidentState.FENCING:
+        if state is IncidentState.FENCING and r.id not in in_flight:
             # We died mid-fence: whoever the fence meant to stop may be stopped. Hold
             # them (release runs recover_command, which is harmless if it is running).
             held = tuple(dict.fromkeys(held + r.pending_hold))

@@ -40,7 +40,7 @@ from arbiter.probe.icmp import Pinger
 from arbiter.probe.ssh import Runner
 from arbiter.push import PushWatcher
 from arbiter.schedule import Scheduler, confirm_due
-from arbiter.store.repository import Repository
+from arbiter.store.repository import Repository, StoreError
 from arbiter.view import PushStats, RoundStats, View
 
 log = logging.getLogger("arbiter.service")
@@ -99,7 +99,8 @@ class Arbiter:
         lost on restart, and an incident already fenced is never fenced again."""
         rows, memories = await self.ledger.restore_rows()
         history, changes, warnings = memory.restore(
-            [c.name for c in self.config.clusters], rows, memories)
+            [c.name for c in self.config.clusters], rows, memories,
+            self.fencer.incidents_in_flight())
         for w in warnings:
             log.warning(w)
         if changes:
@@ -141,6 +142,8 @@ class Arbiter:
                 hist = memory.fold_fence(self.history.cluster(f.cluster), f.incident,
                                          f.report.ok, f.report.held, f.at)
                 self.history = memory.with_cluster(self.history, f.cluster, hist)
+            if self.ledger.unknown_outcome:
+                await self._reread_memory()
             self.history = await self.intents.carry_out(self.config, self.history)
             snap = await self.observer.observe(self.scheduler.tilt.active(self.clock()))
             assessment = decide.assess(self.config, snap, self.history, snap.at)
@@ -155,6 +158,20 @@ class Arbiter:
             if self._stats.count == 1:
                 settle_heap()
             return assessment
+
+    async def _reread_memory(self) -> None:
+        """A database call timed out on our side, so it may have landed after all: once
+        the database answers again, the memory is read back from the store, as at a
+        restart, instead of trusting what this process believes it wrote."""
+        try:
+            if not await self.ledger.flush():
+                return
+            await self.restore()
+        except StoreError:
+            return
+        self.ledger.unknown_outcome = False
+        log.warning("memory re-read from the store: a database call had timed out and "
+                    "its outcome was unknown")
 
     def _act(self, a: Assessment, committed: Committed) -> None:
         """Hand the actions of committed clusters to the fencer; never the others."""

@@ -70,13 +70,14 @@ async def site(tmp_path: Path) -> AsyncIterator[SimSite]:
     await s.close()
 
 
-def write_config(site: SimSite, tmp_path: Path, **arbiter: object) -> config_mod.Config:
+def write_config(site: SimSite, tmp_path: Path, database: str | None = None,
+                 **arbiter: object) -> config_mod.Config:
     # These tests drive rounds back to back to test what a round records and does; the
     # time a split must last (confirm_min_span, 0.5 s by default) is tested on its own
     # (test_cycle.py, tests/unit/test_invariants.py), so here it is 0 unless asked.
     arbiter.setdefault("confirm_min_span", 0.0)
     p = tmp_path / "arbiter.toml"
-    p.write_text(site_config(site, [VIP1], f"sqlite:///{tmp_path / 'arbiter.db'}",
+    p.write_text(site_config(site, [VIP1], database or f"sqlite:///{tmp_path / 'arbiter.db'}",
                              **arbiter))  # type: ignore[arg-type]
     return config_mod.load(p)
 
@@ -88,10 +89,10 @@ async def make_arbiter(tmp_path: Path):  # type: ignore[no-untyped-def]
     made: list[Arbiter] = []
 
     async def _make(site: SimSite, runner_wrapper=None, pinger_wrapper=None,  # type: ignore[no-untyped-def]
-                    **arbiter: object) -> Arbiter:
+                    database: str | None = None, **arbiter: object) -> Arbiter:
         """runner_wrapper / pinger_wrapper wrap the real SSH pool and ICMP pinger
         (spies, a failing gateway): real I/O underneath, never a mock."""
-        cfg = write_config(site, tmp_path, **arbiter)
+        cfg = write_config(site, tmp_path, database, **arbiter)
         engine = make_engine(cfg.arbiter.database)
         migrate.upgrade(engine)
         runner = SshPool(cfg.ssh.client_keys, cfg.ssh.known_hosts, cfg.ssh.connect_timeout)

@@ -57,10 +57,26 @@ class AttemptRecord:
         return (self.finished_at - self.started_at).total_seconds() * 1000
 
 
-def make_engine(url: str) -> Engine:
-    kw: dict[str, Any] = {"pool_pre_ping": True}
+DB_TIMEOUT = 2.0  # seconds: connect, lock wait and statement, each
+
+
+def make_engine(url: str, timeout: float = DB_TIMEOUT) -> Engine:
+    """An engine whose every wait is bounded: a hung database becomes an error within
+    ``timeout`` (the Ledger also bounds each call from the client side, since a frozen
+    server enforces nothing)."""
+    kw: dict[str, Any] = {"pool_pre_ping": True, "pool_timeout": timeout}
     if url.startswith("sqlite"):
-        kw["connect_args"] = {"check_same_thread": False, "timeout": 5}
+        # `timeout` is SQLite's busy timeout: how long a write waits for the lock
+        kw["connect_args"] = {"check_same_thread": False, "timeout": timeout}
+    elif url.startswith("postgresql"):
+        ms = int(timeout * 1000)
+        kw["connect_args"] = {
+            "connect_timeout": max(1, round(timeout)),
+            # statements and lock waits end server-side; and UTF-8 whatever the cluster's
+            # encoding (an SQL_ASCII database made psycopg return bytes)
+            "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+            "client_encoding": "utf8",
+        }
     engine = create_engine(url, **kw)
     if url.startswith("sqlite"):
 
