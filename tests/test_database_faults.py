@@ -115,7 +115,7 @@ async def test_an_outage_mid_fence_loses_neither_steps_nor_the_hold(
     await rounds(arb, 2)  # confirmed and fenced; every write after the decision fails
     assert not site.state("lb2").keepalived_running
     await rounds(arb, 1)  # the next round's view shows it
-    assert arb.view.db_error and arb.view.unwritten >= 3  # steps and the result, kept
+    assert arb.view.db_error and arb.view.unwritten >= 1  # the result (and what followed)
     spy.heal()
     await rounds(arb, 2)
     assert arb.view.db_error is None and arb.view.unwritten == 0
