@@ -61,6 +61,7 @@ class Ledger:
         # a write timed out on our side: it may still land. The service re-reads its
         # memory from the store (as a restart would) once the database answers again.
         self.unknown_outcome = False
+        self.file_problem: str | None = None  # the SQLite file deleted or replaced
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """One repository call off the event loop, bounded in time. A StoreError (a
@@ -101,6 +102,10 @@ class Ledger:
 
     # --- a round ---------------------------------------------------------------
     async def commit(self, snap: Snapshot, a: Assessment) -> Committed:
+        problem = self.repo.file_problem()  # a stat: cheap enough for every round
+        if problem != self.file_problem:
+            (log.error if problem else log.info)("database file: %s", problem or "fine again")
+            self.file_problem = problem
         ids: dict[str | None, dict] = {}
         failed: set[str | None] = set()
         if not await self._flush_backlog():

@@ -198,7 +198,8 @@ class Arbiter:
             push=PushStats(self.config.arbiter.push, self.push.up, self.push.events,
                            self.push.last),
             db_error=self.ledger.db_error, db_error_at=self.ledger.db_error_at,
-            unwritten=self.ledger.backlog, tilt_until=tilt.until, tilt_reason=tilt.reason,
+            unwritten=self.ledger.backlog, db_file_problem=self.ledger.file_problem,
+            tilt_until=tilt.until, tilt_reason=tilt.reason,
             last_error=self._last_error, last_seen=dict(self.observer.last_seen),
             last_event=dict(self.intents.last_event), gateway_view=dict(self.observer.gateway_view),
         )

@@ -45,6 +45,7 @@ class View:
     db_error: str | None = None
     db_error_at: datetime | None = None
     unwritten: int = 0  # fence records waiting for the database
+    db_file_problem: str | None = None
     tilt_until: datetime | None = None
     tilt_reason: str | None = None
     last_error: str | None = None

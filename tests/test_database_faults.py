@@ -124,3 +124,41 @@ async def test_an_outage_mid_fence_loses_neither_steps_nor_the_hold(
     assert "fenced" in [t["state"] for t in full["timeline"]]  # the result, written late
     assert full["held"] and full["held_nodes"] == ["lb2"]  # and the hold with it
     assert [a["step"] for a in full["fence_attempts"]][:2] == ["fence_command", "verify"]
+
+
+async def test_a_deleted_sqlite_file_is_noticed_and_said(site: SimSite, make_arbiter,
+                                                         tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    from arbiter.api.app import create_app
+
+    arb = await make_arbiter(site)
+    await rounds(arb, 1)
+    app = create_app(arb)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://arbiter") as c:
+        assert (await c.get("/readyz")).status_code == 200
+        os.unlink(tmp_path / "arbiter.db")
+        await rounds(arb, 1)
+        r = await c.get("/readyz")
+        assert r.status_code == 503 and "arbiter.db" not in r.text  # no path to anyone
+        status = (await c.get("/status")).json()["arbiter"]
+        assert "was deleted" in status["db_file_problem"]
+
+
+def test_an_unwritable_shm_file_is_refused_naming_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SQLite maps the -shm file; one it cannot write must be refused up front."""
+    import pytest
+
+    from arbiter.store.repository import StoreError, make_engine
+
+    db = tmp_path / "arbiter.db"
+    db.touch()
+    shm = tmp_path / "arbiter.db-shm"
+    shm.touch()
+    subprocess.run(["chattr", "+i", str(shm)], check=True)
+    try:
+        with pytest.raises(StoreError, match="arbiter.db-shm is not writable"):
+            make_engine(f"sqlite:///{db}")
+    finally:
+        subprocess.run(["chattr", "-i", str(shm)], check=True)

@@ -258,13 +258,15 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@open_router.get("/readyz", summary="Database reachable and rounds running and fresh")
+@open_router.get("/readyz", summary="Database takes writes, and rounds are running and fresh")
 def readyz(arb: ArbiterDep) -> JSONResponse:
     problems = []
     try:
-        arb.repo.ping()
+        arb.repo.check_write("arbiter", _now())  # a write, not only a read
     except StoreError as exc:
-        problems.append(f"database: {exc}")
+        # open to anyone: no host, port or path here; the reason is in /status and the log
+        log.warning("readyz: database: %s", exc)
+        problems.append("database: cannot write (the reason is in /status and the log)")
     stale = arb.view.staleness(_now())
     if stale:
         problems.append(f"rounds: {stale}")

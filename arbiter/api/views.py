@@ -112,6 +112,7 @@ def status(view: View, now: datetime) -> dict:
                      "events": rt.push.events, "last": rt.push.last},
             "db_error": rt.db_error,
             "unwritten_fence_records": rt.unwritten,
+            "db_file_problem": rt.db_file_problem,
             "last_error": rt.last_error,
             "isolated_incident": history.isolated_incident,
         },

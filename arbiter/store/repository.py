@@ -7,12 +7,14 @@ of crashing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Engine, create_engine, event, make_url, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,7 +31,14 @@ from arbiter.effects import (
 from arbiter.model import FenceMode, IncidentKind, IncidentState
 from arbiter.store import queries
 from arbiter.store.rows import ClusterMemoryRow, IncidentRow
-from arbiter.store.tables import ClusterState, FenceAttempt, Incident, IncidentEvent, NodeEvent
+from arbiter.store.tables import (
+    ClusterState,
+    FenceAttempt,
+    Heartbeat,
+    Incident,
+    IncidentEvent,
+    NodeEvent,
+)
 
 MAX_PAGE = queries.MAX_PAGE
 CursorError = queries.CursorError
@@ -77,6 +86,8 @@ def make_engine(url: str, timeout: float = DB_TIMEOUT) -> Engine:
             "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
             "client_encoding": "utf8",
         }
+    if url.startswith("sqlite"):
+        sqlite_preflight(url)
     engine = create_engine(url, **kw)
     if url.startswith("sqlite"):
 
@@ -90,6 +101,29 @@ def make_engine(url: str, timeout: float = DB_TIMEOUT) -> Engine:
             cur.close()
 
     return engine
+
+
+def sqlite_file(url: str) -> Path | None:
+    path = make_url(url).database
+    return Path(path) if path and path != ":memory:" else None
+
+
+def sqlite_preflight(url: str) -> None:
+    """Refuse, naming the file, a database SQLite could open but not write: an
+    unwritable -wal or -shm (SQLite maps the -shm file into memory, and a mapping it
+    cannot extend ends the process with SIGBUS), or a directory where neither can be
+    made."""
+    path = sqlite_file(url)
+    if path is None:
+        return
+    for f in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if f.exists() and not os.access(f, os.W_OK):
+            raise StoreError(f"{f} is not writable (permissions or an immutable attribute): "
+                             "the arbiter must be able to write its database")
+    folder = path.parent if str(path.parent) else Path(".")
+    if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        raise StoreError(f"{folder} is not writable: SQLite needs to create {path.name}-wal "
+                         f"and {path.name}-shm beside {path.name}")
 
 
 def _open(s: Session, kind: IncidentKind, cluster: str | None, at: datetime, reason: str,
@@ -197,6 +231,9 @@ class Repository:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        path = sqlite_file(str(engine.url)) if engine.url.get_backend_name() == "sqlite" \
+            else None
+        self._file = (path, path.stat().st_ino) if path is not None and path.exists() else None
 
     @classmethod
     def from_url(cls, url: str) -> Repository:
@@ -212,6 +249,35 @@ class Repository:
     # --- health -----------------------------------------------------------
     def ping(self) -> None:
         self._tx(lambda s: s.execute(text("SELECT 1")))
+
+    def check_write(self, name: str, at: datetime) -> None:
+        """Write this arbiter's heartbeat row: readiness proves writes, not only reads."""
+
+        def fn(s: Session) -> None:
+            row = s.get(Heartbeat, name)
+            if row is None:
+                s.add(Heartbeat(name=name, at=at))
+            else:
+                row.at = at
+
+        self._tx(fn)
+        if (problem := self.file_problem()) is not None:
+            raise StoreError(problem)
+
+    def file_problem(self) -> str | None:
+        """A SQLite file deleted or replaced under us: writes go to a file no restart
+        will see again, so say so (None: fine, or not SQLite)."""
+        if self._file is None:
+            return None
+        path, inode = self._file
+        try:
+            now = path.stat().st_ino
+        except FileNotFoundError:
+            return f"the database file {path} was deleted: history written now is lost at " \
+                   "the next restart; restore the file and restart the arbiter"
+        if now != inode:
+            return f"the database file {path} was replaced by another file since start-up"
+        return None
 
     # --- a round's effects, in one transaction ----------------------------------
     def apply(

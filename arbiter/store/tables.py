@@ -140,3 +140,12 @@ class NodeEvent(Base):
     source: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (Index("ix_node_events_cluster_node", "cluster", "node", "id"),)
+
+
+class Heartbeat(Base):
+    """Written by /readyz: readiness means the database takes writes, not only reads."""
+
+    __tablename__ = "heartbeat"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
