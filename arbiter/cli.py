@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import signal
+import socket
 import sys
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -77,37 +78,65 @@ async def _serve(cfg: Config) -> int:
 
     from arbiter.api.app import create_app, with_fast_verdict
 
+    host, port = config_mod.parse_listen(cfg.arbiter.listen)
+    # Bind first: with the port taken, stop here, before a word about serving and
+    # before a single SSH connection to the directors.
+    try:
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
+                                    else socket.AF_INET, reuse_port=False)
+    except OSError as exc:
+        raise RuntimeError(f"cannot listen on {cfg.arbiter.listen}: {exc.strerror}") from None
     arb, pool = build_arbiter(cfg)
     await arb.restore()
     # The event loop answers the gates' /verdict while worker threads build incident
     # pages and /status. Each time the loop wakes it must take the GIL back from a
     # busy thread, which yields it once per switch interval: 5 ms by default, and
-    # /verdict's tail under mixed load (BENCHMARKS.md, section 3).
+    # /verdict's tail under mixed load (BENCHMARKS.md, section 4).
     sys.setswitchinterval(SWITCH_INTERVAL)
-    host, port = config_mod.parse_listen(cfg.arbiter.listen)
     app = create_app(arb, run_loop=True)
 
-    # Housekeeping off the round path: a periodic one-line summary for the journal.
+    # Housekeeping off the round path (APScheduler): a one-line summary for the journal,
+    # and the retention of keepalived events.
     sched = AsyncIOScheduler(timezone=UTC)
     sched.add_job(lambda: _summary(arb), "interval", seconds=60, id="summary",
+                  max_instances=1, coalesce=True)
+    sched.add_job(_prune_events, "interval", args=[arb], minutes=10, id="retention",
                   max_instances=1, coalesce=True)
     sched.start()
     tls = {}
     if cfg.api.tls_certfile:
         tls = {"ssl_certfile": cfg.api.tls_certfile, "ssl_keyfile": cfg.api.tls_keyfile}
-    server = uvicorn.Server(uvicorn.Config(with_fast_verdict(app), host=host, port=port,
-                                           log_level="warning", access_log=False,
-                                           lifespan="on", **tls))
+    server = uvicorn.Server(uvicorn.Config(with_fast_verdict(app), log_level="warning",
+                                           access_log=False, lifespan="on", **tls))
     log.info("arbiter serving on %s://%s:%d (interval %.2fs, confirm_rounds %d%s)",
              "https" if tls else "http", host, port,
              cfg.arbiter.interval, cfg.arbiter.confirm_rounds,
              ", DRY RUN" if cfg.arbiter.dry_run else "")
     try:
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
         sched.shutdown(wait=False)
         await arb.close()
     return EXIT_OK
+
+
+EVENTS_KEPT_PER_NODE = 1000
+EVENTS_KEPT_DAYS = 30
+
+
+async def _prune_events(arb) -> None:  # type: ignore[no-untyped-def]
+    """Bound node_events: the newest rows per node, and none older than the limit."""
+    from datetime import datetime
+
+    from arbiter.store.repository import StoreError
+
+    cutoff = datetime.now(UTC) - timedelta(days=EVENTS_KEPT_DAYS)
+    try:
+        gone = await arb.ledger.call(arb.repo.prune_node_events, EVENTS_KEPT_PER_NODE, cutoff)
+    except StoreError:
+        return  # db_error is set and shown; the next run tries again
+    if gone:
+        log.info("retention: %d old keepalived event(s) deleted", gone)
 
 
 def _summary(arb) -> None:  # type: ignore[no-untyped-def]

@@ -167,6 +167,15 @@ class SSHSection(_Strict):
         return self
 
 
+def _check_token(tok: str, what: str) -> None:
+    if len(tok) < 16:
+        raise ValueError(f"{what} is shorter than 16 characters")
+    # an HTTP header carries ASCII: a token outside it could never be presented
+    if not tok.isascii() or not tok.isprintable() or " " in tok:
+        raise ValueError(f"{what} must be printable ASCII without spaces (it is sent in an "
+                         "Authorization header)")
+
+
 class APISection(_Strict):
     # name -> bearer token, for operators (release) and tooling. Use ${ENV} for secrets.
     tokens: dict[str, str] = Field(default_factory=dict)
@@ -178,8 +187,7 @@ class APISection(_Strict):
     @classmethod
     def _tokens(cls, v: dict[str, str]) -> dict[str, str]:
         for name, tok in v.items():
-            if len(tok) < 16:
-                raise ValueError(f"token {name!r} is shorter than 16 characters")
+            _check_token(tok, f"token {name!r}")
         return v
 
     @model_validator(mode="after")
@@ -202,8 +210,8 @@ class NodeConfig(_Strict):
     @field_validator("token")
     @classmethod
     def _token(cls, v: str | None) -> str | None:
-        if v is not None and len(v) < 16:
-            raise ValueError("token is shorter than 16 characters")
+        if v is not None:
+            _check_token(v, "token")
         return v
 
     @field_validator("address")
@@ -411,6 +419,10 @@ def _file_problems(cfg: Config, base: Path) -> list[str]:
     for i, key in enumerate(cfg.ssh.client_keys):
         if not os.access(base / key, os.R_OK):
             out.append(f"ssh.client_keys[{i}]: cannot read {key}")
+    for key in ("tls_certfile", "tls_keyfile"):
+        f = getattr(cfg.api, key)
+        if f and not os.access(base / f, os.R_OK):
+            out.append(f"api.{key}: cannot read {f}")
     if not os.access(base / cfg.ssh.known_hosts, os.R_OK):
         out.append(
             f"ssh.known_hosts: cannot read {cfg.ssh.known_hosts} (host keys are checked "
@@ -447,4 +459,7 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
         if rel and rel != ":memory:":
             db = "sqlite:///" + str((base / rel).resolve())
     arb = cfg.arbiter.model_copy(update={"database": db})
-    return cfg.model_copy(update={"ssh": ssh, "arbiter": arb})
+    api = cfg.api.model_copy(update={
+        k: str((base / f).resolve()) for k in ("tls_certfile", "tls_keyfile")
+        if (f := getattr(cfg.api, k))})
+    return cfg.model_copy(update={"ssh": ssh, "arbiter": arb, "api": api})

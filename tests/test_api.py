@@ -327,17 +327,66 @@ async def test_incident_pages_are_reused_until_the_store_changes(authed) -> None
     assert again["released_at"] is not None and len(calls) == 2
 
 
-async def test_a_form_body_gets_a_422_naming_the_body_not_a_500(authed) -> None:  # type: ignore[no-untyped-def]
-    """curl -d without a JSON content type sends a form: the 422 handler once crashed
-    on the bytes it tried to echo back."""
+async def test_the_readme_release_command_works_and_bad_bodies_get_a_4xx(authed) -> None:  # type: ignore[no-untyped-def]
+    """The README's `curl -d '{"reason": ...}'` sends a form content type: it once gave a
+    500. The JSON is now read whatever the content type; what is not JSON gets a 422 that
+    names the body and echoes none of it."""
     arb, c = authed
     (inc,) = arb.repo.list_incidents(state="fenced")[0]
-    r = await c.post(f"/incidents/{inc['id']}/release", headers=bearer(OPS),
-                     content=b'{"reason":"x"}',
-                     )  # httpx sends no content type for raw content: as curl -d, a form
-    r2 = await c.post("/events", headers={**bearer(LB2),
-                                          "Content-Type": "application/x-www-form-urlencoded"},
-                      content=b"cluster=web&node=lb2")
-    for resp in (r, r2):
-        assert resp.status_code == 422, resp.text
-        assert "body" in resp.text and "cluster=web" not in resp.text
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    r = await with_round(arb, c.post(f"/incidents/{inc['id']}/release",
+                                     headers={**bearer(OPS), **form},
+                                     content=b'{"reason":"cable fixed"}'))
+    assert r.status_code == 200, r.text
+    assert arb.repo.get_incident(inc["id"])["released_by"] == "ops: cable fixed"
+    r = await c.post("/events", headers={**bearer(LB2), **form},
+                     content=b"cluster=web&node=lb2-secret-input")
+    assert r.status_code == 422 and "body: not JSON" in r.text
+    assert "secret-input" not in r.text
+
+
+@pytest.mark.parametrize(("headers", "body", "status", "needle"), [
+    ({}, b"x" * 1_000_000, 401, "missing bearer token"),  # auth before the body is read
+    ({"Authorization": f"Bearer {LB2}"}, b"x" * 20_000, 413, "too large"),
+    ({"Authorization": f"Bearer {LB2}"}, b"[" * 10_000, 422, "not JSON"),
+    ({"Authorization": f"Bearer {LB2}"}, b'{"cluster": "web"}', 422, "node: Field required"),
+])
+async def test_event_bodies_are_bounded_and_never_echoed(authed, headers, body, status,  # type: ignore[no-untyped-def]
+                                                         needle) -> None:
+    _, c = authed
+    r = await c.post("/events", headers=headers, content=body)
+    assert r.status_code == status and needle in r.text
+    assert len(r.content) < 2000
+
+
+async def test_a_node_posting_in_a_loop_is_rate_limited(authed) -> None:  # type: ignore[no-untyped-def]
+    arb, c = authed
+    codes = [(await c.post("/events", json=EV, headers=bearer(LB2))).status_code
+             for _ in range(15)]
+    assert codes[:10] == [202] * 10 and 429 in codes[10:]
+    r = await c.post("/events", json=EV, headers=bearer(LB2))
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    other = {**EV, "node": "lb1"}  # another node is not held back by lb2's storm
+    assert (await c.post("/events", json=other, headers=bearer(LB1))).status_code == 202
+
+
+@pytest.mark.parametrize("path", ["/incidents/9223372036854775808",
+                                  "/incidents/2147483648"])
+async def test_ids_out_of_range_are_the_clients_error(authed, path: str) -> None:  # type: ignore[no-untyped-def]
+    arb, c = authed
+    assert (await c.get(path)).status_code == 422
+    r = await c.post(f"{path}/release", headers=bearer(OPS))
+    assert r.status_code == 422 and "incident_id" in r.text
+    assert arb.view.db_error is None
+
+
+async def test_a_held_node_is_told_which_incident_holds_it(site: SimSite, make_arbiter) -> None:  # type: ignore[no-untyped-def]
+    """After the split resolves, lb2 stays held: its denial names the incident (it once
+    said null), and the incident says whom it holds."""
+    async for arb, c in after_split(site, make_arbiter, resolve_rounds=1):
+        await rounds(arb, 2)
+        assert arb.history.cluster("web").incident is None  # resolved
+        v = (await c.get("/verdict", params={"cluster": "web", "node": "lb2"})).json()
+        (inc,) = (await c.get("/incidents")).json()["items"]
+        assert v["verdict"] == "deny" and v["incident"] == inc["id"]
+        assert inc["state"] == "resolved" and inc["held"] and inc["held_nodes"] == ["lb2"]

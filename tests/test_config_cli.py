@@ -90,6 +90,8 @@ def test_issue_example_is_valid_and_paths_resolve(cfgdir: Path) -> None:
         ('listen = "127.0.0.1:8080"', 'listen = "localhost"', "arbiter.listen", "HOST:PORT"),
         ('database = "sqlite:///arbiter.db"', 'database = "::nope::"', "arbiter.database",
          "SQLAlchemy URL"),
+        ("dry_run = false", 'dry_run = false\n[api]\ntokens = {ops = "pässwört-0123456789"}',
+         "api.tokens", "printable ASCII"),
     ],
 )
 def test_bad_config_names_the_field(cfgdir: Path, old: str, new: str, path: str,
@@ -111,6 +113,32 @@ def test_missing_files_and_env_secrets(cfgdir: Path, monkeypatch: pytest.MonkeyP
         config_mod.load(write(cfgdir, text))
     monkeypatch.setenv("ARBITER_TEST_DB", "postgresql+psycopg://u:secret@db/arbiter")
     assert config_mod.load(write(cfgdir, text)).arbiter.database.endswith("@db/arbiter")
+
+
+def test_missing_tls_files_are_refused_naming_them(cfgdir: Path) -> None:
+    text = GOOD.replace("dry_run = false", 'dry_run = false\n[api]\ntls_certfile = "cert.pem"\n'
+                        'tls_keyfile = "key.pem"')
+    with pytest.raises(ConfigError) as exc:
+        config_mod.load(write(cfgdir, text))
+    assert "api.tls_certfile: cannot read cert.pem" in str(exc.value)
+    assert "api.tls_keyfile: cannot read key.pem" in str(exc.value)
+    res = run_cli("config", "validate", str(write(cfgdir, text)))
+    assert res.returncode == 2 and "cert.pem" in res.stderr
+
+
+def test_serve_with_its_port_taken_stops_before_anything(cfgdir: Path) -> None:
+    """Bind first: no 'serving' line and no SSH connection when the port is taken."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        text = GOOD.replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{port}"')
+        res = run_cli("serve", "-c", str(write(cfgdir, text)))
+    assert res.returncode == 2, res.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in res.stderr
+    assert "serving" not in res.stderr and "ssh connected" not in res.stderr
 
 
 def test_not_toml(cfgdir: Path) -> None:

@@ -138,3 +138,15 @@ def test_naive_datetimes_are_refused(repo: Repository) -> None:
 
     with pytest.raises((StoreError, ValueError)):
         repo.open_incident(IncidentKind.SPLIT_BRAIN, "web", datetime(2026, 1, 1), "naive")
+
+
+def test_node_events_are_pruned_by_age_and_count(repo: Repository) -> None:
+    rows = [{"cluster": "web", "node": n, "instance": "VI_1", "state": "MASTER",
+             "priority": 100, "at": T + timedelta(seconds=i), "source": None}
+            for n in ("lb1", "lb2") for i in range(30)]
+    rows.append({**rows[0], "at": T - timedelta(days=90)})
+    repo.add_node_events(rows)
+    assert repo.prune_node_events(10, T - timedelta(days=30)) == 1 + 2 * 20
+    left = repo.node_events("web", limit=100)
+    assert len(left) == 20 and {e["node"] for e in left} == {"lb1", "lb2"}
+    assert min(e["at"] for e in left) == (T + timedelta(seconds=20)).isoformat()

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from arbiter.api import views
 from arbiter.api.auth import Authenticator
 from arbiter.api.reader import Reader
+from arbiter.api.writes import MAX_BODY, RateLimit, parse, read_body
 from arbiter.model import IncidentKind, IncidentState
 from arbiter.service import Arbiter
 from arbiter.store.queries import MAX_ID, MAX_PAGE, CursorError
@@ -213,15 +214,39 @@ async def get_incident(request: Request, incident_id: IncidentId) -> Response:
     return Response(body, media_type="application/json")
 
 
-@router.post("/events", status_code=202, summary="A keepalived state transition (arbiter-notify)")
-async def post_event(request: Request, arb: ArbiterDep, ev: EventIn) -> dict[str, Any]:
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no, malformed or unknown bearer token"},
+    403: {"description": "the token may not do this"},
+    404: {"description": "unknown cluster, node or incident"},
+    413: {"description": f"body larger than {MAX_BODY} bytes"},
+    422: {"description": "body or parameter invalid; the detail names the field"},
+    503: {"description": "database unavailable"},
+}
+
+
+def _body_doc(model: type[BaseModel], required: bool) -> dict[str, Any]:
+    return {"requestBody": {"required": required, "content": {
+        "application/json": {"schema": model.model_json_schema()}}}}
+
+
+@router.post("/events", status_code=202, summary="A keepalived state transition (arbiter-notify)",
+             openapi_extra=_body_doc(EventIn, True),
+             responses={**WRITE_ERRORS, 429: {"description": "too many events from this node"}})
+async def post_event(request: Request, arb: ArbiterDep) -> dict[str, Any]:
     auth: Authenticator = request.app.state.auth
+    auth.principal(request)  # who, before a byte of the body is read
+    ev = parse(EventIn, await read_body(request))
+    assert ev is not None
     who = auth.require_node(request, ev.cluster, ev.node)
     cfg = arb.view.config.cluster(ev.cluster)
     if cfg is None:
         raise HTTPException(404, f"unknown cluster {ev.cluster!r}")
     if cfg.node(ev.node) is None:
         raise HTTPException(404, f"unknown node {ev.node!r} in cluster {ev.cluster!r}")
+    wait = request.app.state.event_limit.take((ev.cluster, ev.node))
+    if wait is not None:
+        raise HTTPException(429, f"too many events from {ev.cluster}/{ev.node}; retry in "
+                                 f"{wait:.1f}s", headers={"Retry-After": str(int(wait) + 1)})
     arb.report_event(ev.cluster, ev.node, ev.instance, ev.state, ev.priority,
                      request.client.host if request.client else None)
     return {"queued": True, "round": "scheduled now", "by": who.name}
@@ -231,13 +256,15 @@ RELEASE_WAIT = 30.0  # the answer waits this long for the loop to carry the rele
 
 
 @router.post("/incidents/{incident_id}/release",
-             summary="Release a held victim (operator); runs recover_command where needed")
-async def release_incident(
-    request: Request, arb: ArbiterDep, incident_id: IncidentId,
-    body: Annotated[ReleaseIn | None, Body()] = None,
-) -> Response:
+             summary="Release a held victim (operator); runs recover_command where needed",
+             openapi_extra=_body_doc(ReleaseIn, False),
+             responses={**WRITE_ERRORS, 202: {"description": "queued; no round took it yet"},
+                        409: {"description": "the incident holds no node"}})
+async def release_incident(request: Request, arb: ArbiterDep,
+                           incident_id: IncidentId) -> Response:
     auth: Authenticator = request.app.state.auth
     who = auth.require_operator(request)
+    body = parse(ReleaseIn, await read_body(request), empty_ok=True)
     by = who.name + (f": {body.reason}" if body and body.reason else "")
     done = arb.release(incident_id, by)  # an intent: the next round carries it out
     try:
@@ -332,6 +359,7 @@ def create_app(arbiter: Arbiter, run_loop: bool = False, reader: Reader | None =
     app.state.arbiter = arbiter
     app.state.auth = Authenticator(arbiter.config)
     app.state.verdict_cache = VerdictCache()
+    app.state.event_limit = RateLimit()
     app.state.reader = reader or Reader(arbiter.repo, lambda: arbiter.ledger.generation)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StoreError, _store_error_handler)

@@ -21,7 +21,8 @@ def verdict(view: View, cluster: ClusterConfig, node: str, vip: str | None,
         "node": node,
         "vip": vip,
         "holder": None,
-        "incident": inc.id if inc else None,
+        # the incident that denies this node: the open one, or the one holding it
+        "incident": inc.id if inc else (h.incident if (h := hist.hold_of(node)) else None),
         "epoch": hist.epoch,
         "observed_at": iso(rt.snapshot.at) if rt.snapshot else None,
     }

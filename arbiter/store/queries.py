@@ -80,9 +80,9 @@ def _summary_row(r: Any) -> dict[str, Any]:
         "dry_run": r.dry_run, "mode": r.mode or "ssh", "attempts": r.attempts,
         "opened_at": iso(r.opened_at), "updated_at": iso(r.updated_at),
         "decided_at": iso(r.decided_at), "last_attempt_at": iso(r.last_attempt_at),
-        "fenced_at": iso(r.fenced_at), "resolved_at": iso(r.resolved_at), "held": r.held,
-        "held_nodes": r.held_nodes if r.held_nodes is not None
-        else (r.victims if r.held else []),
+        "fenced_at": iso(r.fenced_at), "resolved_at": iso(r.resolved_at),
+        "held": bool(nodes := _held_nodes(r.held, r.held_nodes, r.victims)),
+        "held_nodes": nodes,
         "released_at": iso(r.released_at), "released_by": r.released_by,
     }
 
@@ -143,8 +143,16 @@ def summary(i: Incident) -> dict[str, Any]:
         "last_attempt_at": iso(i.last_attempt_at),
         "fenced_at": iso(i.fenced_at),
         "resolved_at": iso(i.resolved_at),
-        "held": i.held,
-        "held_nodes": i.held_nodes if i.held_nodes is not None else (i.victims if i.held else []),
+        "held": bool(nodes := _held_nodes(i.held, i.held_nodes, i.victims)),
+        "held_nodes": nodes,
         "released_at": iso(i.released_at),
         "released_by": i.released_by,
     }
+
+
+def _held_nodes(held: bool, held_nodes: list[str] | None, victims: list[str]) -> list[str]:
+    """Who the incident holds now: after every node was released, nobody (and so not
+    "held": true with no node)."""
+    if not held:
+        return []
+    return list(held_nodes) if held_nodes is not None else list(victims)

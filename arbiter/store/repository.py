@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url, select, text
+from sqlalchemy import Engine, create_engine, delete, event, make_url, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -352,6 +352,24 @@ class Repository:
 
     def add_node_events(self, events: Sequence[dict[str, Any]]) -> None:
         self._tx(lambda s: s.add_all([NodeEvent(**e) for e in events]))
+
+    def prune_node_events(self, keep_per_node: int, older_than: datetime) -> int:
+        """Delete keepalived events older than ``older_than``, and beyond the newest
+        ``keep_per_node`` of each node. Returns how many rows went."""
+
+        def fn(s: Session) -> int:
+            gone = s.execute(delete(NodeEvent).where(NodeEvent.at < older_than)).rowcount
+            for cluster, node in s.execute(select(NodeEvent.cluster, NodeEvent.node).distinct()):
+                nth = s.scalar(select(NodeEvent.id).where(
+                    NodeEvent.cluster == cluster, NodeEvent.node == node)
+                    .order_by(NodeEvent.id.desc()).offset(keep_per_node).limit(1))
+                if nth is not None:
+                    gone += s.execute(delete(NodeEvent).where(
+                        NodeEvent.cluster == cluster, NodeEvent.node == node,
+                        NodeEvent.id <= nth)).rowcount
+            return gone
+
+        return self._tx(fn)
 
     # --- what a restart needs -------------------------------------------------------
     def unresolved(self) -> list[IncidentRow]:
