@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 want_test=0
 [[ ${1:-} == --test ]] && want_test=1
 
-pkgs=(keepalived openssh-server openssh-client nftables iproute2 iputils-ping iputils-arping nginx curl util-linux procps python3-venv busybox dash)
+# netbase: /etc/protocols (nftables only recommends it); e2fsprogs: chattr for the
+# store tests
+pkgs=(keepalived openssh-server openssh-client nftables iproute2 iputils-ping iputils-arping nginx curl util-linux procps python3-venv busybox dash netbase e2fsprogs)
 [[ $want_test == 1 ]] && pkgs+=(postgresql)
 missing=()
 for p in "${pkgs[@]}"; do

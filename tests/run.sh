@@ -24,7 +24,7 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -1 || true)
 if [[ -n $pgbin ]]; then
   chown postgres "$pgdir"
   port=55432
-  su postgres -s /bin/sh -c "cd / && $pgbin/initdb -D $pgdir/data -A trust -U postgres >/dev/null && \
+  su postgres -s /bin/sh -c "cd / && $pgbin/initdb -D $pgdir/data -A trust -U postgres -E UTF8 --locale=C.UTF-8 >/dev/null && \
     $pgbin/pg_ctl -D $pgdir/data -o '-k $pgdir -h 127.0.0.1 -p $port' -l $pgdir/log -w start >/dev/null"
   su postgres -s /bin/sh -c "cd / && $pgbin/createdb -h 127.0.0.1 -p $port arbiter_test"
   export ARBITER_TEST_PG_URL="postgresql+psycopg://postgres@127.0.0.1:$port/arbiter_test"

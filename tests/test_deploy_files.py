@@ -63,3 +63,27 @@ def test_systemd_unit_is_hardened() -> None:
     # CAP_NET_RAW only for privileged ICMP: present but commented out by default
     assert "#AmbientCapabilities=CAP_NET_RAW" in unit
     assert "\nAmbientCapabilities=CAP_NET_RAW" not in unit
+
+
+def test_lab_help_and_a_second_down_succeed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+
+    env = {**os.environ, "ARBITER_LAB_STATE": str(tmp_path / "labs")}
+    lab = ["bash", "deploy/lab/lab"]
+    h = subprocess.run([*lab, "--help"], capture_output=True, text=True, env=env, timeout=30)
+    assert h.returncode == 0 and "lab up" in h.stdout and "set -euo" not in h.stdout
+    for _ in range(2):  # idempotent, as its help says
+        d = subprocess.run([*lab, "down"], capture_output=True, text=True, env=env, timeout=30)
+        assert d.returncode == 0 and "nothing to tear down" in d.stderr
+    bad = subprocess.run([*lab, "bogus"], capture_output=True, text=True, env=env, timeout=30)
+    assert bad.returncode == 2 and "unknown command: bogus" in bad.stderr
+
+
+def test_vrrp_rules_use_the_protocol_number() -> None:
+    """/etc/protocols comes from netbase, which a minimal Debian may lack: nft rules
+    that name VRRP say 112."""
+    from pathlib import Path
+
+    for f in [Path("deploy/lab/lab"), *Path("deploy").rglob("*.conf"), Path("README.md")]:
+        assert "protocol vrrp" not in f.read_text(), f

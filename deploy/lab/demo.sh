@@ -11,7 +11,8 @@ py=.venv/bin/python
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 t0=$(date +%s.%N)
-ts() { printf '[%5.1fs] ' "$(echo "$(date +%s.%N) - $t0" | bc 2>/dev/null || echo 0)"; }
+# awk, not bc: bc is not on a minimal Debian, and awk always is
+ts() { awk -v now="$(date +%s.%N)" -v t0="$t0" 'BEGIN { printf "[%5.1fs] ", now - t0 }'; }
 
 say "1. bringing up the lab: gateway, lb1 + lb2 (keepalived, sshd, nginx), web1 + web2, arbiter"
 LAB_ID=$(bash $LAB up --owner $$)
