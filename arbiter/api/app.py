@@ -15,21 +15,31 @@ import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from arbiter.api import views
 from arbiter.api.auth import Authenticator
 from arbiter.api.reader import Reader
-from arbiter.api.writes import MAX_BODY, RateLimit, parse, read_body
+from arbiter.api.schema import (
+    READ_ERRORS,
+    STORE_ERRORS,
+    VERDICT_PARAMS,
+    VERDICT_RESPONSES,
+    WRITE_ERRORS,
+    EventIn,
+    ReleaseIn,
+    body_doc,
+    error_doc,
+)
+from arbiter.api.writes import RateLimit, parse, read_body
 from arbiter.model import IncidentKind, IncidentState
 from arbiter.service import Arbiter
-from arbiter.store.queries import MAX_ID, MAX_PAGE, CursorError
+from arbiter.store.queries import MAX_ID, MAX_PAGE
 from arbiter.store.repository import StoreError
 from arbiter.view import View
 
@@ -51,21 +61,6 @@ open_router = APIRouter()  # health probes stay open for load balancers and syst
 ArbiterDep = Annotated[Arbiter, Depends(get_arbiter)]
 
 
-class EventIn(BaseModel):
-    """A keepalived notify call: arbiter-notify sends TYPE NAME STATE PRIORITY."""
-
-    cluster: str = Field(min_length=1, max_length=64)
-    node: str = Field(min_length=1, max_length=64)
-    type: Literal["INSTANCE", "GROUP"] = "INSTANCE"
-    instance: str = Field(min_length=1, max_length=128)
-    state: Literal["MASTER", "BACKUP", "FAULT", "STOP", "DELETED"]
-    priority: int | None = Field(None, ge=0, le=255)
-
-
-class ReleaseIn(BaseModel):
-    reason: str | None = Field(None, max_length=500)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -75,23 +70,6 @@ def _wants_text(request: Request, fmt: str | None) -> bool:
         return fmt == "text"
     accept = request.headers.get("accept", "")
     return "text/plain" in accept and "application/json" not in accept
-
-
-def _qparam(name: str, desc: str, required: bool = False, enum: list[str] | None = None) -> dict:
-    schema: dict[str, Any] = {"type": "string", "maxLength": 64}
-    if enum:
-        schema["enum"] = enum
-    return {"name": name, "in": "query", "required": required, "description": desc,
-            "schema": schema}
-
-
-VERDICT_PARAMS = [
-    _qparam("cluster", "cluster name", True),
-    _qparam("node", "node name in that cluster", True),
-    _qparam("vip", "one of the cluster's VIPs (optional)"),
-    _qparam("format", "text: the verdict word alone (also with Accept: text/plain)",
-            enum=["json", "text"]),
-]
 
 
 def verdict_answer(request: Request) -> Response:
@@ -139,7 +117,7 @@ def verdict_answer(request: Request) -> Response:
 
 
 @verdict_router.get("/verdict", summary="May this node claim MASTER?",
-                    openapi_extra={"parameters": VERDICT_PARAMS})
+                    openapi_extra={"parameters": VERDICT_PARAMS}, responses=VERDICT_RESPONSES)
 async def get_verdict(request: Request) -> Response:
     # Through the app (tests, `create_app` users); `arbiter serve` reaches the same
     # verdict_answer through with_fast_verdict, past FastAPI's per-request layers.
@@ -169,7 +147,8 @@ class VerdictCache:
         self._d[key] = (view, response)
 
 
-@router.get("/status", summary="Live state of every cluster and of the arbiter itself")
+@router.get("/status", summary="Live state of every cluster and of the arbiter itself",
+            responses=READ_ERRORS)
 async def get_status(arb: ArbiterDep) -> Response:
     # built off the event loop: at 1000 nodes it is a large body, and the loop
     # answers the gates' /verdict
@@ -177,36 +156,49 @@ async def get_status(arb: ArbiterDep) -> Response:
     return await run_in_threadpool(lambda: JSONResponse(views.status(view, _now())))
 
 
-@router.get("/incidents", summary="Incidents, newest first")
+@router.get("/incidents", summary="Incidents, newest first",
+            responses={**READ_ERRORS, **STORE_ERRORS, 404: error_doc("unknown cluster")})
 async def list_incidents(
     request: Request,
     arb: ArbiterDep,
     cluster: Annotated[str | None, Query(max_length=64)] = None,
     state: Annotated[IncidentState | None, Query()] = None,
     kind: Annotated[IncidentKind | None, Query()] = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601; naive means UTC")] = None,
+    since: Annotated[str | None, Query(
+        max_length=64, description="ISO 8601; naive means UTC",
+        json_schema_extra={"format": "date-time"})] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=MAX_ID, description=(
+        "the next_cursor of the previous page: incidents older than that id"))] = None,
 ) -> Response:
     if cluster is not None and arb.view.config.cluster(cluster) is None:
         raise HTTPException(404, f"unknown cluster {cluster!r}")
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
     reader: Reader = request.app.state.reader
-    try:
-        body = await reader.incidents(
-            cluster=cluster, state=state.value if state else None,
-            kind=kind.value if kind else None, since=since, limit=limit, cursor=cursor,
-        )
-    except CursorError as exc:
-        raise HTTPException(422, f"cursor: {exc}") from None
+    body = await reader.incidents(
+        cluster=cluster, state=state.value if state else None,
+        kind=kind.value if kind else None, since=_since(since), limit=limit, cursor=cursor,
+    )
     return Response(body, media_type="application/json")
+
+
+def _since(value: str | None) -> datetime | None:
+    """An ISO 8601 time as UTC; naive means UTC. Anything else, a timestamp number
+    included, or a time that has no UTC equivalent, is the client's error."""
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise HTTPException(422, f"since: {value!r} is not an ISO 8601 time with a UTC "
+                                 "equivalent, e.g. 2026-01-31T12:00:00Z") from None
 
 
 IncidentId = Annotated[int, Path(ge=1, le=MAX_ID, description="an incident id")]
 
 
-@router.get("/incidents/{incident_id}", summary="One incident with fence attempts and evidence")
+@router.get("/incidents/{incident_id}", summary="One incident with fence attempts and evidence",
+            responses={**READ_ERRORS, **STORE_ERRORS, 404: error_doc("no such incident")})
 async def get_incident(request: Request, incident_id: IncidentId) -> Response:
     body = await request.app.state.reader.incident(incident_id)
     if body is None:
@@ -214,24 +206,9 @@ async def get_incident(request: Request, incident_id: IncidentId) -> Response:
     return Response(body, media_type="application/json")
 
 
-WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "no, malformed or unknown bearer token"},
-    403: {"description": "the token may not do this"},
-    404: {"description": "unknown cluster, node or incident"},
-    413: {"description": f"body larger than {MAX_BODY} bytes"},
-    422: {"description": "body or parameter invalid; the detail names the field"},
-    503: {"description": "database unavailable"},
-}
-
-
-def _body_doc(model: type[BaseModel], required: bool) -> dict[str, Any]:
-    return {"requestBody": {"required": required, "content": {
-        "application/json": {"schema": model.model_json_schema()}}}}
-
-
 @router.post("/events", status_code=202, summary="A keepalived state transition (arbiter-notify)",
-             openapi_extra=_body_doc(EventIn, True),
-             responses={**WRITE_ERRORS, 429: {"description": "too many events from this node"}})
+             openapi_extra=body_doc(EventIn, True),
+             responses={**WRITE_ERRORS, 429: error_doc("too many events from this node")})
 async def post_event(request: Request, arb: ArbiterDep) -> dict[str, Any]:
     auth: Authenticator = request.app.state.auth
     auth.principal(request)  # who, before a byte of the body is read
@@ -257,9 +234,9 @@ RELEASE_WAIT = 30.0  # the answer waits this long for the loop to carry the rele
 
 @router.post("/incidents/{incident_id}/release",
              summary="Release a held victim (operator); runs recover_command where needed",
-             openapi_extra=_body_doc(ReleaseIn, False),
+             openapi_extra=body_doc(ReleaseIn, False),
              responses={**WRITE_ERRORS, 202: {"description": "queued; no round took it yet"},
-                        409: {"description": "the incident holds no node"}})
+                        409: error_doc("the incident holds no node")})
 async def release_incident(request: Request, arb: ArbiterDep,
                            incident_id: IncidentId) -> Response:
     auth: Authenticator = request.app.state.auth
@@ -285,7 +262,8 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@open_router.get("/readyz", summary="Database takes writes, and rounds are running and fresh")
+@open_router.get("/readyz", summary="Database takes writes, and rounds are running and fresh",
+                 responses={503: {"description": "not ready, with the problems"}})
 def readyz(arb: ArbiterDep) -> JSONResponse:
     problems = []
     try:

@@ -6,8 +6,6 @@ reads only the columns it shows, as rows (no ORM objects, no evidence).
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import datetime
 from typing import Any
 
@@ -19,25 +17,6 @@ from arbiter.store.tables import Incident, NodeEvent
 
 MAX_PAGE = 500
 MAX_ID = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
-
-
-class CursorError(ValueError):
-    pass
-
-
-def encode_cursor(incident_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": incident_id}).encode()).decode()
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        value = int(data["before"])
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise CursorError("cursor is not one this API returned") from exc
-    if not 1 <= value <= MAX_ID:
-        raise CursorError("cursor is out of range")
-    return value
 
 
 # The list page's columns, read as plain rows: building 500 ORM objects (and parsing
@@ -56,7 +35,7 @@ _LIST_COLUMNS = (
 def list_incidents(
     s: Session, cluster: str | None, state: str | None, since: datetime | None, limit: int,
     before: int | None, kind: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[dict[str, Any]], int | None]:
     q = select(*_LIST_COLUMNS).order_by(Incident.id.desc()).limit(limit + 1)
     if cluster:
         q = q.where(Incident.cluster == cluster)
@@ -69,7 +48,8 @@ def list_incidents(
     if before:
         q = q.where(Incident.id < before)
     rows = list(s.execute(q))
-    nxt = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    # the cursor of the next page is the id its first incident comes after
+    nxt = rows[limit - 1].id if len(rows) > limit else None
     return [_summary_row(r) for r in rows[:limit]], nxt
 
 

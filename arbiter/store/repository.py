@@ -41,7 +41,6 @@ from arbiter.store.tables import (
 )
 
 MAX_PAGE = queries.MAX_PAGE
-CursorError = queries.CursorError
 OUTPUT_EXCERPT = 2000
 
 
@@ -390,12 +389,16 @@ class Repository:
     # --- reads for the API and the CLI -------------------------------------------------
     def list_incidents(
         self, cluster: str | None = None, state: str | None = None,
-        since: datetime | None = None, limit: int = 50, cursor: str | None = None,
+        since: datetime | None = None, limit: int = 50, cursor: int | None = None,
         kind: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page, newest first; ``cursor`` (the previous page's ``next_cursor``): only
+        incidents older than that id."""
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
-        before = queries.decode_cursor(cursor) if cursor else None
+        if cursor is not None and not 1 <= cursor <= queries.MAX_ID:
+            raise ValueError(f"cursor must be between 1 and {queries.MAX_ID}")
+        before = cursor
         return self._tx(lambda s: queries.list_incidents(s, cluster, state, since, limit,
                                                          before, kind))
 
