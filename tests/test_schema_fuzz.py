@@ -36,7 +36,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                                f'listen = "127.0.0.1:{port}"')
                        + f'\n[api]\ntokens = {{ops = "{OPS}"}}\n')
         srv = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "--log-level", "warning",
-                                "serve", "-c", str(cfg)], stderr=open(work / "serve.log", "w"))
+                                "serve", "-c", str(cfg)], stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
