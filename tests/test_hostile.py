@@ -112,3 +112,38 @@ async def test_a_hostile_director_is_its_own_error(site: SimSite, make_arbiter, 
     lb2.addr_output, lb2.flood = None, False
     await rounds(arb, 2)
     assert arb.view.snapshot.cluster("web").node("lb2").ssh_ok  # and back when it is sane
+
+
+@pytest.mark.parametrize("session", [True, False], ids=["session", "channel"])
+async def test_a_node_that_never_sends_the_banner_costs_one_connect_timeout(
+    site: SimSite, make_arbiter, session: bool
+) -> None:
+    """lb2's address accepts TCP and says nothing. Its error names the connect timeout,
+    its collect costs one connect_timeout (it once cost two: a failed connect was taken
+    for a refused session and tried again), and lb1's round goes on."""
+    import asyncio
+
+    lb2 = site.state("lb2")
+    await site.stop_node("lb2")
+    silent: list[asyncio.StreamWriter] = []
+
+    async def mute(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        silent.append(w)  # accepted, and never a byte back
+
+    server = await asyncio.start_server(mute, lb2.address, site.port)
+    try:
+        arb = await make_arbiter(site)
+        set_ssh(arb, collect_session=session)
+        t0 = time.monotonic()
+        await rounds(arb, 1)
+        took = time.monotonic() - t0
+        bad = arb.view.snapshot.cluster("web").node("lb2")
+        good = arb.view.snapshot.cluster("web").node("lb1")
+        assert not bad.ssh_ok and "timed out after 2.0s" in bad.ssh_error, bad.ssh_error
+        assert took < 2 * arb.config.ssh.connect_timeout, took
+        assert good.ssh_ok and arb.view.assessment.cluster("web").node("lb1").verdict \
+            is Verdict.ALLOW
+    finally:
+        server.close()
+        for w in silent:
+            w.close()
