@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import sys
 import time
 from collections import Counter
@@ -185,9 +186,21 @@ def main() -> int:
                     help="leave automatic release on (it re-creates split brains: issue 11)")
     a = ap.parse_args()
     rng = random.Random(a.seed)
+    # SIGTERM (a bounded run being stopped) ends like Ctrl-C: the lab is torn down, and
+    # what ran so far is reported
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     lab = Lab("active-backup")
     episodes: list[Episode] = []
     started = time.monotonic()
+
+    def report() -> dict:
+        counts = Counter(e.fault for e in episodes)
+        violations = Counter(v.split()[0] for e in episodes for v in e.violations)
+        return {"seed": a.seed, "faults": len(episodes), "by_fault": dict(counts),
+                "violations": dict(violations), "seconds": round(time.monotonic() - started),
+                "episodes": [{"fault": e.fault, "violations": e.violations,
+                              "restarted": e.restarted} for e in episodes]}
+
     try:
         # Releases happen between faults, through the API (settle). With automatic
         # release on, a VRRP-only cut re-splits after the release: the known defect
@@ -203,21 +216,19 @@ def main() -> int:
             episodes.append(ep)
             print(f"{n + 1:4d} {fault:22s} {'ok' if not ep.violations else ep.violations}",
                   flush=True)
+            write_json(a.json, report())  # after every fault: a stopped run still reports
             settle(lab)
+    except KeyboardInterrupt:
+        print(f"stopped after {len(episodes)} faults", file=sys.stderr)
     finally:
         log_tail = lab.arbiter_log()[-3000:]
         lab.down()
-    counts = Counter(e.fault for e in episodes)
-    violations = Counter(v.split()[0] for e in episodes for v in e.violations)
-    out = {"seed": a.seed, "faults": len(episodes), "by_fault": dict(counts),
-           "violations": dict(violations), "seconds": round(time.monotonic() - started),
-           "episodes": [{"fault": e.fault, "violations": e.violations,
-                         "restarted": e.restarted} for e in episodes]}
+    out = report()
     print(json.dumps({k: v for k, v in out.items() if k != "episodes"}, indent=2))
     write_json(a.json, out)
-    if violations:
+    if out["violations"]:
         print(log_tail, file=sys.stderr)
-    return 1 if violations else 0
+    return 1 if out["violations"] else 0
 
 
 if __name__ == "__main__":
