@@ -128,11 +128,13 @@ def seed_incidents(db_url: str, n: int) -> None:
 
 
 @contextlib.contextmanager
-def arbiter_server(work: Path, incidents: int = 0):
-    """`arbiter serve` against two simulated directors (arbiter sim)."""
+def arbiter_server(work: Path, incidents: int = 0, extra_toml: str = "",
+                   scenario: str = "healthy"):
+    """`arbiter serve` against two simulated directors (arbiter sim); ``extra_toml`` is
+    appended to its config (e.g. an [api] section)."""
     port, ssh_port = free_port(), free_port()
     sim = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "sim", "-o", str(work),
-                            "--scenario", "healthy", "--port", str(ssh_port), "--seconds",
+                            "--scenario", scenario, "--port", str(ssh_port), "--seconds",
                             "900"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     srv = None
     try:
@@ -142,7 +144,7 @@ def arbiter_server(work: Path, incidents: int = 0):
         if incidents:
             seed_incidents(f"sqlite:///{work / 'arbiter.db'}", incidents)
         cfg.write_text(cfg.read_text().replace('listen = "127.0.0.1:8080"',
-                                               f'listen = "127.0.0.1:{port}"'))
+                                               f'listen = "127.0.0.1:{port}"') + extra_toml)
         srv = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "--log-level", "warning",
                                 "serve", "-c", str(cfg)], stderr=subprocess.DEVNULL,
                                preexec_fn=on_server_cpus)

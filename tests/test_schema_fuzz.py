@@ -7,15 +7,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.common import stop_process
-from tests.conftest import free_port
+from bench.verdict import arbiter_server
 
 OPS = "ops-token-0123456789abcdef"
 
@@ -23,32 +20,9 @@ OPS = "ops-token-0123456789abcdef"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("fuzz")
-    port, ssh_port = free_port(), free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "sim", "-o", str(work),
-                            "--scenario", "split", "--port", str(ssh_port), "--seconds", "900"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    srv = None
-    try:
-        assert sim.stdout is not None
-        sim.stdout.readline()
-        cfg = work / "arbiter.toml"
-        cfg.write_text(cfg.read_text().replace('listen = "127.0.0.1:8080"',
-                                               f'listen = "127.0.0.1:{port}"')
-                       + f'\n[api]\ntokens = {{ops = "{OPS}"}}\n')
-        srv = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "--log-level", "warning",
-                                "serve", "-c", str(cfg)], stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.2)
-        yield url
-    finally:
-        stop_process(srv)
-        stop_process(sim)
+    with arbiter_server(work, extra_toml=f'\n[api]\ntokens = {{ops = "{OPS}"}}\n',
+                        scenario="split") as (port, _):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.parametrize("token", [None, OPS], ids=["anonymous", "operator"])
