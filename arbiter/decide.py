@@ -157,8 +157,13 @@ def assess_cluster(
                     f"split brain gone, {nxt.clean_streak} of "
                     f"{config.arbiter.resolve_rounds} clean rounds before resolving"
                 )
-        # Only an uncontested round teaches us who the incumbent is.
-        if abstain_reason is None:
+        # Only an uncontested round teaches us who the incumbent is: one in which
+        # every node's addresses were read just now. A node whose SSH failed (or whose
+        # addresses are carried forward) is unknown, not "without the VIP" (found by
+        # the soak: lb1 still reconnecting after an isolation made lb2 "incumbent").
+        seen_all = len(obs.nodes) == len(cluster.nodes) and all(
+            n.addresses is not None and not n.carried_forward for n in obs.nodes)
+        if abstain_reason is None and seen_all:
             inc_map = dict(hist.incumbents)
             for vip, h in holders.items():
                 if len(h) == 1:

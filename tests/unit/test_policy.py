@@ -402,3 +402,16 @@ def test_split_after_release_is_a_new_incident_and_fenced_again() -> None:
     d.round(*cut)
     ca = d.web(d.log[-1])
     assert ca.fence is not None and ca.next_history.incident.id != first
+
+
+def test_a_round_with_a_node_unknown_teaches_no_incumbent() -> None:
+    """lb1 is the incumbent. For one round lb1's SSH fails (its addresses are unknown)
+    while lb2 holds the VIP: that is not lb2 holding it alone. When the split shows,
+    lb1 still survives by rule 4 (found by the fault soak, seed 7, fault 183)."""
+    d = Driver(make_config([("lb1", 90), ("lb2", 100)]))  # priority alone would keep lb2
+    d.round(node("lb1", (VIP1,)), node("lb2"))
+    d.round(node("lb1", ssh=False), node("lb2", (VIP1,)))  # lb1 reconnecting
+    assert d.history.cluster("web").incumbent_of(VIP1) == "lb1"
+    d.round(*cut)
+    f = d.web(d.round(*cut)).fence
+    assert f is not None and f.survivor == "lb1" and "incumbent" in f.reason
