@@ -54,17 +54,7 @@ def list_incidents(
 
 
 def _summary_row(r: Any) -> dict[str, Any]:
-    return {
-        "id": r.id, "kind": r.kind, "cluster": r.cluster, "state": r.state, "vips": r.vips,
-        "survivor": r.survivor, "victims": r.victims, "reason": r.reason,
-        "dry_run": r.dry_run, "mode": r.mode or "ssh", "attempts": r.attempts,
-        "opened_at": iso(r.opened_at), "updated_at": iso(r.updated_at),
-        "decided_at": iso(r.decided_at), "last_attempt_at": iso(r.last_attempt_at),
-        "fenced_at": iso(r.fenced_at), "resolved_at": iso(r.resolved_at),
-        "held": bool(nodes := _held_nodes(r.held, r.held_nodes, r.victims)),
-        "held_nodes": nodes,
-        "released_at": iso(r.released_at), "released_by": r.released_by,
-    }
+    return _fields(r, r.mode or "ssh")
 
 
 def get_incident(s: Session, incident_id: int) -> dict[str, Any] | None:
@@ -105,28 +95,22 @@ def node_events(s: Session, cluster: str, node: str | None, limit: int) -> list[
 
 
 def summary(i: Incident) -> dict[str, Any]:
+    return _fields(i, (i.decision or {}).get("mode", "ssh"))
+
+
+def _fields(r: Any, mode: str) -> dict[str, Any]:
+    """An incident's summary from anything with its columns as attributes: an ORM
+    object (one incident) or a plain row (the list page)."""
     return {
-        "id": i.id,
-        "kind": i.kind,
-        "cluster": i.cluster,
-        "state": i.state,
-        "vips": i.vips,
-        "survivor": i.survivor,
-        "victims": i.victims,
-        "reason": i.reason,
-        "dry_run": i.dry_run,
-        "mode": (i.decision or {}).get("mode", "ssh"),
-        "attempts": i.attempts,
-        "opened_at": iso(i.opened_at),
-        "updated_at": iso(i.updated_at),
-        "decided_at": iso(i.decided_at),
-        "last_attempt_at": iso(i.last_attempt_at),
-        "fenced_at": iso(i.fenced_at),
-        "resolved_at": iso(i.resolved_at),
-        "held": bool(nodes := _held_nodes(i.held, i.held_nodes, i.victims)),
+        "id": r.id, "kind": r.kind, "cluster": r.cluster, "state": r.state, "vips": r.vips,
+        "survivor": r.survivor, "victims": r.victims, "reason": r.reason,
+        "dry_run": r.dry_run, "mode": mode, "attempts": r.attempts,
+        "opened_at": iso(r.opened_at), "updated_at": iso(r.updated_at),
+        "decided_at": iso(r.decided_at), "last_attempt_at": iso(r.last_attempt_at),
+        "fenced_at": iso(r.fenced_at), "resolved_at": iso(r.resolved_at),
+        "held": bool(nodes := _held_nodes(r.held, r.held_nodes, r.victims)),
         "held_nodes": nodes,
-        "released_at": iso(i.released_at),
-        "released_by": i.released_by,
+        "released_at": iso(r.released_at), "released_by": r.released_by,
     }
 
 
