@@ -236,6 +236,12 @@ class ClusterConfig(_Strict):
         description="ssh: stop keepalived over SSH; gate: only deny the victim through "
         "/verdict and let its arbiter-gate put it into FAULT",
     )
+    verdict: Literal["reactive", "exclusive"] = Field(
+        "reactive",
+        description="reactive: /verdict denies only victims and held nodes; exclusive: it "
+        "also denies a node that lacks a VIP while another node holds it and is healthy, so "
+        "a backup that stops hearing adverts waits in FAULT instead of splitting the brain",
+    )
     nodes: list[NodeConfig] = Field(min_length=2)
 
     @field_validator("vips", "gateways")
@@ -317,6 +323,13 @@ class Config(_Strict):
         tokens += [n.token for c in self.clusters for n in c.nodes if n.token]
         if len(set(tokens)) != len(tokens):
             raise ValueError("the same token is used twice: every node and operator needs its own")
+        for i, c in enumerate(self.clusters):
+            if c.verdict == "exclusive" and not self.gateways_for(c):
+                raise ValueError(
+                    f"clusters[{i}].verdict: \"exclusive\" needs gateways (clusters[{i}]."
+                    "gateways or arbiter.gateways): a holder counts as healthy only while it "
+                    "sees one of them"
+                )
         if a.icmp_timeout > self.round_budget:
             raise ValueError(
                 f"arbiter.icmp_timeout ({a.icmp_timeout}s) must not exceed "

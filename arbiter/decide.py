@@ -8,9 +8,13 @@ Safety rules that hold for every input (see tests/unit/test_invariants.py):
 - never fence every node of a cluster;
 - never fence while abstaining (arbiter isolated, or in TILT);
 - never fence the only node that still sees a gateway;
-- never fence before ``confirm_rounds`` consecutive rounds of split brain;
-- at most one fence in flight per cluster, and never twice for one incident
-  that is already fenced.
+- never fence before ``confirm_rounds`` consecutive rounds of split brain (a victim's
+  re-claim of a split its incident already confirmed: two observations);
+- at most one fence in flight per cluster, and never a second fence for a split that
+  persists after its fence (a re-claim after a release is fenced again, in the same
+  incident, and then held for an operator).
+
+The fence decision itself lives in ``fence_plan``; the verdicts in ``verdicts``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from arbiter.effects import (
     StartFence,
     ref_of,
 )
+from arbiter.fence_plan import maybe_fence
 from arbiter.holds import auto_release, gate_progress
 from arbiter.model import (
     Assessment,
@@ -44,16 +49,10 @@ from arbiter.model import (
     IncidentKind,
     IncidentMemory,
     IncidentState,
-    NodeAssessment,
-    NodeObservation,
     Snapshot,
-    Verdict,
-    VictimAction,
 )
-from arbiter.survivor import deciding_rule, rank_candidates
+from arbiter.verdicts import guarded_vips, node_verdict
 
-# Incident states from which a (new or retried) fence may be ordered.
-_FENCEABLE = (IncidentState.OPEN, IncidentState.FENCE_FAILED)
 S = IncidentState
 
 
@@ -127,7 +126,8 @@ def assess_cluster(
                                        "split brain again after a release: a new incident"))
             nxt = nxt.with_(incident=None)
             streak, since = 1, now
-        nxt = nxt.with_(split_streak=streak, clean_streak=0, split_since=since)
+        nxt = nxt.with_(split_streak=streak, clean_streak=0, split_since=since,
+                        clean_since=None)
         progress = (f"round {streak} of {config.arbiter.confirm_rounds}"
                     if config.arbiter.confirm_after is None else f"observation {streak}")
         reason = (
@@ -141,17 +141,35 @@ def assess_cluster(
     elif split_vips:
         # Evidence gathered while we may be the isolated one is not evidence: the
         # clock of confirm_after starts again too.
-        nxt = nxt.with_(split_streak=0, clean_streak=0, split_since=None)
+        nxt = nxt.with_(split_streak=0, clean_streak=0, split_since=None, clean_since=None)
         reason = f"split brain seen on {', '.join(split_vips)} but {abstain_reason}"
     else:
-        nxt = nxt.with_(split_streak=0, split_since=None, clean_streak=hist.clean_streak + 1)
-        reason = "no split brain"
+        nxt = nxt.with_(split_streak=0, split_since=None, clean_streak=hist.clean_streak + 1,
+                        clean_since=hist.clean_since if hist.clean_streak else now)
+        # never "no split brain" while a node is held: the operator may still owe work
+        reason = ("one holder per VIP; " + ", ".join(sorted(nxt.held_nodes)) + " held"
+                  if nxt.held else "no split brain")
         inc = nxt.incident
-        if inc is not None and inc.state is not S.FENCING:
-            if nxt.clean_streak >= config.arbiter.resolve_rounds:
-                reason = f"split brain gone for {nxt.clean_streak} rounds: resolved"
-                effects.append(ChangeState(ref_of(inc), inc.state, S.RESOLVED, reason))
-                nxt = nxt.with_(incident=None)
+        if inc is not None and inc.state in (S.HELD, S.WATCHING):
+            nxt, reason = _after_split(config, nxt, now, effects)
+        elif inc is not None and inc.state is not S.FENCING:
+            # Like confirmation, resolution spans time: rounds woken early by events
+            # must not resolve an incident (and so open a new one for the heal's
+            # handover overlap) sooner than resolve_rounds scheduled rounds would.
+            clean_for = (now - nxt.clean_since).total_seconds() if nxt.clean_since else 0.0
+            span = (config.arbiter.resolve_rounds - 1) * config.arbiter.interval
+            if nxt.clean_streak >= config.arbiter.resolve_rounds and clean_for >= span:
+                held = [h.node for h in nxt.held if h.incident == inc.id]
+                if held and inc.state in (S.FENCED, S.FENCE_FAILED):
+                    # not resolved while it holds a node: its state says it waits
+                    reason = (f"split brain gone for {nxt.clean_streak} rounds; "
+                              f"{', '.join(held)} held until released")
+                    effects.append(ChangeState(ref_of(inc), inc.state, S.HELD, reason))
+                    nxt = nxt.with_(incident=incident_fsm.advance(inc, S.HELD))
+                else:
+                    reason = f"split brain gone for {nxt.clean_streak} rounds: resolved"
+                    effects.append(ChangeState(ref_of(inc), inc.state, S.RESOLVED, reason))
+                    nxt = nxt.with_(incident=None)
             else:
                 reason = (
                     f"split brain gone, {nxt.clean_streak} of "
@@ -172,7 +190,7 @@ def assess_cluster(
 
     # --- fence decision ----------------------------------------------------
     if split_vips and abstain_reason is None:
-        fence, why = _maybe_fence(config, cluster, obs, nxt, split_vips, holders, now)
+        fence, why = maybe_fence(config, cluster, obs, nxt, split_vips, holders, now)
         if why:
             reason = f"{reason}; {why}"
         if fence is not None:
@@ -189,7 +207,7 @@ def assess_cluster(
                 inc, dst, survivor=fence.survivor,
                 victims=tuple(v.node for v in fence.victims), attempts=attempt,
                 last_attempt_at=inc.last_attempt_at if fence.dry_run else now,
-                mode=fence.mode,
+                mode=fence.mode, refenced=inc.refenced or inc.state in (S.HELD, S.WATCHING),
             ))
 
     # --- orphaned VIPs -----------------------------------------------------
@@ -206,15 +224,16 @@ def assess_cluster(
             nxt = nxt.with_(orphan_incident=None)
 
     if abstain_reason is None and not split_vips:
-        nxt, releases, rel_notes = auto_release(config, cluster, obs, nxt, now)
+        nxt, releases, rel_notes, rel_effects = auto_release(config, cluster, obs, nxt, now)
         notes.extend(rel_notes)
         for h, why in releases:
             effects.append(ReleaseHold(h, why))
-            if h.keepalived_stopped:
-                effects.append(Recover(h, "auto"))
+        effects.extend(rel_effects)  # the incident's move to WATCHING, after its releases
+        effects.extend(Recover(h, "auto") for h, _ in releases if h.keepalived_stopped)
 
+    guarded = guarded_vips(cluster, obs) if cluster.verdict == "exclusive" else {}
     nodes = tuple(
-        _node_verdict(config, cluster, obs.node(n.name), nxt, abstain_reason)
+        node_verdict(cluster, obs.node(n.name), n.name, nxt, abstain_reason, guarded)
         for n in cluster.nodes
     )
     verdicts = tuple((n.node, n.verdict.value) for n in nodes)
@@ -236,122 +255,23 @@ def assess_cluster(
     )
 
 
-def _maybe_fence(
-    config: Config,
-    cluster: ClusterConfig,
-    obs: ClusterObservation,
-    hist: ClusterHistory,
-    split_vips: tuple[str, ...],
-    holders: dict[str, tuple[str, ...]],
-    now: datetime,
-) -> tuple[FencePlan | None, str]:
-    a = config.arbiter
+def _after_split(config: Config, hist: ClusterHistory, now: datetime,
+                 effects: list[Effect]) -> tuple[ClusterHistory, str]:
+    """A held incident waits for its release; a watched one (its victims released
+    automatically) resolves once release_cooldown passed with no new claim."""
     inc = hist.incident
-    if inc is None:
-        return None, ""
-    # Confirmation spans time as well as observations: rounds woken by events can come
-    # min_round_gap apart, and a normal handover's overlap must never look confirmed.
-    lasted = (now - hist.split_since).total_seconds() if hist.split_since else 0.0
-    need_obs = 2 if a.confirm_after is not None else a.confirm_rounds
-    if hist.split_streak < need_obs or lasted < config.confirm_span:
-        return None, (f"waiting for confirmation ({lasted:.2f}s of {config.confirm_span:g}s, "
-                      f"{hist.split_streak} of {need_obs} observations)")
-    if inc.state is IncidentState.FENCING:
-        return None, "a fence is already in flight"
-    if inc.state is IncidentState.FENCED:
-        return None, (
-            "split brain persists although this incident was already fenced; "
-            "not fencing twice: operator attention needed"
-        )
-    if inc.state is IncidentState.DECIDED:
-        return None, f"dry run: decision already recorded ({inc.survivor} survives)"
-    if inc.state is IncidentState.FENCE_FAILED:
-        if inc.attempts >= a.max_fence_attempts:
-            return None, (
-                f"fence failed {inc.attempts} time(s): giving up, operator attention needed"
-            )
-        since = (now - inc.last_attempt_at).total_seconds() if inc.last_attempt_at else None
-        if since is not None and since < a.fence_retry_after:
-            return None, "last fence failed; waiting before retrying"
-    assert inc.state in _FENCEABLE
-
-    candidates = sorted({n for v in split_vips for n in holders[v]})
-    ranking = rank_candidates(cluster, obs, hist, candidates, split_vips)
-    survivor = ranking[0].name
-    victims = [n for n in candidates if n != survivor]
-    all_nodes = {n.name for n in cluster.nodes}
-
-    # Guards: the rule must not be able to talk us into an unsafe fence.
-    if survivor in hist.held_nodes:
-        return None, f"refusing: best survivor {survivor} is itself held fenced"
-    if all_nodes <= set(victims) | hist.held_nodes:
-        return None, "refusing: fencing would leave no node of the cluster unfenced"
-    seeing = {o.node for o in obs.nodes if o.gateways_seen > 0}
-    if seeing and seeing <= set(victims):
-        return None, (
-            f"refusing: {', '.join(sorted(seeing))} would be fenced but "
-            "is the only node that still sees a gateway"
-        )
-
-    actions = []
-    for v in victims:
-        o = obs.node(v)
-        assert o is not None
-        method = (
-            FenceMethod.REMOVE_ADDRESS if o.keepalived_running is False
-            else FenceMethod.STOP_KEEPALIVED
-        )
-        actions.append(VictimAction(node=v, method=method, vips=o.holds(cluster.vips)))
-    beats = "; ".join(
-        f"over {r.name} by rule: {deciding_rule(ranking[0], r)}" for r in ranking[1:]
-    )
-    reason = (
-        f"{survivor} survives {beats}; "
-        + ", ".join(
-            f"{x.node} {'loses its stale VIP (keepalived is not running)' if x.method is FenceMethod.REMOVE_ADDRESS else 'has keepalived stopped'}"  # noqa: E501
-            for x in actions
-        )
-    )
-    order = FencePlan(
-        mode=FenceMode(cluster.fence_mode),
-        cluster=cluster.name,
-        survivor=survivor,
-        victims=tuple(actions),
-        vips=split_vips,
-        reason=reason,
-        ranking=tuple((r.name, r.why) for r in ranking),
-        dry_run=a.dry_run,
-    )
-    return order, ("dry run: decision recorded, not acting" if a.dry_run else "fence due")
-
-
-def _node_verdict(
-    config: Config,
-    cluster: ClusterConfig,
-    o: NodeObservation | None,
-    hist: ClusterHistory,
-    abstain_reason: str | None,
-) -> NodeAssessment:
-    name = o.node if o else "?"
-    health = o.health if o else Health.UNREACHABLE
-    holds = o.holds(cluster.vips) if o else ()
-    if abstain_reason:
-        return NodeAssessment(name, health, holds, Verdict.ABSTAIN, abstain_reason)
-    inc = hist.incident
-    deny_reason = None
-    if (inc is not None and name in inc.victims and not inc.released
-            and inc.state is not IncidentState.DECIDED):
-        deny_reason = (
-            f"victim of open split-brain incident #{inc.id} ({inc.state.value}); "
-            f"{inc.survivor} survives"
-        )
-    elif (h := hist.hold_of(name)) is not None:
-        deny_reason = f"held fenced by incident #{h.incident} until released"
-    if deny_reason:
-        return NodeAssessment(name, health, holds, Verdict.DENY, deny_reason)
-    if inc is not None and inc.state is IncidentState.DECIDED and name in inc.victims:
-        return NodeAssessment(
-            name, health, holds, Verdict.ALLOW, "dry run: would be denied as split-brain victim"
-        )
-    # Normal VRRP failover must never be hindered.
-    return NodeAssessment(name, health, holds, Verdict.ALLOW, "no split brain involves this node")
+    assert inc is not None
+    if inc.state is S.HELD:
+        held = [h.node for h in hist.held if h.incident == inc.id]
+        return hist, (f"split brain over; {', '.join(held) or 'a victim'} held by incident "
+                      f"#{inc.id} until released")
+    released = [t for n, t in hist.auto_released_at if n in inc.victims]
+    since = (now - max(released)).total_seconds() if released else None
+    cooldown = config.arbiter.release_cooldown
+    if since is None or since >= cooldown:
+        why = (f"no new claim for {cooldown:g}s after the automatic release: resolved")
+        effects.append(ChangeState(ref_of(inc), S.WATCHING, S.RESOLVED, why))
+        return hist.with_(incident=None), why
+    return hist, (f"split brain over; watching {', '.join(inc.victims)} for "
+                  f"{cooldown - since:.0f}s more after its automatic release "
+                  "(a new claim is re-fenced at once)")

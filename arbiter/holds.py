@@ -55,10 +55,12 @@ def gate_progress(
 def auto_release(
     config: Config, cluster: ClusterConfig, obs: ClusterObservation, hist: ClusterHistory,
     now: datetime,
-) -> tuple[ClusterHistory, tuple[tuple[Hold, str], ...], list[str]]:
+) -> tuple[ClusterHistory, tuple[tuple[Hold, str], ...], list[str], tuple[Effect, ...]]:
     """A held victim is healed when, for release_rounds rounds in a row, it has
-    reached the survivor and a gateway again from its own vantage."""
+    reached the survivor and a gateway again from its own vantage. Returns the
+    memory, the releases, notes, and the incident's move to WATCHING."""
     a = config.arbiter
+    inc = hist.incident
     streaks = dict(hist.release_streaks)
     released_at = dict(hist.auto_released_at)
     releases: list[tuple[Hold, str]] = []
@@ -75,10 +77,20 @@ def auto_release(
         if streaks[h.node] < a.release_rounds or not a.auto_release:
             keep.append(h)
             continue
+        if h.operator_only:
+            notes.append(f"{h.node} reaches {h.survivor} and a gateway again, but it claimed "
+                         "the VIP again after an automatic release and was re-fenced: "
+                         "waiting for an operator")
+            keep.append(h)
+            continue
+        if inc is not None and inc.id == h.incident and inc.state is S.FENCING:
+            keep.append(h)  # its incident's fence is still out: release after it
+            continue
         last = released_at.get(h.node)
         if last is not None and (now - last).total_seconds() < a.release_cooldown:
             notes.append(
-                f"{h.node} looks healed, but it was released automatically "
+                f"{h.node} reaches {h.survivor} and a gateway again, but it was released "
+                "automatically "
                 f"{(now - last).total_seconds():.0f}s ago and split again: waiting for an operator"
             )
             keep.append(h)
@@ -88,13 +100,23 @@ def auto_release(
         releases.append((h, why))
         released_at[h.node] = now
         streaks.pop(h.node)
-    inc = hist.incident
-    if inc is not None and any(h.incident == inc.id for h, _ in releases):
-        inc = replace(inc, released=True)
+    effects: list[Effect] = []
+    if (inc is not None and any(h.incident == inc.id for h, _ in releases)
+            and not any(h.incident == inc.id for h in keep)):
+        # Every victim of the incident is free again, but it stays watched: a claim of
+        # the VIP while the survivor holds it is re-fenced at once (issue 11).
+        if incident_fsm.legal(inc.state, S.WATCHING):
+            effects.append(ChangeState(ref_of(inc), inc.state, S.WATCHING,
+                                       f"{', '.join(inc.victims)} released automatically; "
+                                       "a new claim of the VIP is re-fenced at once"))
+            inc = incident_fsm.advance(inc, S.WATCHING)
+        else:
+            inc = replace(inc, released=True)
     return (
         hist.with_(incident=inc, held=tuple(keep),
                    release_streaks=tuple(sorted(streaks.items())),
                    auto_released_at=tuple(sorted(released_at.items()))),
         tuple(releases),
         notes,
+        tuple(effects),
     )

@@ -30,11 +30,26 @@ TRANSITIONS: dict[IncidentState, dict[IncidentState, str]] = {
         S.FENCE_FAILED: "a step failed, the VIPs stayed, or the arbiter restarted mid-fence",
     },
     S.FENCED: {
-        S.RESOLVED: "split brain gone for resolve_rounds, or a new split after a release",
+        S.HELD: "split brain gone for resolve_rounds; a victim stays held until released",
+        S.WATCHING: "the victims were released automatically; a new claim is re-fenced",
+        S.RESOLVED: "split brain gone and nobody held, or a new split after an operator's "
+                    "release",
     },
     S.FENCE_FAILED: {
         S.FENCING: "retry within max_fence_attempts once fence_retry_after has passed",
+        S.HELD: "split brain gone after a failed fence that left a victim held",
         S.RESOLVED: "split brain gone after a failed fence",
+    },
+    S.HELD: {
+        S.FENCING: "a held victim claimed the VIP again while the survivor holds it: "
+                   "re-fenced at once",
+        S.WATCHING: "every held victim was released automatically",
+        S.RESOLVED: "every held victim was released by an operator",
+    },
+    S.WATCHING: {
+        S.FENCING: "a victim released automatically claimed the VIP again while the "
+                   "survivor holds it: re-fenced at once, and held for an operator",
+        S.RESOLVED: "release_cooldown passed with no new claim, or an operator released it",
     },
     S.RESOLVED: {},
 }

@@ -85,7 +85,9 @@ def fold_fence(
     """Fold an SSH fence's result in; ``held`` are the victims whose keepalived we stopped."""
     inc = hist.incident
     survivor = inc.survivor if inc is not None and inc.id == incident_id else None
-    holds = tuple(Hold(n, incident_id, survivor or "", FenceMode.SSH, True) for n in held)
+    refenced = inc is not None and inc.id == incident_id and inc.refenced
+    holds = tuple(Hold(n, incident_id, survivor or "", FenceMode.SSH, True, refenced)
+                  for n in held)
     merged = _add_holds(hist.held, holds)
     if inc is None or inc.id != incident_id or inc.state is not IncidentState.FENCING:
         return hist.with_(held=merged)  # resolved meanwhile; still remember who is held
@@ -98,7 +100,11 @@ def release(hist: ClusterHistory, node: str, incident_id: int | None = None) -> 
     """Lift the hold on ``node``; if its incident is still open, stop denying its victims."""
     inc = hist.incident
     if inc is not None and incident_id is not None and inc.id == incident_id:
-        inc = replace(inc, released=True)
+        still = any(h.incident == incident_id and h.node != node for h in hist.held)
+        # a held incident whose last hold an operator lifts is resolved (the store
+        # records that in the same transaction as the release)
+        inc = None if inc.state is IncidentState.HELD and not still else \
+            replace(inc, released=True)
     return hist.with_(
         incident=inc,
         held=tuple(h for h in hist.held if h.node != node),
@@ -149,7 +155,12 @@ def restore(
                                        r.pending_hold))
         if held and not r.released:
             for v in held:
-                h = hold(h, Hold(v, r.id, r.survivor or "", r.mode, r.mode is FenceMode.SSH))
+                h = hold(h, Hold(v, r.id, r.survivor or "", r.mode, r.mode is FenceMode.SSH,
+                                 r.refenced))
+        if state is IncidentState.WATCHING and r.released_at is not None:
+            # the cooldown of an automatic release counts from the release itself
+            h = h.with_(auto_released_at=tuple(sorted(
+                dict(h.auto_released_at, **dict.fromkeys(r.victims, r.released_at)).items())))
         if state is IncidentState.RESOLVED:
             hists[r.cluster] = h
             continue
@@ -160,7 +171,8 @@ def restore(
             incident=IncidentMemory(
                 id=r.id, state=state, survivor=r.survivor, victims=r.victims,
                 attempts=r.attempts, last_attempt_at=r.last_attempt_at, mode=r.mode,
-                released=r.released,
+                released=r.released and state is not IncidentState.WATCHING,
+                refenced=r.refenced,
             ),
             # A restart must not shortcut confirmation: streaks start again.
             split_streak=0,

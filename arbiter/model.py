@@ -38,6 +38,8 @@ class IncidentState(StrEnum):
     FENCING = "fencing"  # decision committed, fence in flight
     FENCED = "fenced"  # victim verified without the VIP
     FENCE_FAILED = "fence_failed"
+    HELD = "held"  # split brain gone; a victim stays held until released
+    WATCHING = "watching"  # victims released automatically; a new claim is re-fenced at once
     RESOLVED = "resolved"
 
 
@@ -160,7 +162,9 @@ class IncidentMemory:
     attempts: int = 0
     last_attempt_at: datetime | None = None
     mode: FenceMode = FenceMode.SSH
-    released: bool = False  # an operator or healing released the victims: allow again
+    released: bool = False  # an operator released the victims: allow again
+    # fenced again after an automatic release: its holds wait for an operator
+    refenced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +176,7 @@ class Hold:
     survivor: str
     mode: FenceMode
     keepalived_stopped: bool  # released holds run recover_command when True
+    operator_only: bool = False  # re-fenced after an automatic release: never again
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +184,7 @@ class ClusterHistory:
     split_streak: int = 0
     split_since: datetime | None = None
     clean_streak: int = 0
+    clean_since: datetime | None = None  # the first clean round of this streak
     orphan_streak: int = 0
     orphan_incident: int | None = None
     # vip -> node that held it alone in the last clean round
@@ -251,6 +257,14 @@ class NodeAssessment:
     holds: tuple[str, ...]
     verdict: Verdict
     reason: str
+    # exclusive clusters: (vip, verdict, reason) for each VIP (arbiter.verdicts)
+    by_vip: tuple[tuple[str, Verdict, str], ...] = ()
+
+    def for_vip(self, vip: str | None) -> tuple[Verdict, str]:
+        for v, verdict, reason in self.by_vip:
+            if v == vip:
+                return verdict, reason
+        return self.verdict, self.reason
 
 
 @dataclass(frozen=True, slots=True)

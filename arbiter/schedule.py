@@ -97,13 +97,14 @@ class Scheduler:
 
 def confirm_due(history: History, confirm_after: float | None) -> datetime | None:
     """When a split brain being confirmed becomes old enough (``Config.confirm_span``):
-    run a round then, not at the next interval."""
-    if not confirm_after:
-        return None
-    dues = [
-        h.split_since + timedelta(seconds=confirm_after)
-        for _, h in history.clusters
-        if h.split_since is not None and h.incident is not None
-        and h.incident.state is IncidentState.OPEN
-    ]
+    run a round then, not at the next interval. A re-claim (issue 11) is due at once."""
+    dues = []
+    for _, h in history.clusters:
+        if h.split_since is None or h.incident is None:
+            continue
+        if h.incident.state is IncidentState.OPEN and confirm_after:
+            dues.append(h.split_since + timedelta(seconds=confirm_after))
+        elif h.incident.state in (IncidentState.HELD, IncidentState.WATCHING):
+            # a victim's re-claim of a confirmed split: the second observation at once
+            dues.append(h.split_since)
     return min(dues) if dues else None

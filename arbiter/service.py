@@ -31,6 +31,7 @@ from arbiter.clock import Clock, utcnow
 from arbiter.config import Config
 from arbiter.effects import Recover, StartFence
 from arbiter.fencer import Fencer
+from arbiter.gate_log import GateLog
 from arbiter.intents import EventIntent, Intents, ReleaseIntent
 from arbiter.ledger import Ledger
 from arbiter.memory import Committed
@@ -71,6 +72,7 @@ class Arbiter:
         self.view = View(config, self.history)
         self._config = config
         self.intents = Intents(self.ledger, self.fencer, clock)
+        self.gates = GateLog(mono)  # the API notes each /verdict answer here
         self._stats = RoundStats()
         self._last_error: str | None = None
         self._round_lock = asyncio.Lock()

@@ -48,6 +48,7 @@ class Episode:
     isolated: tuple[float, float] | None = None  # when the arbiter could not see out
     restarted: bool = False
     violations: list[str] = field(default_factory=list)
+    incidents: list[dict] = field(default_factory=list)  # what the arbiter recorded
 
     def sample(self, lab: Lab) -> None:
         self.samples.append((time.monotonic(), tuple(lab.holders()[VIP1])))
@@ -117,6 +118,7 @@ def inject(lab: Lab, ep: Episode, rng: random.Random) -> None:
 def check(lab: Lab, ep: Episode, before: int) -> None:
     incidents = [i for i in lab.incidents("split_brain") if i["id"] > before]
     details = [lab.api(f"/incidents/{i['id']}") for i in incidents]
+    ep.incidents = [_summary(d) for d in details]
     fenced = {a["node"] for d in details for a in d["fence_attempts"]
               if a["step"] == "fence_command" and a["ok"]}
     acts = ep.fault in ("vrrp-cut", "keepalived-kill", "arbiter-restart-cut")
@@ -146,6 +148,15 @@ def check(lab: Lab, ep: Episode, before: int) -> None:
     for h in ("lb1", "lb2"):
         if not lab.keepalived_running(h) and h not in held:
             ep.violations.append(f"I7 {h}'s keepalived is stopped and not held")
+
+
+def _summary(detail: dict) -> dict:
+    """An incident in a few fields: enough to tell from a CI log what went wrong."""
+    keep = ("id", "state", "survivor", "victims", "opened_at", "decided_at", "resolved_at",
+            "reason", "held_nodes")
+    out = {k: detail.get(k) for k in keep if k in detail}
+    out["fence_attempts"] = [(a["node"], a["step"], a["ok"]) for a in detail["fence_attempts"]]
+    return out
 
 
 _wall_to_mono = time.time() - time.monotonic()
@@ -199,7 +210,9 @@ def main() -> int:
         return {"seed": a.seed, "faults": len(episodes), "by_fault": dict(counts),
                 "violations": dict(violations), "seconds": round(time.monotonic() - started),
                 "episodes": [{"fault": e.fault, "violations": e.violations,
-                              "restarted": e.restarted} for e in episodes]}
+                              "restarted": e.restarted,
+                              **({"incidents": e.incidents} if e.violations else {})}
+                             for e in episodes]}
 
     try:
         # Releases happen between faults, through the API (settle). With automatic
@@ -221,13 +234,15 @@ def main() -> int:
     except KeyboardInterrupt:
         print(f"stopped after {len(episodes)} faults", file=sys.stderr)
     finally:
-        log_tail = lab.arbiter_log()[-3000:]
+        log_tail = lab.arbiter_log()[-8000:]
         lab.down()
     out = report()
     print(json.dumps({k: v for k, v in out.items() if k != "episodes"}, indent=2))
     write_json(a.json, out)
-    if out["violations"]:
-        print(log_tail, file=sys.stderr)
+    if out["violations"]:  # on stdout, so that a failed CI run explains itself
+        bad = [dict(e, n=n + 1) for n, e in enumerate(out["episodes"]) if e["violations"]]
+        print(json.dumps(bad, indent=1))
+        print("--- the arbiter's log, last 8000 characters\n" + log_tail)
     return 1 if out["violations"] else 0
 
 

@@ -21,58 +21,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import queue
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime
 
 from bench.common import median, pct, write_json
-from tests.lab.labctl import VIP1, Lab, steady, wait_for
+from tests.lab.labctl import VIP1, AddrEvents, Lab, steady, wait_for
 
 MASTER_DOWN = 3 * 1.0 + (256 - 90) / 256  # lb2: 3 x advert_int + skew
-
-
-class AddrEvents:
-    """Kernel address events for VIP1 on both directors, with their timestamps."""
-
-    def __init__(self, lab: Lab):
-        self.q: queue.Queue[tuple[str, str, float]] = queue.Queue()
-        self.procs = []
-        for h in ("lb1", "lb2"):
-            p = subprocess.Popen(["ip", "-n", lab.ns(h), "-ts", "-o", "monitor", "address"],
-                                 stdout=subprocess.PIPE, text=True, env={**os.environ,
-                                                                         "TZ": "UTC"})
-            self.procs.append(p)
-            threading.Thread(target=self._read, args=(h, p), daemon=True).start()
-
-    def _read(self, host: str, p: subprocess.Popen) -> None:
-        assert p.stdout is not None
-        for line in p.stdout:
-            if f" {VIP1}/" not in line:
-                continue
-            ts = datetime.fromisoformat(line[1:line.index("]")] + "+00:00").timestamp()
-            self.q.put((host, "del" if "Deleted" in line else "add", ts))
-
-    def wait(self, kind: str, timeout: float, host: str | None = None) -> tuple[str, float]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                h, k, ts = self.q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if k == kind and (host is None or h == host):
-                return h, ts
-        raise TimeoutError(f"no VIP {kind} event within {timeout}s")
-
-    def drain(self) -> None:
-        while not self.q.empty():
-            self.q.get_nowait()
-
-    def close(self) -> None:
-        for p in self.procs:
-            p.kill()
 
 
 def configure(lab: Lab, mode: str) -> None:

@@ -381,12 +381,17 @@ async def test_ids_out_of_range_are_the_clients_error(authed, path: str) -> None
 
 
 async def test_a_held_node_is_told_which_incident_holds_it(site: SimSite, make_arbiter) -> None:  # type: ignore[no-untyped-def]
-    """After the split resolves, lb2 stays held: its denial names the incident (it once
-    said null), and the incident says whom it holds."""
+    """After the split ends, lb2 stays held: its denial names the incident (it once
+    said null), and the incident says whom it holds. It is not resolved but held, so
+    ?state=held finds what needs a release."""
     async for arb, c in after_split(site, make_arbiter, resolve_rounds=1):
         await rounds(arb, 2)
-        assert arb.history.cluster("web").incident is None  # resolved
+        assert arb.history.cluster("web").incident.state.value == "held"
         v = (await c.get("/verdict", params={"cluster": "web", "node": "lb2"})).json()
-        (inc,) = (await c.get("/incidents")).json()["items"]
+        (inc,) = (await c.get("/incidents", params={"state": "held"})).json()["items"]
         assert v["verdict"] == "deny" and v["incident"] == inc["id"]
-        assert inc["state"] == "resolved" and inc["held"] and inc["held_nodes"] == ["lb2"]
+        assert inc["state"] == "held" and inc["held"] and inc["held_nodes"] == ["lb2"]
+        assert (await c.get("/incidents", params={"state": "resolved"})).json()["items"] == []
+        (web,) = (await c.get("/status")).json()["clusters"]
+        assert web["state"] in ("held", "needs-operator"), web["state_reason"]
+        assert "no split brain" not in web["reason"]

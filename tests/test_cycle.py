@@ -241,13 +241,17 @@ async def test_loop_runs_rounds_without_overlap_and_stops(site: SimSite, make_ar
 
 
 async def test_resolution_after_clean_rounds(site: SimSite, make_arbiter) -> None:
-    arb = await make_arbiter(site, resolve_rounds=2)
+    arb = await make_arbiter(site, resolve_rounds=2, interval=0.3)
     try:
         await rounds(arb, 1)
         site.state("lb2").add("eth0", VIP1, 24)
         await rounds(arb, 1)
         site.state("lb2").remove(VIP1)  # gone after one round: no fence
-        await rounds(arb, 3)
+        await rounds(arb, 4)  # back to back, as rounds woken by events come
+        # resolution spans time too: (resolve_rounds - 1) x interval of clean rounds
+        assert arb.history.cluster("web").incident is not None
+        await asyncio.sleep(0.35)
+        await rounds(arb, 1)
     finally:
         await arb.close()
     (inc,) = incidents(arb)

@@ -27,7 +27,12 @@ def test_keepalived_accepts_snippet_with_gate_and_notify(conf: Path, tmp_path: P
     if os.geteuid() != 0 or not shutil.which("keepalived"):
         pytest.skip("needs root and keepalived (bash deploy/bootstrap.sh)")
     text = conf.read_text()
-    assert "chk_arbiter weight 0" in text and "arbiter-notify" in text
+    assert "arbiter-notify" in text
+    if conf.stem == "dual-master":  # a gate per instance, each asking about its own VIP
+        assert "chk_arbiter_vi1 weight 0" in text and "chk_arbiter_vi2 weight 0" in text
+        assert text.count("arbiter-gate --vip ") == 2
+    else:
+        assert "chk_arbiter weight 0" in text
     # Install the scripts where the snippets expect them, in a private mount namespace,
     # so keepalived's script security checks see them exactly as on a director.
     script = f"""

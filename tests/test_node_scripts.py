@@ -29,8 +29,10 @@ WRAPPER = REPO / "deploy/node/arbiter-ssh-wrapper"
 class Arbiter(BaseHTTPRequestHandler):
     answer = "allow"
     posts: list[tuple[dict, str]] = []
+    paths: list[str] = []
 
     def do_GET(self) -> None:  # noqa: N802
+        Arbiter.paths.append(self.path)
         if self.answer == "500":
             self.send_response(500)
             self.end_headers()
@@ -118,6 +120,20 @@ def test_gate_isolated_node_fails(tmp_path: Path) -> None:
                             "lb1", "127.0.0.1"], env=env, capture_output=True, text=True,
                            timeout=10)
         assert p.returncode == 1, (name, p.stderr)
+
+
+def test_gate_asks_about_one_vip(arbiter_url: str, tmp_path: Path) -> None:
+    """Dual-master with exclusive verdicts: one gate per instance, each with its VIP."""
+    Arbiter.answer = "deny"
+    for name, argv, env in shells(tmp_path):
+        Arbiter.paths = []
+        p = subprocess.run([*argv, str(GATE), "--vip", "192.168.77.200", arbiter_url, "web",
+                            "lb1", "127.0.0.1"], env=env, capture_output=True, text=True,
+                           timeout=10)
+        assert p.returncode == 1, (name, p.stderr)
+        assert Arbiter.paths == ["/verdict?cluster=web&node=lb1&format=text&vip=192.168.77.200"]
+    p = subprocess.run(["dash", str(GATE), "--vip"], capture_output=True, text=True)
+    assert p.returncode == 2 and "--vip needs a VIP" in p.stderr
 
 
 def test_gate_usage_error() -> None:

@@ -85,7 +85,9 @@ def verdict_answer(request: Request) -> Response:
     now = _now()
     fresh = view.staleness(now) is None
     if fresh and (hit := cache.get(key, view)) is not None:
-        return hit
+        response, asked = hit
+        arb.gates.record(*asked)
+        return response
     q = request.query_params
     problems = [f"{n}: Field required" for n in ("cluster", "node") if not q.get(n)]
     problems += [f"{n}: at most 64 characters" for n in ("cluster", "node", "vip")
@@ -111,8 +113,10 @@ def verdict_answer(request: Request) -> Response:
     body = views.verdict(view, cfg, node, vip, now)
     response: Response = (PlainTextResponse(body["verdict"] + "\n") if _wants_text(request, fmt)
                           else JSONResponse(body))
+    asked = (cluster, node, body["verdict"], vip)
+    arb.gates.record(*asked)  # the gate is wired: /status shows when it last asked
     if fresh:
-        cache.put(key, view, response)
+        cache.put(key, view, (response, asked))
     return response
 
 
@@ -133,18 +137,19 @@ class VerdictCache:
     MAX = 4096  # distinct queries; a flood of odd query strings only clears it
 
     def __init__(self) -> None:
-        self._d: dict[tuple, tuple[View, Response]] = {}
+        self._d: dict[tuple, tuple[View, tuple[Response, tuple]]] = {}
 
-    def get(self, key: tuple, view: View) -> Response | None:
+    def get(self, key: tuple, view: View) -> tuple[Response, tuple] | None:
         hit = self._d.get(key)
         if hit is None or hit[0] is not view:
             return None
         return hit[1]
 
-    def put(self, key: tuple, view: View, response: Response) -> None:
+    def put(self, key: tuple, view: View, entry: tuple[Response, tuple]) -> None:
+        """``entry``: the response, and what to note in the GateLog when it is sent."""
         if len(self._d) >= self.MAX:
             self._d.clear()
-        self._d[key] = (view, response)
+        self._d[key] = (view, entry)
 
 
 @router.get("/status", summary="Live state of every cluster and of the arbiter itself",
@@ -153,7 +158,10 @@ async def get_status(arb: ArbiterDep) -> Response:
     # built off the event loop: at 1000 nodes it is a large body, and the loop
     # answers the gates' /verdict
     view = arb.view
-    return await run_in_threadpool(lambda: JSONResponse(views.status(view, _now())))
+    gates = arb.gates  # read on the loop, which is its only writer
+    wiring, warnings = gates.wiring(view.config), gates.warnings(view.config)
+    return await run_in_threadpool(
+        lambda: JSONResponse(views.status(view, _now(), wiring, warnings)))
 
 
 @router.get("/incidents", summary="Incidents, newest first",

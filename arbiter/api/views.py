@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from arbiter.cluster_state import cluster_state
 from arbiter.config import ClusterConfig
+from arbiter.gate_log import GateWiring
 from arbiter.model import ClusterHistory, Verdict
 from arbiter.serialize import iso, node_observation
 from arbiter.view import View
@@ -39,11 +41,16 @@ def verdict(view: View, cluster: ClusterConfig, node: str, vip: str | None,
     else:
         holders = {ca.holder_of(v) for v in cluster.vips}
         holder = holders.pop() if len(holders) == 1 else None
-    return {**body, "holder": holder, "verdict": na.verdict.value, "reason": na.reason}
+    verdict_, reason = na.for_vip(vip)
+    return {**body, "holder": holder, "verdict": verdict_.value, "reason": reason}
 
 
-def status(view: View, now: datetime) -> dict:
+def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None = None,
+           gate_warnings: list[str] | None = None) -> dict:
+    """``gates``: each cluster's gate wiring (GateLog.wiring), and the warnings for
+    exclusive clusters whose gates do not ask."""
     rt, config, history = view, view.config, view.history
+    gates, gate_warnings = gates or {}, gate_warnings or []
     last_seen, last_event, gateway_view = view.last_seen, view.last_event, view.gateway_view
     snap, a = rt.snapshot, rt.assessment
     stale = view.staleness(now)
@@ -53,6 +60,7 @@ def status(view: View, now: datetime) -> dict:
         ca = a.cluster(c.name) if a else None
         obs = snap.cluster(c.name) if snap else None
         nodes = []
+        wiring = {w.node: w for w in gates.get(c.name, [])}
         for n in c.nodes:
             o = obs.node(n.name) if obs else None
             na = ca.node(n.name) if ca else None
@@ -64,10 +72,21 @@ def status(view: View, now: datetime) -> dict:
             entry["verdict"] = na.verdict.value if na else None
             entry["verdict_reason"] = na.reason if na else None
             entry["held"] = n.name in hist.held_nodes
+            w = wiring.get(n.name)
+            entry["gate"] = None if w is None else {
+                "wired": w.wired, "summary": f"gate: {w.summary}",
+                "asked_ago_s": w.asked_ago, "verdict": w.verdict}
             nodes.append(entry)
         inc = hist.incident
+        warnings = [w for w in gate_warnings if w.startswith(f"{c.name}/")]
+        word, why = cluster_state(config, hist, ca, stale or (a.abstain_reason if a else None),
+                                  warnings, rt.db_error)
         clusters.append({
             "name": c.name,
+            "state": word,
+            "state_reason": why,
+            "verdict_mode": c.verdict,
+            "warnings": warnings,
             "vips": c.vips,
             "gateways": {g: (gateway_view or {}).get(g) for g in config.gateways_for(c)},
             "holders": {v: list(h) for v, h in ca.holders} if ca else {},

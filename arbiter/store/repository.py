@@ -159,6 +159,8 @@ def _decide(s: Session, e: RecordDecision, incident_id: int, at: datetime,
     inc.dry_run = e.plan.dry_run
     inc.decided_at = inc.decided_at or at
     inc.updated_at = at
+    if e.src in (IncidentState.HELD, IncidentState.WATCHING):
+        inc.refenced = True
     if not e.plan.dry_run:
         inc.attempts = e.attempt
         inc.last_attempt_at = at
@@ -223,6 +225,8 @@ def _row(i: Incident) -> IncidentRow:
                          else (i.victims if i.held else ())) if i.held else (),
         pending_hold=tuple(i.pending_hold or ()),
         released=i.released_at is not None,
+        released_at=i.released_at,
+        refenced=bool(i.refenced),
     )
 
 
@@ -344,8 +348,11 @@ class Repository:
             inc = s.get(Incident, incident_id)
             if inc is None:
                 return None
-            return inc.cluster, _release(s, incident_id, at, by, "released by an operator",
-                                         None)
+            gone = _release(s, incident_id, at, by, "released by an operator", None)
+            if gone and not inc.held_nodes and inc.state == IncidentState.HELD.value:
+                _change(s, incident_id, IncidentState.RESOLVED, at,
+                        f"every held victim released by {by}")
+            return inc.cluster, gone
 
         return self._tx(fn)
 

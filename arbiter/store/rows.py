@@ -24,6 +24,8 @@ class IncidentRow:
     held_nodes: tuple[str, ...]
     pending_hold: tuple[str, ...]  # a fence was in flight: who it meant to stop
     released: bool
+    released_at: datetime | None = None
+    refenced: bool = False  # fenced again after an automatic release
 
 
 @dataclass(frozen=True, slots=True)

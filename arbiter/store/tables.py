@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -61,6 +72,8 @@ class Incident(Base):
     pending_hold: Mapped[list[str] | None] = mapped_column(JSON)
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     released_by: Mapped[str | None] = mapped_column(String(128))
+    # fenced again after an automatic release: its holds wait for an operator
+    refenced: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     fence_attempts: Mapped[list[FenceAttempt]] = relationship(
         back_populates="incident", order_by="FenceAttempt.id"

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -198,3 +201,44 @@ def steady(lab: Lab, holders: dict[str, list[str]] | None = None, timeout: float
         return web["holders"] == want and all(n["health"] == "healthy" for n in web["nodes"])
 
     wait_for(ok, timeout, f"steady state {want}")
+
+
+class AddrEvents:
+    """Kernel address events for VIP1 on both directors, with their timestamps."""
+
+    def __init__(self, lab: Lab):
+        self.q: queue.Queue[tuple[str, str, float]] = queue.Queue()
+        self.procs = []
+        for h in ("lb1", "lb2"):
+            p = subprocess.Popen(["ip", "-n", lab.ns(h), "-ts", "-o", "monitor", "address"],
+                                 stdout=subprocess.PIPE, text=True, env={**os.environ,
+                                                                         "TZ": "UTC"})
+            self.procs.append(p)
+            threading.Thread(target=self._read, args=(h, p), daemon=True).start()
+
+    def _read(self, host: str, p: subprocess.Popen) -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            if f" {VIP1}/" not in line:
+                continue
+            ts = datetime.fromisoformat(line[1:line.index("]")] + "+00:00").timestamp()
+            self.q.put((host, "del" if "Deleted" in line else "add", ts))
+
+    def wait(self, kind: str, timeout: float, host: str | None = None) -> tuple[str, float]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                h, k, ts = self.q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if k == kind and (host is None or h == host):
+                return h, ts
+        raise TimeoutError(f"no VIP {kind} event within {timeout}s")
+
+    def drain(self) -> None:
+        while not self.q.empty():
+            self.q.get_nowait()
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.kill()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.lab.labctl import VIP1, VIP2, Lab, Window, steady, wait_for
+from tests.lab.labctl import VIP1, VIP2, AddrEvents, Lab, Window, steady, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -53,7 +53,8 @@ def test_vrrp_cut_fences_the_challenger(lab: Lab) -> None:
     wait_for(lambda: not lab.keepalived_running("lb2"), 5, "lb2's keepalived to exit")
     assert lab.keepalived_running("lb1")
     (inc,) = wait_for(lambda: [i for i in lab.incidents("split_brain")
-                               if i["state"] in ("fenced", "resolved")], 10, "fenced incident")
+                               if i["state"] in ("fenced", "held", "resolved")], 10,
+                              "fenced incident")
     assert inc["survivor"] == "lb1" and inc["victims"] == ["lb2"]
     steps = steps_after_announce(lab, inc["id"])
     assert [(s["node"], s["step"], s["ok"]) for s in steps] == [
@@ -182,3 +183,38 @@ def test_lvs_dr_vip_on_lo_is_not_ownership(lab: Lab) -> None:
     assert st["holders"] == {VIP1: ["lb1"]} and st["split_vips"] == []
     assert st["nodes"][1]["lo_vips"] == [VIP1]
     assert lab.verdict("lb2")["verdict"] == "allow"
+
+
+def test_reclaim_after_automatic_release_is_refenced_in_the_same_incident(lab: Lab) -> None:
+    """Reactive mode, SSH fence, no gate (issue 11). ICMP cannot see a filter that drops
+    only protocol 112, so the automatic release brings lb2's keepalived back into the
+    same cut: it claims the VIP again. That claim is re-fenced at once in the same
+    incident, and lb2 is then held for an operator."""
+    lab.set_arbiter(auto_release=True, release_rounds=3)
+    steady(lab)
+    ev = AddrEvents(lab)
+    try:
+        lab.fault("vrrp-cut")
+        _, add1 = ev.wait("add", 15, host="lb2")
+        _, del1 = ev.wait("del", 15, host="lb2")
+        # released after 3 rounds of lb2 reaching lb1 and the gateway; its keepalived
+        # comes back, and after master-down it claims the VIP again
+        _, add2 = ev.wait("add", 30, host="lb2")
+        _, del2 = ev.wait("del", 10, host="lb2")
+    finally:
+        ev.close()
+    first, second = del1 - add1, del2 - add2
+    print(f"\nfirst window {first:.3f}s; after the automatic release: {second:.3f}s")
+    assert second < 0.2
+    (inc,) = lab.incidents("split_brain")  # one fault, one incident
+    full = lab.api(f"/incidents/{inc['id']}")
+    assert "re-claim" in full["reason"] and full["survivor"] == "lb1"
+    states = [t["state"] for t in full["timeline"]]
+    assert "watching" in states and states.count("fencing") == 2, states
+    # held for an operator now: healing does not release it again
+    time.sleep(6)
+    assert not lab.keepalived_running("lb2") and lab.holders()[VIP1] == ["lb1"]
+    (web,) = lab.api("/status")["clusters"]
+    assert web["state"] == "needs-operator", web["state_reason"]
+    assert [h["node"] for h in web["held"]] == ["lb2"]
+    assert lab.incidents("split_brain")[0]["held_nodes"] == ["lb2"]

@@ -42,7 +42,7 @@ def make_config(nodes: list[tuple[str, int]] | None = None, vips: list[str] | No
 
 def node(name: str, holds: tuple[str, ...] = (), *, icmp: bool = True, ssh: bool = True,
          ka: bool | None = True, gw: bool = True, lo: tuple[str, ...] = (),
-         at: datetime = T0) -> NodeObservation:
+         at: datetime = T0, peers: tuple[tuple[str, bool], ...] = ()) -> NodeObservation:
     addrs = None
     if ssh:
         addrs = tuple(
@@ -54,6 +54,7 @@ def node(name: str, holds: tuple[str, ...] = (), *, icmp: bool = True, ssh: bool
         node=name, icmp_ok=icmp, ssh_ok=ssh, observed_at=at, addresses=addrs,
         keepalived_running=ka if ssh else None,
         gateways=((GW, gw),) if ssh else (),
+        peers=peers if ssh else (),
     )
 
 

@@ -235,7 +235,7 @@ def test_failed_fence_retries_after_backoff_and_gives_up() -> None:
     assert ca.next_history.incident.attempts == 2
 
 
-def test_split_resolves_after_clean_rounds_and_victim_stays_held() -> None:
+def test_split_gone_with_a_held_victim_is_held_not_resolved() -> None:
     d = Driver(make_config(resolve_rounds=2))
     d.round(*healthy)
     d.round(*cut)
@@ -244,7 +244,11 @@ def test_split_resolves_after_clean_rounds_and_victim_stays_held() -> None:
     fenced = (node("lb1", (VIP1,)), node("lb2", ka=False))
     assert not resolves(d.web(d.round(*fenced)))
     ca = d.web(d.round(*fenced))
-    assert resolves(ca) and ca.next_history.incident is None
+    # an incident that still holds a node is not resolved: it waits for release
+    assert not resolves(ca)
+    assert [e.dst for e in effects_of(ca, ChangeState)] == [IncidentState.HELD]
+    inc = ca.next_history.incident
+    assert inc is not None and inc.state is IncidentState.HELD
     lb2 = ca.node("lb2")
     assert lb2 is not None and lb2.verdict is Verdict.DENY and "held fenced" in lb2.reason
 

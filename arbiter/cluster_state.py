@@ -1,0 +1,70 @@
+"""Each cluster's state in one word an operator can act on. Pure.
+
+    ok              nothing to do
+    split           a split brain is seen and being confirmed or retried
+    fencing         a fence is in flight
+    held            a victim is held; automatic release may still free it
+    needs-operator  only an operator can end this (see the reason)
+    abstaining      the arbiter cannot judge: isolated, TILT or stale observations
+    degraded        it works, but something is wrong (a node unhealthy, an orphaned
+                    VIP, the database, an exclusive gate that never asks)
+
+The first rule that matches wins, in the order of the table below; the reason says
+which rule it was.
+"""
+
+from __future__ import annotations
+
+from arbiter.config import Config
+from arbiter.model import ClusterAssessment, ClusterHistory, Health, IncidentState
+
+S = IncidentState
+
+
+def cluster_state(
+    config: Config, history: ClusterHistory, ca: ClusterAssessment | None,
+    abstaining: str | None, gate_warnings: list[str], db_error: str | None,
+) -> tuple[str, str]:
+    """(one word, why)."""
+    if abstaining:
+        return "abstaining", abstaining
+    if ca is None:
+        return "abstaining", "not assessed yet"
+    inc = history.incident
+    a = config.arbiter
+    if inc is not None and inc.state is S.FENCING:
+        return "fencing", f"incident #{inc.id}: fence attempt {inc.attempts} in flight"
+    if inc is not None and ca.split_vips:
+        if inc.state is S.FENCED:
+            return "needs-operator", (f"incident #{inc.id}: split brain persists although "
+                                      "fenced")
+        if inc.state is S.FENCE_FAILED and inc.attempts >= a.max_fence_attempts:
+            return "needs-operator", (f"incident #{inc.id}: fence failed {inc.attempts} "
+                                      "time(s), gave up")
+        if "operator attention needed" in ca.reason:
+            return "needs-operator", ca.reason
+    if ca.split_vips:
+        return "split", ca.reason
+    stuck = [h for h in history.held if h.operator_only or not a.auto_release]
+    if stuck:
+        why = ("re-fenced after an automatic release" if stuck[0].operator_only
+               else "auto_release is off")
+        return "needs-operator", (f"{', '.join(h.node for h in stuck)} held by incident "
+                                  f"#{stuck[0].incident} until an operator releases it ({why})")
+    if history.held:
+        return "held", (f"{', '.join(h.node for h in history.held)} held; released "
+                        "automatically once it reaches the survivor and a gateway "
+                        f"for {a.release_rounds} rounds")
+    if inc is not None and inc.state is S.FENCE_FAILED and inc.attempts >= a.max_fence_attempts:
+        return "needs-operator", f"incident #{inc.id}: fence failed, gave up"
+    problems = [f"{n.node} {n.health.value}" for n in ca.nodes if n.health is not Health.HEALTHY]
+    if ca.orphan_vips:
+        problems.append(f"no holder for {', '.join(ca.orphan_vips)}")
+    if db_error:
+        problems.append(f"database: {db_error}")
+    problems += gate_warnings
+    if problems:
+        return "degraded", "; ".join(problems)
+    if inc is not None and inc.state is S.WATCHING:
+        return "ok", f"incident #{inc.id} watches {', '.join(inc.victims)} after its release"
+    return "ok", "one holder per VIP, every node healthy"

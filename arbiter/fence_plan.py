@@ -1,0 +1,165 @@
+"""Which fence is due this round, if any: confirmation, the state of the incident,
+the survivor rule, and the guards that no rule can talk past. Pure; part of the
+policy that ``decide.assess`` runs.
+
+- ``maybe_fence``: a split brain confirmed over time, ranked by the survivor rule;
+- ``_reclaim``: a victim of a held or watched incident claims the VIP again;
+- ``_plan``: the guards, and how each victim is fenced.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from arbiter.config import ClusterConfig, Config
+from arbiter.model import (
+    ClusterHistory,
+    ClusterObservation,
+    FenceMethod,
+    FenceMode,
+    FencePlan,
+    IncidentState,
+    VictimAction,
+)
+from arbiter.survivor import deciding_rule, rank_candidates
+
+# Incident states from which a (new or retried) fence may be ordered.
+_FENCEABLE = (IncidentState.OPEN, IncidentState.FENCE_FAILED)
+
+
+def maybe_fence(
+    config: Config,
+    cluster: ClusterConfig,
+    obs: ClusterObservation,
+    hist: ClusterHistory,
+    split_vips: tuple[str, ...],
+    holders: dict[str, tuple[str, ...]],
+    now: datetime,
+) -> tuple[FencePlan | None, str]:
+    a = config.arbiter
+    inc = hist.incident
+    if inc is None:
+        return None, ""
+    if inc.state in (IncidentState.HELD, IncidentState.WATCHING):
+        return _reclaim(config, cluster, obs, hist, split_vips, holders)
+    # Confirmation spans time as well as observations: rounds woken by events can come
+    # min_round_gap apart, and a normal handover's overlap must never look confirmed.
+    lasted = (now - hist.split_since).total_seconds() if hist.split_since else 0.0
+    need_obs = 2 if a.confirm_after is not None else a.confirm_rounds
+    if hist.split_streak < need_obs or lasted < config.confirm_span:
+        return None, (f"waiting for confirmation ({lasted:.2f}s of {config.confirm_span:g}s, "
+                      f"{hist.split_streak} of {need_obs} observations)")
+    if inc.state is IncidentState.FENCING:
+        return None, "a fence is already in flight"
+    if inc.state is IncidentState.FENCED:
+        return None, (
+            "split brain persists although this incident was already fenced; "
+            "not fencing twice: operator attention needed"
+        )
+    if inc.state is IncidentState.DECIDED:
+        return None, f"dry run: decision already recorded ({inc.survivor} survives)"
+    if inc.state is IncidentState.FENCE_FAILED:
+        if inc.attempts >= a.max_fence_attempts:
+            return None, (
+                f"fence failed {inc.attempts} time(s): giving up, operator attention needed"
+            )
+        since = (now - inc.last_attempt_at).total_seconds() if inc.last_attempt_at else None
+        if since is not None and since < a.fence_retry_after:
+            return None, "last fence failed; waiting before retrying"
+    assert inc.state in _FENCEABLE
+
+    candidates = sorted({n for v in split_vips for n in holders[v]})
+    ranking = rank_candidates(cluster, obs, hist, candidates, split_vips)
+    survivor = ranking[0].name
+    victims = [n for n in candidates if n != survivor]
+    beats = "; ".join(
+        f"over {r.name} by rule: {deciding_rule(ranking[0], r)}" for r in ranking[1:]
+    )
+    return _plan(config, cluster, obs, hist, survivor, victims, split_vips,
+                 f"{survivor} survives {beats}", tuple((r.name, r.why) for r in ranking))
+
+
+def _reclaim(
+    config: Config,
+    cluster: ClusterConfig,
+    obs: ClusterObservation,
+    hist: ClusterHistory,
+    split_vips: tuple[str, ...],
+    holders: dict[str, tuple[str, ...]],
+) -> tuple[FencePlan | None, str]:
+    """A victim of this incident (held, or released automatically) claims the VIP
+    again while the survivor still holds it. The incident already confirmed this very
+    split, so there is no new confirmation span: two observations in a row, and the
+    fence goes out in the same incident. The victim is then held for an operator."""
+    inc = hist.incident
+    assert inc is not None and inc.survivor is not None
+    others = sorted({n for v in split_vips for n in holders[v]} - {inc.survivor})
+    if not all(inc.survivor in holders[v] for v in split_vips) or \
+            not set(others) <= set(inc.victims):
+        return None, (f"split brain not between incident #{inc.id}'s survivor "
+                      f"{inc.survivor} and its victims while it is {inc.state.value}: "
+                      "operator attention needed")
+    if hist.split_streak < 2:
+        return None, f"{', '.join(others)} claims the VIP again: confirming once more"
+    how = ("after its automatic release" if inc.state is IncidentState.WATCHING
+           else "while held")
+    return _plan(config, cluster, obs, hist, inc.survivor, others, split_vips,
+                 f"re-claim: {', '.join(others)} claimed {', '.join(split_vips)} again {how} "
+                 f"while {inc.survivor} holds it; {inc.survivor} survives as decided in "
+                 f"incident #{inc.id}, and the victim is held for an operator",
+                 ((inc.survivor, "survivor of this incident"),))
+
+
+def _plan(
+    config: Config,
+    cluster: ClusterConfig,
+    obs: ClusterObservation,
+    hist: ClusterHistory,
+    survivor: str,
+    victims: list[str],
+    split_vips: tuple[str, ...],
+    why: str,
+    ranking: tuple[tuple[str, str], ...],
+) -> tuple[FencePlan | None, str]:
+    """The fence of ``victims``, if the guards allow it."""
+    a = config.arbiter
+    all_nodes = {n.name for n in cluster.nodes}
+    # Guards: the rule must not be able to talk us into an unsafe fence.
+    if survivor in hist.held_nodes:
+        return None, f"refusing: best survivor {survivor} is itself held fenced"
+    if all_nodes <= set(victims) | hist.held_nodes:
+        return None, "refusing: fencing would leave no node of the cluster unfenced"
+    seeing = {o.node for o in obs.nodes if o.gateways_seen > 0}
+    if seeing and seeing <= set(victims):
+        return None, (
+            f"refusing: {', '.join(sorted(seeing))} would be fenced but "
+            "is the only node that still sees a gateway"
+        )
+
+    actions = []
+    for v in victims:
+        o = obs.node(v)
+        assert o is not None
+        method = (
+            FenceMethod.REMOVE_ADDRESS if o.keepalived_running is False
+            else FenceMethod.STOP_KEEPALIVED
+        )
+        actions.append(VictimAction(node=v, method=method, vips=o.holds(cluster.vips)))
+    reason = (
+        f"{why}; "
+        + ", ".join(
+            f"{x.node} {'loses its stale VIP (keepalived is not running)' if x.method is FenceMethod.REMOVE_ADDRESS else 'has keepalived stopped'}"  # noqa: E501
+            for x in actions
+        )
+    )
+    order = FencePlan(
+        mode=FenceMode(cluster.fence_mode),
+        cluster=cluster.name,
+        survivor=survivor,
+        victims=tuple(actions),
+        vips=split_vips,
+        reason=reason,
+        ranking=ranking,
+        dry_run=a.dry_run,
+    )
+    return order, ("dry run: decision recorded, not acting" if a.dry_run else "fence due")
