@@ -96,12 +96,15 @@ async def _serve(cfg: Config) -> int:
     app = create_app(arb, run_loop=True)
 
     # Housekeeping off the round path (APScheduler): a one-line summary for the journal,
-    # and the retention of keepalived events.
+    # the retention of keepalived events, and the watch on exclusive clusters' gates.
     sched = AsyncIOScheduler(timezone=UTC)
     sched.add_job(lambda: _summary(arb), "interval", seconds=60, id="summary",
                   max_instances=1, coalesce=True)
     sched.add_job(_prune_events, "interval", args=[arb], minutes=10, id="retention",
                   max_instances=1, coalesce=True)
+    # exclusive verdicts without a wired gate protect nothing: say so in the journal
+    sched.add_job(lambda: arb.gates.log_changes(arb.config), "interval", seconds=5,
+                  id="gate-watch", max_instances=1, coalesce=True)
     sched.start()
     tls = {}
     if cfg.api.tls_certfile:
@@ -194,80 +197,12 @@ def _loop_factory():  # type: ignore[no-untyped-def]
     return uvloop.new_event_loop
 
 
-# --- check --------------------------------------------------------------------
-
-
-def _fmt_bool(v: bool | None, yes: str = "yes", no: str = "NO") -> str:
-    return "?" if v is None else (yes if v else no)
-
-
-async def _check(cfg: Config) -> int:
-    from arbiter import decide
-    from arbiter.model import ClusterHistory, History, IncidentMemory, IncidentState
-
-    arb, pool = build_arbiter(cfg)
-    try:
-        snap = await arb.observer.observe()
-    finally:
-        await pool.close()
-    a = decide.assess(cfg, snap, History(), snap.at)
-    gws = ", ".join(f"{g} {'up' if ok else 'DOWN'}" for g, ok in snap.self_check.gateways)
-    print(f"arbiter self-check: {gws}")
-    if a.abstaining:
-        print(f"ABSTAIN: {a.abstain_reason}")
-    split_any = False
-    for c in cfg.clusters:
-        ca = a.cluster(c.name)
-        obs = snap.cluster(c.name)
-        assert ca is not None and obs is not None
-        print(f"\ncluster {c.name}  VIPs {', '.join(c.vips)}")
-        hdr = f"  {'node':<12}{'health':<12}{'icmp':<6}{'ssh':<6}{'keepalived':<11}" \
-              f"{'gateways':<10}{'holds':<28}error"
-        print(hdr)
-        for o in obs.nodes:
-            held = ",".join(o.holds(c.vips)) or "-"
-            ka = {True: "running", False: "stopped", None: "?"}[o.keepalived_running]
-            gw = f"{o.gateways_seen}/{len(o.gateways)}" if o.ssh_ok else "?"
-            print(f"  {o.node:<12}{o.health.value:<12}{_fmt_bool(o.icmp_ok, 'ok', 'FAIL'):<6}"
-                  f"{_fmt_bool(o.ssh_ok, 'ok', 'FAIL'):<6}{ka:<11}{gw:<10}{held:<28}"
-                  f"{o.ssh_error or ''}")
-        for vip, holders in ca.holders:
-            print(f"  {vip}: {' + '.join(holders) if holders else 'NO HOLDER'}")
-        if cfg.ssh.collect_session:
-            refused = [n.name for n in c.nodes if (n.name, n.address) in pool.sessionless()]
-            if refused:
-                print(f"  collect: a channel per round on {', '.join(refused)} "
-                      "(refused a collect session)")
-        if ca.split_vips:
-            split_any = True
-            print(f"  SPLIT BRAIN: {ca.reason}")
-            # What would happen once confirmed: the same pure policy, primed.
-            primed = History(clusters=((c.name, ClusterHistory(
-                split_streak=cfg.arbiter.confirm_rounds - 1,
-                split_since=snap.at - timedelta(seconds=cfg.confirm_span),
-                incident=IncidentMemory(id=None, state=IncidentState.OPEN),
-                incumbents=(),
-            )),))
-            cfg_dry = cfg.model_copy(
-                update={"arbiter": cfg.arbiter.model_copy(update={"dry_run": True})}
-            )
-            hyp = decide.assess(cfg_dry, snap, primed, snap.at).cluster(c.name)
-            if hyp and hyp.fence:
-                print(f"  decision once confirmed ({cfg.arbiter.confirm_rounds} rounds): "
-                      f"{hyp.fence.reason}")
-            elif hyp:
-                print(f"  no fence would be taken: {hyp.reason}")
-        for note in ca.notes:
-            print(f"  note: {note}")
-    if a.abstaining:
-        return EXIT_ERROR
-    return EXIT_SPLIT if split_any else EXIT_OK
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     _setup_logging(args.log_level)
-    return asyncio.run(_check(cfg))
+    from arbiter.check import run_check
+
+    return asyncio.run(run_check(cfg))
 
 
 # --- config, db, incidents ---------------------------------------------------------

@@ -323,13 +323,6 @@ class Config(_Strict):
         tokens += [n.token for c in self.clusters for n in c.nodes if n.token]
         if len(set(tokens)) != len(tokens):
             raise ValueError("the same token is used twice: every node and operator needs its own")
-        for i, c in enumerate(self.clusters):
-            if c.verdict == "exclusive" and not self.gateways_for(c):
-                raise ValueError(
-                    f"clusters[{i}].verdict: \"exclusive\" needs gateways (clusters[{i}]."
-                    "gateways or arbiter.gateways): a holder counts as healthy only while it "
-                    "sees one of them"
-                )
         if a.icmp_timeout > self.round_budget:
             raise ValueError(
                 f"arbiter.icmp_timeout ({a.icmp_timeout}s) must not exceed "

@@ -9,11 +9,13 @@ and ``/status``, ``arbiter check`` and a periodic log line read it.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 from arbiter.config import Config
 
+log = logging.getLogger("arbiter.gate")
 
 @dataclass(frozen=True, slots=True)
 class GateAsk:
@@ -38,6 +40,7 @@ class GateLog:
         self._clock = clock
         self.started = clock()
         self._last: dict[tuple[str, str], GateAsk] = {}
+        self._warned: set[str] = set()  # nodes whose silence was logged
 
     def record(self, cluster: str, node: str, verdict: str, vip: str | None) -> None:
         self._last[(cluster, node)] = GateAsk(self._clock(), verdict, vip)
@@ -88,6 +91,21 @@ class GateLog:
                                f"is {w.summary}: nothing stops it from claiming the VIP "
                                "(wire chk_arbiter into its keepalived)")
         return out
+
+
+    def log_changes(self, config: Config) -> None:
+        """Log each node whose gate goes silent once, and once more when it asks again
+        (an APScheduler job runs this every few seconds)."""
+        now = self._clock()
+        warned = set()
+        for w in self.warnings(config, now):
+            node = w.split(":", 1)[0]
+            warned.add(node)
+            if node not in self._warned:
+                log.warning("%s", w)
+        for node in sorted(self._warned - warned):
+            log.info("%s: its arbiter-gate asks again", node)
+        self._warned = warned
 
 
 def gate_deadline(config: Config) -> float:

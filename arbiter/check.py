@@ -1,0 +1,117 @@
+"""`arbiter check`: one round, printed as a readable table, with what the policy
+would decide once a split brain is confirmed; and, for clusters with exclusive
+verdicts, whether each node's arbiter-gate is asking the running arbiter.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from datetime import timedelta
+
+from arbiter import config as config_mod
+from arbiter.cli import EXIT_ERROR, EXIT_OK, EXIT_SPLIT, build_arbiter
+from arbiter.config import Config
+
+
+def _fmt_bool(v: bool | None, yes: str = "yes", no: str = "NO") -> str:
+    return "?" if v is None else (yes if v else no)
+
+
+async def run_check(cfg: Config) -> int:
+    from arbiter import decide
+    from arbiter.model import ClusterHistory, History, IncidentMemory, IncidentState
+
+    arb, pool = build_arbiter(cfg)
+    try:
+        snap = await arb.observer.observe()
+    finally:
+        await pool.close()
+    a = decide.assess(cfg, snap, History(), snap.at)
+    gws = ", ".join(f"{g} {'up' if ok else 'DOWN'}" for g, ok in snap.self_check.gateways)
+    print(f"arbiter self-check: {gws}")
+    if a.abstaining:
+        print(f"ABSTAIN: {a.abstain_reason}")
+    split_any = False
+    for c in cfg.clusters:
+        ca = a.cluster(c.name)
+        obs = snap.cluster(c.name)
+        assert ca is not None and obs is not None
+        print(f"\ncluster {c.name}  VIPs {', '.join(c.vips)}")
+        hdr = f"  {'node':<12}{'health':<12}{'icmp':<6}{'ssh':<6}{'keepalived':<11}" \
+              f"{'gateways':<10}{'holds':<28}error"
+        print(hdr)
+        for o in obs.nodes:
+            held = ",".join(o.holds(c.vips)) or "-"
+            ka = {True: "running", False: "stopped", None: "?"}[o.keepalived_running]
+            gw = f"{o.gateways_seen}/{len(o.gateways)}" if o.ssh_ok else "?"
+            print(f"  {o.node:<12}{o.health.value:<12}{_fmt_bool(o.icmp_ok, 'ok', 'FAIL'):<6}"
+                  f"{_fmt_bool(o.ssh_ok, 'ok', 'FAIL'):<6}{ka:<11}{gw:<10}{held:<28}"
+                  f"{o.ssh_error or ''}")
+        for vip, holders in ca.holders:
+            print(f"  {vip}: {' + '.join(holders) if holders else 'NO HOLDER'}")
+        if cfg.ssh.collect_session:
+            refused = [n.name for n in c.nodes if (n.name, n.address) in pool.sessionless()]
+            if refused:
+                print(f"  collect: a channel per round on {', '.join(refused)} "
+                      "(refused a collect session)")
+        if ca.split_vips:
+            split_any = True
+            print(f"  SPLIT BRAIN: {ca.reason}")
+            # What would happen once confirmed: the same pure policy, primed.
+            primed = History(clusters=((c.name, ClusterHistory(
+                split_streak=cfg.arbiter.confirm_rounds - 1,
+                split_since=snap.at - timedelta(seconds=cfg.confirm_span),
+                incident=IncidentMemory(id=None, state=IncidentState.OPEN),
+                incumbents=(),
+            )),))
+            cfg_dry = cfg.model_copy(
+                update={"arbiter": cfg.arbiter.model_copy(update={"dry_run": True})}
+            )
+            hyp = decide.assess(cfg_dry, snap, primed, snap.at).cluster(c.name)
+            if hyp and hyp.fence:
+                print(f"  decision once confirmed ({cfg.arbiter.confirm_rounds} rounds): "
+                      f"{hyp.fence.reason}")
+            elif hyp:
+                print(f"  no fence would be taken: {hyp.reason}")
+        for note in ca.notes:
+            print(f"  note: {note}")
+    for line in gate_report(cfg):
+        print(line)
+    if a.abstaining:
+        return EXIT_ERROR
+    return EXIT_SPLIT if split_any else EXIT_OK
+
+
+def gate_report(cfg: Config, timeout: float = 2.0) -> list[str]:
+    """Exclusive verdicts protect nothing on a node whose gate never asks. Only the
+    running arbiter knows who asked: read its /status (the configured listen address;
+    0.0.0.0 and :: are asked on loopback)."""
+    exclusive = [c for c in cfg.clusters if c.verdict == "exclusive"]
+    if not exclusive:
+        return []
+    host, port = config_mod.parse_listen(cfg.arbiter.listen)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    scheme = "https" if cfg.api.tls_certfile else "http"
+    url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}/status"
+    req = urllib.request.Request(url)
+    token = next(iter(cfg.api.tokens.values()), None)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    out = [f"\ngates (exclusive verdicts), as the running arbiter at {url} saw them:"]
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - our own API
+            status = json.load(r)
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        out.append(f"  WARNING: cannot tell whether the gates are wired: {exc}")
+        return out
+    by_name = {c["name"]: c for c in status.get("clusters", [])}
+    for c in exclusive:
+        cl = by_name.get(c.name, {})
+        for n in cl.get("nodes", []):
+            gate = n.get("gate") or {}
+            out.append(f"  {c.name}/{n['name']}: {gate.get('summary', 'gate: never asked')}")
+        for w in cl.get("warnings", []):
+            out.append(f"  WARNING: {w}")
+    return out

@@ -1,0 +1,78 @@
+"""Exclusive verdicts through the API (issue 11), on simulated directors: per-VIP
+answers, the gate's last question in /status, and the warning for a silent gate."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+from arbiter.api.app import create_app, with_fast_verdict
+from arbiter.config import Config
+from arbiter.gate_log import GateLog, gate_deadline
+from arbiter.sim.node import SimSite
+from arbiter.sim.scenario import VIP1
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def exclusive(cfg: Config) -> Config:
+    web = cfg.clusters[0].model_copy(update={"verdict": "exclusive"})
+    return cfg.model_copy(update={"clusters": [web]})
+
+
+@pytest.fixture(params=[False, True], ids=["app", "served"])
+async def gated(site: SimSite, make_arbiter, request):  # type: ignore[no-untyped-def]
+    arb = await make_arbiter(site)
+    arb.config = exclusive(arb.config)
+    clock = FakeClock()
+    arb.gates = GateLog(clock)
+    await arb.run_round()
+    app = create_app(arb)
+    app = with_fast_verdict(app) if request.param else app
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://arbiter") as c:
+        yield arb, c, clock
+
+
+async def test_backup_denied_while_the_holder_is_healthy(gated) -> None:  # type: ignore[no-untyped-def]
+    arb, c, _ = gated
+    v = (await c.get("/verdict", params={"cluster": "web", "node": "lb2", "vip": VIP1})).json()
+    assert v["verdict"] == "deny"
+    assert v["reason"].startswith(f"deny: lb1 holds {VIP1} and is healthy (keepalived running")
+    v = (await c.get("/verdict", params={"cluster": "web", "node": "lb1"})).json()
+    assert v["verdict"] == "allow"
+
+
+async def test_status_shows_each_gate_and_warns_about_a_silent_one(gated, caplog) -> None:  # type: ignore[no-untyped-def]
+    arb, c, clock = gated
+    for _ in range(2):  # the second answer comes from the verdict cache: noted all the same
+        await c.get("/verdict", params={"cluster": "web", "node": "lb1", "format": "text"})
+    clock.t += 0.8
+    (web,) = (await c.get("/status")).json()["clusters"]
+    gates = {n["name"]: n["gate"] for n in web["nodes"]}
+    assert gates["lb1"]["summary"] == "gate: wired, last asked 0.8 s ago, allow"
+    assert gates["lb2"]["summary"] == "gate: never asked" and not gates["lb2"]["wired"]
+    # early on a silent gate is no warning: it may simply not have asked yet
+    assert web["warnings"] == [] and web["verdict_mode"] == "exclusive"
+
+    clock.t += gate_deadline(arb.config)
+    with caplog.at_level(logging.INFO, logger="arbiter.gate"):
+        arb.gates.log_changes(arb.config)
+        arb.gates.log_changes(arb.config)  # logged once, not every run
+    (web,) = (await c.get("/status")).json()["clusters"]
+    assert len(web["warnings"]) == 2  # lb1 went silent too: it last asked long ago
+    assert "web/lb2" in web["warnings"][1] and "never asked" in web["warnings"][1]
+    assert web["state"] == "degraded" and "arbiter-gate" in web["state_reason"]
+    assert [r.levelname for r in caplog.records].count("WARNING") == 2
+    await c.get("/verdict", params={"cluster": "web", "node": "lb2"})
+    with caplog.at_level(logging.INFO, logger="arbiter.gate"):
+        arb.gates.log_changes(arb.config)
+    assert "web/lb2: its arbiter-gate asks again" in caplog.text
