@@ -14,6 +14,8 @@ event times), and from the incident the arbiter recorded:
 - window: victim's VIP deleted - second holder's VIP added.
 
     python -m bench.window --cuts 20 --modes poll push gate seed [--json out.json]
+    python -m bench.window --modes failover --failover-reps 3   # exclusive verdicts:
+                                                     # gain and cost (bench/failover.py)
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ def configure(lab: Lab, mode: str) -> None:
         lab.set_arbiter(push=False, interval=1.0, confirm_rounds=2)
     else:
         lab.set_arbiter(push=True, interval=1.0, confirm_after=0.5)
-    if mode == "gate":
-        lab.set_cluster(fence_mode="gate")
+    if mode == "gate":  # reactive verdicts: this mode measures how a split is ended
+        lab.set_cluster(fence_mode="gate", verdict="reactive")
 
 
 def one_cut(lab: Lab, ev: AddrEvents, last_id: int) -> dict:
@@ -166,6 +168,12 @@ def main() -> int:
     ap.add_argument("--cuts", type=int, default=20)
     ap.add_argument("--modes", nargs="+", default=["poll", "push", "gate", "seed"])
     ap.add_argument("--seed-observe", type=float, default=20.0)
+    ap.add_argument("--failover-reps", type=int, default=3,
+                    help="mode failover (bench/failover.py): runs per setup and fault, "
+                    "and reactive cuts")
+    ap.add_argument("--failover-observe", type=float, default=20.0,
+                    help="mode failover: seconds each fault and the exclusive cut are watched")
+    ap.add_argument("--failover-faults", nargs="+", default=None)
     ap.add_argument("--json")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -174,7 +182,13 @@ def main() -> int:
     out: dict = {"master_down_interval_s": round(MASTER_DOWN, 3)}
     for m in a.modes:
         with contextlib.suppress(KeyboardInterrupt):
-            out[m] = run_seed(a.seed_observe) if m == "seed" else run_mode(m, a.cuts)
+            if m == "failover":
+                from bench import failover
+
+                out[m] = failover.run(a.failover_reps, a.failover_observe,
+                                      tuple(a.failover_faults or failover.FAULTS))
+            else:
+                out[m] = run_seed(a.seed_observe) if m == "seed" else run_mode(m, a.cuts)
             print(f"{m}: {out[m]}", flush=True)
     write_json(a.json, {"window": out})
     import json

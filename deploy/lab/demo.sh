@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# The demo: a real keepalived pair in network namespaces, a VRRP cut, and the arbiter
-# detecting the split brain, fencing one side and recording the incident.
+# The demo: a real keepalived pair in network namespaces and a VRRP cut, twice:
+# - reactive verdicts: the arbiter detects the split brain, fences one side and
+#   records the incident;
+# - exclusive verdicts, with arbiter-gate wired into keepalived: the backup asks
+#   /verdict before it claims the VIP, is told "deny" while the master is healthy,
+#   and the cut makes no split brain at all.
 # Run as root on Debian: bash deploy/lab/demo.sh   (installs what it needs first)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,10 +18,10 @@ t0=$(date +%s.%N)
 # awk, not bc: bc is not on a minimal Debian, and awk always is
 ts() { awk -v now="$(date +%s.%N)" -v t0="$t0" 'BEGIN { printf "[%5.1fs] ", now - t0 }'; }
 
-say "1. bringing up the lab: gateway, lb1 + lb2 (keepalived, sshd, nginx), web1 + web2, arbiter"
+say "1. bringing up the lab (reactive verdicts, no gate): gateway, lb1 + lb2 (keepalived, sshd, nginx), web1 + web2, arbiter"
 LAB_ID=$(bash $LAB up --owner $$)
 export LAB_ID
-trap 'say "5. tearing the lab down"; bash $LAB down' EXIT
+trap 'say "tearing the lab down"; bash $LAB down' EXIT
 holders() { ip -n "al-$LAB_ID-$1" -o -4 addr show dev eth0 | grep -c 192.168.77.100 || true; }
 for _ in $(seq 100); do [[ $(holders lb1) == 1 ]] && break; sleep 0.1; done
 echo "lab $LAB_ID up; keepalived elected lb1 (priority 100) as MASTER of 192.168.77.100"
@@ -47,9 +51,9 @@ done
 
 say "4. what the arbiter did, from its API"
 for _ in $(seq 50); do
-  id=$(bash $LAB api '/incidents?kind=split_brain' | $py -c 'import json,sys; i=json.load(sys.stdin)["items"]; print(i[0]["id"] if i and i[0]["state"] in ("fenced","resolved") else "")')
+  id=$(bash $LAB api '/incidents?kind=split_brain' | $py -c 'import json,sys; i=json.load(sys.stdin)["items"]; print(i[0]["id"] if i and i[0]["state"] in ("fenced","held","resolved") else "")')
   # the survivor's gratuitous ARP is the last recorded step
-  [[ -n $id ]] && bash $LAB api "/incidents/$id" | grep -q '"step":"announce"' && break
+  [[ -n $id ]] && bash $LAB api "/incidents/$id" | grep -Eq '"step": *"announce"' && break
   sleep 0.2
 done
 bash $LAB api "/incidents/$id" | $py deploy/lab/show.py incident
@@ -57,3 +61,26 @@ echo
 echo "verdicts: lb1 $(bash $LAB api '/verdict?cluster=web&node=lb1&format=text') lb2 $(bash $LAB api '/verdict?cluster=web&node=lb2&format=text')"
 sleep 1.5  # keepalived exits just after dropping the VIP; the survivor's gratuitous ARP
 echo "lb2's keepalived: $(bash $LAB exec lb2 pidof keepalived >/dev/null && echo running || echo stopped); a client through the VIP: $(ip netns exec al-$LAB_ID-arb curl -s --max-time 2 http://192.168.77.100/)"
+
+say "5. the same cut with exclusive verdicts: lab up --gate (arbiter-gate + notify in keepalived)"
+bash $LAB down >/dev/null
+LAB_ID=$(bash $LAB up --gate --owner $$)
+export LAB_ID
+for _ in $(seq 100); do [[ $(holders lb1) == 1 ]] && break; sleep 0.1; done
+bash $LAB arbiter start
+for _ in $(seq 100); do  # lb2's gate is told "deny" while lb1 is healthy: FAULT
+  bash $LAB api /status | grep -q '"state":"FAULT"' && break
+  sleep 0.1
+done
+echo "lb2 asks before it may claim the VIP: $(bash $LAB api "/verdict?cluster=web&node=lb2&vip=192.168.77.100" | $py -c 'import json,sys; v=json.load(sys.stdin); print(v["reason"])')"
+bash $LAB fault vrrp-cut
+t0=$(date +%s.%N)
+dual=0 n=0
+for _ in $(seq 160); do  # 8 s, every 50 ms
+  n=$((n + 1))
+  [[ $(holders lb1) == 1 && $(holders lb2) == 1 ]] && dual=$((dual + 1))
+  sleep 0.05
+done
+echo "$(ts)VRRP cut for 8 s: $dual of $n samples show two holders; lb2 waits in FAULT"
+echo "split-brain incidents: $(bash $LAB api '/incidents?kind=split_brain' | $py -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')"
+bash $LAB api /status | $py deploy/lab/show.py status

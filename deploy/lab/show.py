@@ -10,11 +10,15 @@ def status(s: dict) -> None:
     print(f"arbiter: sees its gateway: {a['self_check']['sees_gateway']}; "
           f"{lr['count']} rounds so far, last took {lr['duration_ms']} ms")
     for c in s["clusters"]:
-        print(f"cluster {c['name']}: holders {c['holders']} ({c['reason']})")
+        print(f"cluster {c['name']}: {c['state'].upper()} ({c['state_reason']}); "
+              f"verdicts {c['verdict_mode']}; holders {c['holders']}")
         for n in c["nodes"]:
             ka = "running" if n["keepalived_running"] else "stopped"
+            gate = f"; {n['gate']['summary']}" if n.get("gate") else ""
             print(f"  {n['name']}: {n['health']}, keepalived {ka}, holds {n['holds'] or '-'}, "
-                  f"own gateway view {n['gateways']}, verdict {n['verdict']}")
+                  f"own gateway view {n['gateways']}, verdict {n['verdict']}{gate}")
+        for w in c["warnings"]:
+            print(f"  WARNING: {w}")
 
 
 def incident(i: dict) -> None:
