@@ -44,6 +44,9 @@ if [[ $# -eq 0 ]]; then
   echo "bench.verdict --mixed: ok"
   $PY -m bench.window --cuts 1 --modes push gate seed --seed-observe 6 >/dev/null
   echo "bench.window: ok"
+  $PY -m bench.window --modes failover --failover-reps 1 --failover-observe 12 \
+    --failover-faults keepalived-stop >/dev/null
+  echo "bench.window failover (exclusive verdicts): ok"
   # the fault soak: 10 random faults on the lab, every invariant checked (exit 1 on any)
   $PY -m bench.soak --faults 10 --seed 1 2>/dev/null
   echo "bench.soak: ok"

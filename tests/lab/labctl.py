@@ -117,6 +117,18 @@ class Lab:
         return [{"ifname": link["ifname"], "address": ai["local"]}
                 for link in json.loads(p.stdout) for ai in link.get("addr_info", [])]
 
+    def exec(self, host: str, script: str) -> subprocess.CompletedProcess:
+        """Run a shell script on a lab host (its own namespaces), as `lab exec` does."""
+        return subprocess.run(["bash", str(LAB), "exec", host, "sh", "-c", script],
+                              capture_output=True, text=True, env=self.env, timeout=30)
+
+    def allow_on(self, host: str, command: str) -> None:
+        """Let the host's forced-command wrapper run ``command`` (an `allow` line)."""
+        line = f"allow {command}".replace("'", "'\\''")
+        p = self.exec(host, f"printf '%s\\n' '{line}' >> /run/arbiter/ssh-wrapper.conf")
+        if p.returncode != 0:
+            raise RuntimeError(f"allow on {host}: {p.stderr}")
+
     def keepalived_running(self, host: str) -> bool:
         p = subprocess.run(["bash", str(LAB), "exec", host, "pidof", "keepalived"],
                            capture_output=True, text=True, env=self.env)
