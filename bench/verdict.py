@@ -129,9 +129,10 @@ def seed_incidents(db_url: str, n: int) -> None:
 
 @contextlib.contextmanager
 def arbiter_server(work: Path, incidents: int = 0, extra_toml: str = "",
-                   scenario: str = "healthy"):
+                   scenario: str = "healthy", cluster_toml: str = ""):
     """`arbiter serve` against two simulated directors (arbiter sim); ``extra_toml`` is
-    appended to its config (e.g. an [api] section)."""
+    appended to its config (e.g. an [api] section), ``cluster_toml`` goes into the
+    [[clusters]] section."""
     port, ssh_port = free_port(), free_port()
     sim = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "sim", "-o", str(work),
                             "--scenario", scenario, "--port", str(ssh_port), "--seconds",
@@ -143,8 +144,9 @@ def arbiter_server(work: Path, incidents: int = 0, extra_toml: str = "",
         cfg = work / "arbiter.toml"
         if incidents:
             seed_incidents(f"sqlite:///{work / 'arbiter.db'}", incidents)
-        cfg.write_text(cfg.read_text().replace('listen = "127.0.0.1:8080"',
-                                               f'listen = "127.0.0.1:{port}"') + extra_toml)
+        text = cfg.read_text().replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{port}"')
+        text = text.replace("[[clusters]]\n", "[[clusters]]\n" + cluster_toml, 1)
+        cfg.write_text(text + extra_toml)
         srv = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "--log-level", "warning",
                                 "serve", "-c", str(cfg)], stderr=subprocess.DEVNULL,
                                preexec_fn=on_server_cpus)

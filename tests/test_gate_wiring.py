@@ -76,3 +76,27 @@ async def test_status_shows_each_gate_and_warns_about_a_silent_one(gated, caplog
     with caplog.at_level(logging.INFO, logger="arbiter.gate"):
         arb.gates.log_changes(arb.config)
     assert "web/lb2: its arbiter-gate asks again" in caplog.text
+
+
+def test_arbiter_check_reports_each_gate_from_the_running_arbiter(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`arbiter check` on an exclusive cluster reads the running `arbiter serve`'s
+    /status (the only process that knows who asked) and prints each gate."""
+    import urllib.request
+
+    from arbiter import config as config_mod
+    from arbiter.check import gate_report
+    from bench.verdict import arbiter_server
+
+    with arbiter_server(tmp_path, cluster_toml='verdict = "exclusive"\n') as (port, _):
+        cfg = config_mod.load(tmp_path / "arbiter.toml")
+        before = gate_report(cfg)
+        url = f"http://127.0.0.1:{port}/verdict?cluster=web&node=lb2&vip={VIP1}&format=text"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert r.read() == b"deny\n"
+        after = gate_report(cfg)
+    assert f"127.0.0.1:{port}/status" in before[0]
+    assert "  web/lb2: gate: never asked" in before
+    assert any(line.startswith("  web/lb2: gate: wired, last asked") and line.endswith("deny")
+               for line in after), after
+    cfg_down = config_mod.load(tmp_path / "arbiter.toml")  # nothing listens any more
+    assert "cannot tell whether the gates are wired" in " ".join(gate_report(cfg_down))

@@ -100,7 +100,8 @@ def _qparam(name: str, desc: str, required: bool = False, enum: list[str] | None
 VERDICT_PARAMS = [
     _qparam("cluster", "cluster name", True),
     _qparam("node", "node name in that cluster", True),
-    _qparam("vip", "one of the cluster's VIPs (optional)", ip=True),
+    _qparam("vip", "one of the cluster's VIPs (optional): with exclusive verdicts, the "
+            "answer for that VIP (a dual-master node's gate asks per vrrp_instance)", ip=True),
     _qparam("format", "text: the verdict word alone (also with Accept: text/plain)",
             enum=["json", "text"]),
 ]
