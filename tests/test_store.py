@@ -150,3 +150,30 @@ def test_node_events_are_pruned_by_age_and_count(repo: Repository) -> None:
     left = repo.node_events("web", limit=100)
     assert len(left) == 20 and {e["node"] for e in left} == {"lb1", "lb2"}
     assert min(e["at"] for e in left) == (T + timedelta(seconds=20)).isoformat()
+
+
+def test_a_held_incident_resolves_on_its_operator_release_and_a_refence_persists(
+        repo: Repository) -> None:
+    from arbiter.effects import ChangeState
+
+    S = IncidentState
+    ids = repo.apply("web", [OpenIncident(IncidentKind.SPLIT_BRAIN, "split", ("10.0.0.100",)),
+                             decide(Opened(IncidentKind.SPLIT_BRAIN))], T, None, {1: {}})
+    iid = ids[IncidentKind.SPLIT_BRAIN]
+    repo.set_state(iid, S.FENCED, T, "fenced", ("lb2",))
+    repo.apply("web", [ChangeState(iid, S.FENCED, S.HELD, "split over; lb2 held")], T, None,
+               None)
+    (r,) = [x for x in repo.unresolved() if x.id == iid]
+    assert r.state is S.HELD and r.held_nodes == ("lb2",) and not r.refenced
+    # a re-claim in the same incident: the flag survives in the row (a restart keeps
+    # the victim's hold for an operator)
+    repo.apply("web", [decide(iid, S.HELD)], T + timedelta(seconds=5), None, {0: {}})
+    repo.set_state(iid, S.FENCED, T, "fenced again", ("lb2",))
+    repo.apply("web", [ChangeState(iid, S.FENCED, S.HELD, "held again")], T, None, None)
+    (r,) = [x for x in repo.unresolved() if x.id == iid]
+    assert r.refenced and r.attempts == 1
+    cluster, gone = repo.release_by_operator(iid, T + timedelta(seconds=9), "ops: checked")
+    assert (cluster, gone) == ("web", ["lb2"])
+    inc = repo.get_incident(iid)
+    assert inc["state"] == "resolved" and inc["released_by"] == "ops: checked"
+    assert [x for x in repo.unresolved() if x.id == iid] == []

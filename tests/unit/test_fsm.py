@@ -18,6 +18,8 @@ S = IncidentState
 @pytest.mark.parametrize(("src", "dst"), [
     (S.OPEN, S.FENCING), (S.OPEN, S.DECIDED), (S.OPEN, S.RESOLVED), (S.FENCING, S.FENCED),
     (S.FENCING, S.FENCE_FAILED), (S.FENCE_FAILED, S.FENCING), (S.FENCED, S.RESOLVED),
+    (S.FENCED, S.HELD), (S.HELD, S.WATCHING), (S.HELD, S.RESOLVED), (S.WATCHING, S.FENCING),
+    (S.WATCHING, S.RESOLVED), (S.HELD, S.FENCING),
 ])
 def test_legal(src: IncidentState, dst: IncidentState) -> None:
     assert incident_fsm.legal(src, dst)
@@ -27,6 +29,7 @@ def test_legal(src: IncidentState, dst: IncidentState) -> None:
 @pytest.mark.parametrize(("src", "dst"), [
     (S.RESOLVED, S.OPEN), (S.RESOLVED, S.FENCING), (S.FENCED, S.FENCING),
     (S.FENCING, S.RESOLVED), (S.DECIDED, S.FENCING), (S.OPEN, S.FENCED),
+    (S.OPEN, S.HELD), (S.WATCHING, S.HELD), (S.FENCING, S.WATCHING), (S.DECIDED, S.HELD),
 ])
 def test_illegal_names_both_states_and_what_is_allowed(src: IncidentState,
                                                         dst: IncidentState) -> None:

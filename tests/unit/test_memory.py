@@ -79,3 +79,20 @@ def test_a_restart_does_not_change_the_survivor() -> None:
         raise AssertionError("no fence")
 
     assert run(restart=False) == run(restart=True) == "lb2"
+
+
+def test_restart_keeps_a_refenced_hold_for_an_operator_and_the_watch_clock() -> None:
+    from datetime import timedelta
+
+    held = row(IncidentState.HELD, held_nodes=("lb2",), refenced=True)
+    h, changes, _ = memory.restore(["web"], [held], {})
+    web = h.cluster("web")
+    assert changes == () and web.incident.state is IncidentState.HELD
+    assert web.incident.refenced and web.hold_of("lb2").operator_only
+    released = T0 - timedelta(seconds=30)
+    watching = row(IncidentState.WATCHING, released=True, released_at=released)
+    h, _, _ = memory.restore(["web"], [watching], {})
+    web = h.cluster("web")
+    # still watched, and the cooldown counts from the release, not from the restart
+    assert web.incident.state is IncidentState.WATCHING and not web.incident.released
+    assert dict(web.auto_released_at) == {"lb2": released}
