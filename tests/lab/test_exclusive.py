@@ -45,10 +45,10 @@ def gated_steady(lab: Lab, holders: dict | None = None) -> None:
     steady(lab, holders)
     # lb2's gate is denied while lb1 is healthy: it sits in FAULT, not BACKUP
     wait_for(lambda: lb2_state(lab) == "FAULT", 10, "lb2 in FAULT")
-    (web,) = lab.api("/status")["clusters"]
+    # each gate asks once a second: both are seen wired within a few seconds
+    web = wait_for(lambda: (lambda c: c if all(n["gate"]["wired"] for n in c["nodes"])
+                            else None)(lab.api("/status")["clusters"][0]), 5, "both gates")
     assert web["verdict_mode"] == "exclusive" and web["warnings"] == []
-    gates = {n["name"]: n["gate"] for n in web["nodes"]}
-    assert gates["lb1"]["wired"] and gates["lb2"]["wired"], gates
 
 
 def takeover(lab: Lab, fault: str, bound: float) -> float:
