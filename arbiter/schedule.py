@@ -95,9 +95,13 @@ class Scheduler:
         self.next_at = mono
 
 
-def confirm_due(history: History, confirm_after: float | None) -> datetime | None:
+def confirm_due(history: History, confirm_after: float | None,
+                served: datetime | None = None) -> datetime | None:
     """When a split brain being confirmed becomes old enough (``Config.confirm_span``):
-    run a round then, not at the next interval. A re-claim (issue 11) is due at once."""
+    run a round then, not at the next interval. A re-claim (issue 11) is due at once.
+    A deadline at or before ``served`` (the start of the round just run) was met by
+    that round: a split that stays unfenced (a guard refused) must not make the loop
+    spin."""
     dues = []
     for _, h in history.clusters:
         if h.split_since is None or h.incident is None:
@@ -107,4 +111,5 @@ def confirm_due(history: History, confirm_after: float | None) -> datetime | Non
         elif h.incident.state in (IncidentState.HELD, IncidentState.WATCHING):
             # a victim's re-claim of a confirmed split: the second observation at once
             dues.append(h.split_since)
+    dues = [d for d in dues if served is None or d > served]
     return min(dues) if dues else None

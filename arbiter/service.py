@@ -225,8 +225,8 @@ class Arbiter:
     async def _loop(self, stop: asyncio.Event) -> None:
         sched = self.scheduler
         while not stop.is_set():
-            start = self.mono()
-            sched.round_starts(start, self.wall(), self.clock())
+            start, start_at = self.mono(), self.clock()
+            sched.round_starts(start, self.wall(), start_at)
             try:
                 await self.run_round()
             except Exception as exc:  # noqa: BLE001 - the loop must survive its own bugs
@@ -235,7 +235,7 @@ class Arbiter:
                 self._publish()
             sched.round_ends(start, self.mono())
             self._wake.clear()
-            due = confirm_due(self.history, self.config.confirm_span)
+            due = confirm_due(self.history, self.config.confirm_span, start_at)
             confirm_in = (due - self.clock()).total_seconds() if due is not None else None
             wait, deadline_first = sched.sleep_for(self.mono(), confirm_in)
             if wait <= 0:

@@ -388,3 +388,32 @@ async def test_rounds_woken_early_do_not_confirm_before_the_minimum_span(
     await asyncio.sleep(0.5)
     await rounds(arb, 1)
     assert "systemctl stop keepalived" in site.state("lb2").commands
+
+
+async def test_a_split_the_guards_refuse_does_not_make_the_loop_spin(
+    site: SimSite, make_arbiter
+) -> None:
+    """lb1 runs keepalived but is gateway-blind, lb2's keepalived is dead but it sees
+    the gateway: the guard refuses to fence lb2, and the split stays open. Its
+    confirmation deadline has passed; the loop must go back to its interval."""
+    import time
+
+    lb1, lb2 = site.state("lb1"), site.state("lb2")
+    lb1.gateways = {g: False for g in lb1.gateways}
+    lb2.keepalived_running = False
+    lb2.add("eth0", VIP1, 24)
+    arb = await make_arbiter(site, interval=0.5, confirm_after=0.2, push=False)
+    stop = asyncio.Event()
+    task = asyncio.create_task(arb.run_forever(stop))
+    try:
+        await asyncio.sleep(1.5)  # the split confirmed, the fence refused
+        n0, t0 = arb.view.stats.count, time.monotonic()
+        await asyncio.sleep(2.0)
+        rounds_per_s = (arb.view.stats.count - n0) / (time.monotonic() - t0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    reason = arb.view.assessment.cluster("web").reason
+    print(f"\n{rounds_per_s:.1f} rounds/s while the fence is refused: {reason}")
+    assert "only node that still sees a gateway" in reason
+    assert rounds_per_s <= 3.0  # the 0.5 s interval (2 a second), not a spin (190 before)

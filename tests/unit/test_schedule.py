@@ -75,3 +75,17 @@ def test_confirm_due_is_the_earliest_open_split_plus_confirm_after() -> None:
     assert confirm_due(h, 0.5) == T0 + timedelta(seconds=1.5)
     assert confirm_due(h, None) is None
     assert confirm_due(History(), 0.5) is None
+
+
+def test_a_deadline_served_by_a_round_is_not_due_again() -> None:
+    """A split whose fence a guard refuses stays OPEN with its deadline in the past:
+    once a round ran at or after it, the loop must go back to the schedule, not spin."""
+    open_ = IncidentMemory(1, IncidentState.OPEN)
+    h = History(clusters=(("a", ClusterHistory(split_since=T0, incident=open_)),))
+    assert confirm_due(h, 0.5, served=T0) == T0 + timedelta(seconds=0.5)
+    assert confirm_due(h, 0.5, served=T0 + timedelta(seconds=0.5)) is None
+    # a victim's re-claim of a held incident: due at once, once
+    held = IncidentMemory(1, IncidentState.HELD)
+    h = History(clusters=(("a", ClusterHistory(split_since=T0, incident=held)),))
+    assert confirm_due(h, 0.5, served=T0 - timedelta(seconds=0.01)) == T0
+    assert confirm_due(h, 0.5, served=T0 + timedelta(seconds=0.06)) is None
