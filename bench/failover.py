@@ -146,22 +146,10 @@ def run(reps: int, observe: float, faults: tuple[str, ...] = FAULTS) -> dict:
         out["failover"] = fo
         return out
     except Exception:
-        diagnose(lab)
+        lab.dump_logs()
         raise
     finally:
         lab.down()
-
-
-def diagnose(lab: Lab) -> None:
-    import sys
-
-    print(f"---- holders {lab.holders()}", file=sys.stderr)
-    for h in ("lb1", "lb2"):
-        log = (lab.dir / h / "log" / "keepalived.log").read_text().splitlines()
-        keep = [ln for ln in log if "gratuitous" not in ln][-15:]
-        print(f"---- {h} keepalived.log ----\n" + "\n".join(keep), file=sys.stderr)
-    print("---- arbiter ----\n" + "\n".join(lab.arbiter_log().splitlines()[-15:]),
-          file=sys.stderr)
 
 
 def summary(rows: list[dict]) -> dict:

@@ -88,12 +88,7 @@ def run_mode(mode: str, cuts: int) -> dict:
             try:
                 r = one_cut(lab, ev, last)
             except Exception:
-                for h in ("lb1", "lb2"):
-                    log = (lab.dir / h / "log" / "keepalived.log").read_text().splitlines()
-                    keep = [ln for ln in log if "gratuitous" not in ln][-12:]
-                    print(f"---- {h} keepalived.log ----\n" + "\n".join(keep), file=sys.stderr)
-                print("---- arbiter ----\n" + "\n".join(lab.arbiter_log().splitlines()[-15:]),
-                      file=sys.stderr)
+                lab.dump_logs()
                 raise
             last = r["incident"]
             rows.append(r)

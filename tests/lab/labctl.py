@@ -98,6 +98,17 @@ class Lab:
     def arbiter_log(self) -> str:
         return self._run("arbiter", "log", check=False)
 
+    def dump_logs(self, lines: int = 15) -> None:
+        """The holders and the tails of keepalived's and the arbiter's logs, on stderr:
+        what a failed benchmark run needs to be understood."""
+        print(f"---- holders {self.holders()}", file=sys.stderr)
+        for h in DIRECTORS:
+            log = (self.dir / h / "log" / "keepalived.log").read_text().splitlines()
+            keep = [ln for ln in log if "gratuitous" not in ln][-lines:]
+            print(f"---- {h} keepalived.log ----\n" + "\n".join(keep), file=sys.stderr)
+        print("---- arbiter ----\n" + "\n".join(self.arbiter_log().splitlines()[-lines:]),
+              file=sys.stderr)
+
     def down(self) -> None:
         self._run("down", check=False)
 
