@@ -4,8 +4,10 @@ tests need the split brain that exclusive verdicts prevent (tests/lab/test_exclu
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -146,18 +148,32 @@ def test_a_handover_overlap_is_never_fenced(lab: Lab) -> None:
     resumes 0.3 s later and lb2 steps down by itself. Both hold the VIP for that
     moment, while lb2's notify and the address watch wake rounds 50 ms apart. VRRP is
     resolving it on its own: the arbiter must not fence (confirm_min_span 0.5 s)."""
+    import os
+    import signal
+    import subprocess
+
     from tests.lab.labctl import AddrEvents
 
     steady(lab)
+    # lb1's keepalived processes, by their pids outside the lab: signalled from here,
+    # with no shell in between, so the overlap is the one chosen
+    pids = [int(p) for p in subprocess.run(["ip", "netns", "pids", lab.ns("lb1")],
+                                           capture_output=True, text=True).stdout.split()
+            if Path(f"/proc/{p}/comm").read_text().strip() == "keepalived"]
+    assert pids
     ev = AddrEvents(lab)
     try:
-        lab.exec("lb1", "pkill -STOP -x keepalived")
+        for p in pids:
+            os.kill(p, signal.SIGSTOP)
         _, added = ev.wait("add", 10, host="lb2")
-        time.sleep(0.3)
-        lab.exec("lb1", "pkill -CONT -x keepalived")
+        time.sleep(max(0.0, added + 0.3 - time.time()))  # 0.3 s after lb2 added the VIP
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
         _, dropped = ev.wait("del", 5, host="lb2")
     finally:
-        lab.exec("lb1", "pkill -CONT -x keepalived")
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGCONT)
         ev.close()
     overlap = dropped - added
     wait_for(lambda: (last_event(lab, "lb2") or {}).get("state") == "BACKUP", 10,
@@ -166,7 +182,7 @@ def test_a_handover_overlap_is_never_fenced(lab: Lab) -> None:
     incs = lab.incidents("split_brain")
     print(f"\noverlap {overlap:.3f}s (lb2's VIP added -> dropped); incidents: "
           f"{[(i['id'], i['state']) for i in incs]}")
-    assert 0.3 <= overlap < 0.5  # the scenario really overlapped, within the span
+    assert 0.25 <= overlap < 0.5  # the scenario really overlapped, within the span
     assert all(i["decided_at"] is None for i in incs)
     assert not [a for i in incs for a in lab.api(f"/incidents/{i['id']}")["fence_attempts"]]
     assert lab.keepalived_running("lb1") and lab.keepalived_running("lb2")
