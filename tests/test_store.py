@@ -165,13 +165,21 @@ def test_a_held_incident_resolves_on_its_operator_release_and_a_refence_persists
                None)
     (r,) = [x for x in repo.unresolved() if x.id == iid]
     assert r.state is S.HELD and r.held_nodes == ("lb2",) and not r.refenced
-    # a re-claim in the same incident: the flag survives in the row (a restart keeps
-    # the victim's hold for an operator)
-    repo.apply("web", [decide(iid, S.HELD)], T + timedelta(seconds=5), None, {0: {}})
+    # released automatically, then a re-claim in the same incident: the flag survives
+    # in the row (a restart keeps the victim's hold for an operator), and the new hold
+    # is releasable (the automatic release is over)
+    from arbiter.effects import ReleaseHold
+    from arbiter.model import FenceMode, Hold
+
+    repo.apply("web", [ReleaseHold(Hold("lb2", iid, "lb1", FenceMode.SSH, True), "healed"),
+                       ChangeState(iid, S.HELD, S.WATCHING, "released automatically")],
+               T + timedelta(seconds=3), None, None)
+    assert repo.get_incident(iid)["released_by"] == "auto"
+    repo.apply("web", [decide(iid, S.WATCHING)], T + timedelta(seconds=5), None, {0: {}})
     repo.set_state(iid, S.FENCED, T, "fenced again", ("lb2",))
     repo.apply("web", [ChangeState(iid, S.FENCED, S.HELD, "held again")], T, None, None)
     (r,) = [x for x in repo.unresolved() if x.id == iid]
-    assert r.refenced and r.attempts == 1
+    assert r.refenced and r.attempts == 1 and not r.released and r.held_nodes == ("lb2",)
     cluster, gone = repo.release_by_operator(iid, T + timedelta(seconds=9), "ops: checked")
     assert (cluster, gone) == ("web", ["lb2"])
     inc = repo.get_incident(iid)

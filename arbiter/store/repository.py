@@ -160,7 +160,10 @@ def _decide(s: Session, e: RecordDecision, incident_id: int, at: datetime,
     inc.decided_at = inc.decided_at or at
     inc.updated_at = at
     if e.src in (IncidentState.HELD, IncidentState.WATCHING):
+        # a re-claim fenced again: the automatic release before it is over (its event
+        # stays in the timeline), and the new hold must be releasable and restorable
         inc.refenced = True
+        inc.released_at = inc.released_by = None
     if not e.plan.dry_run:
         inc.attempts = e.attempt
         inc.last_attempt_at = at
