@@ -61,6 +61,9 @@ class Ledger:
         # a write timed out on our side: it may still land. The service re-reads its
         # memory from the store (as a restart would) once the database answers again.
         self.unknown_outcome = False
+        # the calls that timed out on our side and are still running in their thread:
+        # until each has finished, what it wrote may still land
+        self._unsettled: set[asyncio.Future[Any]] = set()
         self.file_problem: str | None = None  # the SQLite file deleted or replaced
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -89,6 +92,8 @@ class Ledger:
         except TimeoutError:
             if fn is not self.repo.ping:
                 self.unknown_outcome = True
+                self._unsettled.add(fut)
+                fut.add_done_callback(self._unsettled.discard)
             self._failed(StoreError(f"the database did not answer within {timeout:g}s"))
             raise StoreError(self.db_error) from None
         except StoreError as exc:
@@ -108,7 +113,9 @@ class Ledger:
             self.file_problem = problem
         ids: dict[str | None, dict] = {}
         failed: set[str | None] = set()
-        if not await self._flush_backlog():
+        # a write whose outcome is unknown (and the memory not yet read back): record
+        # nothing, so nothing acts, rather than record beside what may have landed
+        if self.unknown_outcome or not await self._flush_backlog():
             failed.add(ARBITER)
             failed.update(ca.cluster for ca in a.clusters if ca.effects)
             return Committed(ids, frozenset(failed))
@@ -175,6 +182,17 @@ class Ledger:
     async def flush(self) -> bool:
         """Write what an outage kept back; False while the database still fails."""
         return await self._flush_backlog()
+
+    async def settled(self, timeout: float) -> bool:
+        """Whether every call that timed out on our side has finished by now (waiting
+        up to ``timeout``). A frozen database that wakes up commits what it was given
+        a moment later: reading the memory back before that would miss it (seen in
+        CI: a second incident opened beside the one that landed late)."""
+        pending = {f for f in self._unsettled if not f.done()}
+        if not pending:
+            return True
+        _, still = await asyncio.wait(pending, timeout=timeout)
+        return not still
 
     async def _flush_backlog(self) -> bool:
         while self._backlog:

@@ -168,6 +168,8 @@ class Arbiter:
         try:
             if not await self.ledger.flush():
                 return
+            if not await self.ledger.settled(self.ledger.timeout):
+                return
             await self.restore()
         except StoreError:
             return
