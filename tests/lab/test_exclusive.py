@@ -69,7 +69,7 @@ def test_vrrp_cut_makes_no_split_brain(lab: Lab) -> None:
     samples = holders_sampled(lab, 20.0)
     duals = [s for s in samples if len(s[VIP1]) > 1]
     print(f"\n{len(samples)} samples over 20 s, {len(duals)} with two holders")
-    assert len(samples) >= 200 and duals == []
+    assert len(samples) >= 150 and duals == []  # ~260 on an idle machine, 193 seen in CI
     assert all(s[VIP1] == ["lb1"] for s in samples)
     assert lab.incidents("split_brain") == []
     v = lab.verdict("lb2")
@@ -126,7 +126,7 @@ def test_dual_master_each_vip_keeps_one_holder(lab: Lab) -> None:
     samples = holders_sampled(lab, 20.0)
     bad = [s for s in samples if s[VIP1] != ["lb1"] or s[VIP2] != ["lb2"]]
     print(f"\n{len(samples)} samples over 20 s, {len(bad)} not one holder per VIP")
-    assert len(samples) >= 200 and bad == []
+    assert len(samples) >= 150 and bad == []
     assert lab.incidents("split_brain") == []
     both = lab.api(f"/verdict?cluster=web&node=lb2&vip={VIP1}")
     assert both["verdict"] == "deny"
