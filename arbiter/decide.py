@@ -150,7 +150,7 @@ def assess_cluster(
         reason = ("one holder per VIP; " + ", ".join(sorted(nxt.held_nodes)) + " held"
                   if nxt.held else "no split brain")
         inc = nxt.incident
-        if inc is not None and inc.state in (S.HELD, S.WATCHING):
+        if inc is not None and inc.state in incident_fsm.RECLAIMABLE:
             nxt, reason = _after_split(config, nxt, now, effects)
         elif inc is not None and inc.state is not S.FENCING:
             # Like confirmation, resolution spans time: rounds woken early by events
@@ -207,7 +207,7 @@ def assess_cluster(
                 inc, dst, survivor=fence.survivor,
                 victims=tuple(v.node for v in fence.victims), attempts=attempt,
                 last_attempt_at=inc.last_attempt_at if fence.dry_run else now,
-                mode=fence.mode, refenced=inc.refenced or inc.state in (S.HELD, S.WATCHING),
+                mode=fence.mode, refenced=inc.refenced or inc.state in incident_fsm.RECLAIMABLE,
             ))
 
     # --- orphaned VIPs -----------------------------------------------------

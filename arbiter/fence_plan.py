@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from arbiter.config import ClusterConfig, Config
+from arbiter.incident_fsm import RECLAIMABLE
 from arbiter.model import (
     ClusterHistory,
     ClusterObservation,
@@ -40,7 +41,7 @@ def maybe_fence(
     inc = hist.incident
     if inc is None:
         return None, ""
-    if inc.state in (IncidentState.HELD, IncidentState.WATCHING):
+    if inc.state in RECLAIMABLE:
         return _reclaim(config, cluster, obs, hist, split_vips, holders)
     # Confirmation spans time as well as observations: rounds woken by events can come
     # min_round_gap apart, and a normal handover's overlap must never look confirmed.

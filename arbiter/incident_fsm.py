@@ -55,6 +55,12 @@ TRANSITIONS: dict[IncidentState, dict[IncidentState, str]] = {
 }
 
 
+# After a fence, while a victim is held or was just released automatically: a split
+# between the survivor and a victim is that victim's re-claim of a split this incident
+# already confirmed (fenced again at once, in the same incident).
+RECLAIMABLE = frozenset({S.HELD, S.WATCHING})
+
+
 class IllegalTransition(RuntimeError):
     """A bug: code tried a state change that TRANSITIONS does not list."""
 

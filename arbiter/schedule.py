@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from arbiter.incident_fsm import RECLAIMABLE
 from arbiter.model import History, IncidentState
 
 log = logging.getLogger("arbiter.schedule")
@@ -108,7 +109,7 @@ def confirm_due(history: History, confirm_after: float | None,
             continue
         if h.incident.state is IncidentState.OPEN and confirm_after:
             dues.append(h.split_since + timedelta(seconds=confirm_after))
-        elif h.incident.state in (IncidentState.HELD, IncidentState.WATCHING):
+        elif h.incident.state in RECLAIMABLE:
             # a victim's re-claim of a confirmed split: the second observation at once
             dues.append(h.split_since)
     dues = [d for d in dues if served is None or d > served]

@@ -159,7 +159,7 @@ def _decide(s: Session, e: RecordDecision, incident_id: int, at: datetime,
     inc.dry_run = e.plan.dry_run
     inc.decided_at = inc.decided_at or at
     inc.updated_at = at
-    if e.src in (IncidentState.HELD, IncidentState.WATCHING):
+    if e.src in incident_fsm.RECLAIMABLE:
         # a re-claim fenced again: the automatic release before it is over (its event
         # stays in the timeline), and the new hold must be releasable and restorable
         inc.refenced = True
