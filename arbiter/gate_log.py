@@ -40,28 +40,22 @@ class GateLog:
         self._clock = clock
         self.started = clock()
         self._last: dict[tuple[str, str], GateAsk] = {}
-        self._warned: set[str] = set()  # nodes whose silence was logged
+        self._warned: set[tuple[str, str]] = set()  # (cluster, node) whose silence was logged
 
     def record(self, cluster: str, node: str, verdict: str, vip: str | None) -> None:
         self._last[(cluster, node)] = GateAsk(self._clock(), verdict, vip)
 
-    def snapshot(self) -> dict[tuple[str, str], GateAsk]:
-        return dict(self._last)  # a copy: status is built in a worker thread
-
-    def wiring(self, config: Config, now: float | None = None,
-               asks: dict[tuple[str, str], GateAsk] | None = None
-               ) -> dict[str, list[GateWiring]]:
+    def wiring(self, config: Config, now: float | None = None) -> dict[str, list[GateWiring]]:
         """Per cluster, each node's gate: wired when it asked within
         ``3 x interval + 5 s`` (a gate asks every second; three rounds of slack plus
-        its own timeouts)."""
+        its own timeouts). Read on the event loop, its only writer."""
         now = self._clock() if now is None else now
-        asks = self._last if asks is None else asks
         limit = gate_deadline(config)
         out: dict[str, list[GateWiring]] = {}
         for c in config.clusters:
             rows = []
             for n in c.nodes:
-                a = asks.get((c.name, n.name))
+                a = self._last.get((c.name, n.name))
                 if a is None:
                     rows.append(GateWiring(n.name, False, "never asked", None, None))
                     continue
@@ -74,38 +68,38 @@ class GateLog:
             out[c.name] = rows
         return out
 
-    def warnings(self, config: Config, now: float | None = None) -> list[str]:
-        """Exclusive clusters whose nodes' gates are not asking, once the arbiter has
-        run long enough that a wired gate would have asked."""
+    def warnings(self, config: Config, wiring: dict[str, list[GateWiring]] | None = None,
+                 now: float | None = None) -> dict[str, dict[str, str]]:
+        """Per exclusive cluster, node -> warning for each gate that is not asking, once
+        the arbiter has run long enough that a wired gate would have asked. ``wiring``:
+        the one just computed, if the caller has it."""
         now = self._clock() if now is None else now
         if now - self.started < gate_deadline(config):
-            return []
-        out = []
-        wiring = self.wiring(config, now)
+            return {}
+        wiring = self.wiring(config, now) if wiring is None else wiring
+        out: dict[str, dict[str, str]] = {}
         for c in config.clusters:
             if c.verdict != "exclusive":
                 continue
-            for w in wiring[c.name]:
-                if not w.wired:
-                    out.append(f"{c.name}/{w.node}: exclusive verdicts, but its arbiter-gate "
+            silent = {w.node: (f"{c.name}/{w.node}: exclusive verdicts, but its arbiter-gate "
                                f"is {w.summary}: nothing stops it from claiming the VIP "
                                "(wire chk_arbiter into its keepalived)")
+                      for w in wiring[c.name] if not w.wired}
+            if silent:
+                out[c.name] = silent
         return out
-
 
     def log_changes(self, config: Config) -> None:
         """Log each node whose gate goes silent once, and once more when it asks again
         (an APScheduler job runs this every few seconds)."""
-        now = self._clock()
-        warned = set()
-        for w in self.warnings(config, now):
-            node = w.split(":", 1)[0]
-            warned.add(node)
-            if node not in self._warned:
-                log.warning("%s", w)
-        for node in sorted(self._warned - warned):
-            log.info("%s: its arbiter-gate asks again", node)
-        self._warned = warned
+        warned: dict[tuple[str, str], str] = {
+            (cluster, node): w for cluster, by_node in self.warnings(config).items()
+            for node, w in by_node.items()}
+        for key in sorted(warned.keys() - self._warned):
+            log.warning("%s", warned[key])
+        for cluster, node in sorted(self._warned - warned.keys()):
+            log.info("%s/%s: its arbiter-gate asks again", cluster, node)
+        self._warned = set(warned)
 
 
 def gate_deadline(config: Config) -> float:

@@ -159,7 +159,8 @@ async def get_status(arb: ArbiterDep) -> Response:
     # answers the gates' /verdict
     view = arb.view
     gates = arb.gates  # read on the loop, which is its only writer
-    wiring, warnings = gates.wiring(view.config), gates.warnings(view.config)
+    wiring = gates.wiring(view.config)
+    warnings = gates.warnings(view.config, wiring)
     return await run_in_threadpool(
         lambda: JSONResponse(views.status(view, _now(), wiring, warnings)))
 

@@ -46,11 +46,11 @@ def verdict(view: View, cluster: ClusterConfig, node: str, vip: str | None,
 
 
 def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None = None,
-           gate_warnings: list[str] | None = None) -> dict:
+           gate_warnings: dict[str, dict[str, str]] | None = None) -> dict:
     """``gates``: each cluster's gate wiring (GateLog.wiring), and the warnings for
     exclusive clusters whose gates do not ask."""
     rt, config, history = view, view.config, view.history
-    gates, gate_warnings = gates or {}, gate_warnings or []
+    gates, gate_warnings = gates or {}, gate_warnings or {}
     last_seen, last_event, gateway_view = view.last_seen, view.last_event, view.gateway_view
     snap, a = rt.snapshot, rt.assessment
     stale = view.staleness(now)
@@ -78,7 +78,7 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
                 "asked_ago_s": w.asked_ago, "verdict": w.verdict}
             nodes.append(entry)
         inc = hist.incident
-        warnings = [w for w in gate_warnings if w.startswith(f"{c.name}/")]
+        warnings = list(gate_warnings.get(c.name, {}).values())
         word, why = cluster_state(config, hist, ca, stale or (a.abstain_reason if a else None),
                                   warnings, rt.db_error)
         clusters.append({
