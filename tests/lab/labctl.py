@@ -209,6 +209,16 @@ class Window:
         )
 
 
+def release_recovers(lab: Lab, incident_id: int, node: str, reason: str) -> None:
+    """An operator's release of ``node``: answered 200 with recover_command's success,
+    keepalived running on the node again, and the incident resolved."""
+    code, body = lab.post(f"/incidents/{incident_id}/release", {"reason": reason},
+                          lab.token("ops"))
+    assert code == 200 and body["released"] == [node] and body["recover"][0]["ok"], body
+    wait_for(lambda: lab.keepalived_running(node), 10, f"keepalived back on {node}")
+    assert lab.api(f"/incidents/{incident_id}")["state"] == "resolved"
+
+
 def steady(lab: Lab, holders: dict[str, list[str]] | None = None, timeout: float = 20) -> None:
     """Wait for keepalived to elect its masters, start the arbiter, and wait until it
     has observed that state (starting it earlier would record the election itself

@@ -12,7 +12,16 @@ import time
 
 import pytest
 
-from tests.lab.labctl import VIP1, VIP2, AddrEvents, Lab, Window, steady, wait_for
+from tests.lab.labctl import (
+    VIP1,
+    VIP2,
+    AddrEvents,
+    Lab,
+    Window,
+    release_recovers,
+    steady,
+    wait_for,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -220,8 +229,4 @@ def test_reclaim_after_automatic_release_is_refenced_in_the_same_incident(lab: L
     assert lab.incidents("split_brain")[0]["held_nodes"] == ["lb2"]
     # and an operator can release it: recover_command brings lb2's keepalived back
     lab.heal("vrrp-cut")
-    code, body = lab.post(f"/incidents/{inc['id']}/release", {"reason": "cut healed"},
-                          lab.token("ops"))
-    assert code == 200 and body["released"] == ["lb2"] and body["recover"][0]["ok"], body
-    wait_for(lambda: lab.keepalived_running("lb2"), 10, "keepalived back on lb2")
-    assert lab.api(f"/incidents/{inc['id']}")["state"] == "resolved"
+    release_recovers(lab, inc["id"], "lb2", "cut healed")

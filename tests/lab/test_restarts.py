@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.lab.labctl import VIP1, Lab, steady, wait_for
+from tests.lab.labctl import VIP1, Lab, release_recovers, steady, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -50,11 +50,7 @@ def test_killed_mid_fence_the_victim_stays_held_and_is_recovered(lab: Lab) -> No
     assert web["state"] == "needs-operator" and "lb2" in web["state_reason"]
     # releasing it runs recover_command: keepalived on lb2 comes back
     lab.heal("vrrp-cut")
-    code, body = lab.post(f"/incidents/{inc['id']}/release", {"reason": "after the crash"},
-                          lab.token("ops"))
-    assert code == 200 and body["released"] == ["lb2"] and body["recover"][0]["ok"], body
-    wait_for(lambda: lab.keepalived_running("lb2"), 10, "keepalived back on lb2")
-    assert lab.api(f"/incidents/{inc['id']}")["state"] == "resolved"
+    release_recovers(lab, inc["id"], "lb2", "after the crash")
 
 
 @pytest.mark.parametrize("lab", ["nopreempt"], indirect=True)
