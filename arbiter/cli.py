@@ -55,7 +55,7 @@ def build_arbiter(cfg: Config):  # type: ignore[no-untyped-def]
 
 def prepare_database(url: str, auto: bool) -> str:
     from arbiter.store import migrate
-    from arbiter.store.repository import make_engine
+    from arbiter.store.engine import make_engine
 
     engine = make_engine(url)
     try:
@@ -131,7 +131,7 @@ async def _prune_events(arb) -> None:  # type: ignore[no-untyped-def]
     """Bound node_events: the newest rows per node, and none older than the limit."""
     from datetime import datetime
 
-    from arbiter.store.repository import StoreError
+    from arbiter.store.engine import StoreError
 
     cutoff = datetime.now(UTC) - timedelta(days=EVENTS_KEPT_DAYS)
     try:

@@ -21,7 +21,7 @@ from arbiter.config import Config
 from arbiter.fencer import Fencer
 from arbiter.ledger import Ledger
 from arbiter.model import History
-from arbiter.store.repository import StoreError
+from arbiter.store.engine import StoreError
 
 log = logging.getLogger("arbiter.intents")
 

@@ -33,7 +33,8 @@ from arbiter.incident_fsm import IllegalTransition
 from arbiter.memory import ARBITER, Committed
 from arbiter.model import Assessment, IncidentState, Snapshot
 from arbiter.serialize import cluster_evidence, fence_plan
-from arbiter.store.repository import DB_TIMEOUT, AttemptRecord, Repository, StoreError
+from arbiter.store.engine import DB_TIMEOUT, StoreError
+from arbiter.store.repository import AttemptRecord, Repository
 from arbiter.store.rows import ClusterMemoryRow, IncidentRow
 
 log = logging.getLogger("arbiter.ledger")

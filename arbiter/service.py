@@ -41,7 +41,8 @@ from arbiter.probe.icmp import Pinger
 from arbiter.probe.ssh import Runner
 from arbiter.push import PushWatcher
 from arbiter.schedule import Scheduler, confirm_due
-from arbiter.store.repository import Repository, StoreError
+from arbiter.store.engine import StoreError
+from arbiter.store.repository import Repository
 from arbiter.view import PushStats, RoundStats, View
 
 log = logging.getLogger("arbiter.service")

@@ -57,7 +57,8 @@ async def measure_arbiter(cfg_path: str, warm_rounds: int, farm_pid: int | None 
     from arbiter.probe.ssh import SshPool
     from arbiter.service import Arbiter
     from arbiter.store import migrate
-    from arbiter.store.repository import Repository, make_engine
+    from arbiter.store.engine import make_engine
+    from arbiter.store.repository import Repository
 
     cfg = config_mod.load(cfg_path)
     engine = make_engine(cfg.arbiter.database)

@@ -88,7 +88,8 @@ def seed_incidents(db_url: str, n: int) -> None:
     from arbiter.effects import Opened, OpenIncident, RecordDecision
     from arbiter.model import FenceMethod, FencePlan, IncidentKind, IncidentState, VictimAction
     from arbiter.store import migrate
-    from arbiter.store.repository import AttemptRecord, Repository, make_engine
+    from arbiter.store.engine import make_engine
+    from arbiter.store.repository import AttemptRecord, Repository
 
     engine = make_engine(db_url)
     migrate.upgrade(engine)

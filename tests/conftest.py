@@ -16,7 +16,8 @@ from arbiter.service import Arbiter
 from arbiter.sim.node import SimSite, standard_state
 from arbiter.sim.scenario import GATEWAY, VIP1, site_config
 from arbiter.store import migrate
-from arbiter.store.repository import Repository, make_engine
+from arbiter.store.engine import make_engine
+from arbiter.store.repository import Repository
 
 
 def free_port(host: str = "127.0.0.1") -> int:

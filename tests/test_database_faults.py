@@ -150,7 +150,7 @@ def test_an_unwritable_shm_file_is_refused_naming_it(tmp_path) -> None:  # type:
     """SQLite maps the -shm file; one it cannot write must be refused up front."""
     import pytest
 
-    from arbiter.store.repository import StoreError, make_engine
+    from arbiter.store.engine import StoreError, make_engine
 
     db = tmp_path / "arbiter.db"
     db.touch()

@@ -17,7 +17,8 @@ from arbiter.model import (
     VictimAction,
 )
 from arbiter.store import migrate
-from arbiter.store.repository import AttemptRecord, Repository, make_engine
+from arbiter.store.engine import make_engine
+from arbiter.store.repository import AttemptRecord, Repository
 from arbiter.store.tables import Base
 
 T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -134,7 +135,7 @@ def test_store_refuses_an_illegal_transition_and_commits_nothing(repo: Repositor
 
 
 def test_naive_datetimes_are_refused(repo: Repository) -> None:
-    from arbiter.store.repository import StoreError
+    from arbiter.store.engine import StoreError
 
     with pytest.raises((StoreError, ValueError)):
         repo.open_incident(IncidentKind.SPLIT_BRAIN, "web", datetime(2026, 1, 1), "naive")

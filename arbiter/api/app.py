@@ -39,8 +39,8 @@ from arbiter.api.schema import (
 from arbiter.api.writes import RateLimit, parse, read_body
 from arbiter.model import IncidentKind, IncidentState
 from arbiter.service import Arbiter
+from arbiter.store.engine import StoreError
 from arbiter.store.queries import MAX_ID, MAX_PAGE
-from arbiter.store.repository import StoreError
 from arbiter.view import View
 
 log = logging.getLogger("arbiter.api")
