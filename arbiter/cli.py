@@ -50,7 +50,12 @@ def build_arbiter(cfg: Config):  # type: ignore[no-untyped-def]
     pool = SshPool(cfg.ssh.client_keys, cfg.ssh.known_hosts, cfg.ssh.connect_timeout,
                    cfg.ssh.keepalive_interval)
     repo = Repository.from_url(cfg.arbiter.database)
-    return Arbiter(cfg, repo, IcmpPinger(privileged), pool), pool
+    leadership = None
+    if cfg.ha is not None:
+        from arbiter.ha.leadership import Leadership
+
+        leadership = Leadership(cfg, repo.engine)
+    return Arbiter(cfg, repo, IcmpPinger(privileged), pool, leadership=leadership), pool
 
 
 def prepare_database(url: str, auto: bool) -> str:
@@ -87,6 +92,8 @@ async def _serve(cfg: Config) -> int:
     except OSError as exc:
         raise RuntimeError(f"cannot listen on {cfg.arbiter.listen}: {exc.strerror}") from None
     arb, pool = build_arbiter(cfg)
+    if arb.leadership is not None:
+        await arb.leadership.renew()  # lead (or follow) from the first round on
     await arb.restore()
     # The event loop answers the gates' /verdict while worker threads build incident
     # pages and /status. Each time the loop wakes it must take the GIL back from a
@@ -105,6 +112,11 @@ async def _serve(cfg: Config) -> int:
     # exclusive verdicts without a wired gate protect nothing: say so in the journal
     sched.add_job(lambda: arb.gates.log_changes(arb.config), "interval", seconds=5,
                   id="gate-watch", max_instances=1, coalesce=True)
+    if arb.leadership is not None and cfg.ha is not None:
+        # each renewal bounded well under the TTL (Leadership.renew); a late one is
+        # skipped, not queued behind the one still running
+        sched.add_job(arb.leadership.renew, "interval", seconds=cfg.ha.renew_every,
+                      id="lease", max_instances=1, coalesce=True, misfire_grace_time=None)
     sched.start()
     tls = {}
     if cfg.api.tls_certfile:
@@ -120,6 +132,9 @@ async def _serve(cfg: Config) -> int:
     finally:
         sched.shutdown(wait=False)
         await arb.close()
+        if arb.leadership is not None:
+            await arb.leadership.resign()  # after the last fence: a follower takes over now
+            arb.leadership.close()
     return EXIT_OK
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from arbiter.clock import utcnow
 from arbiter.config import ClusterConfig, Config
+from arbiter.ha.term_runner import is_stale_term
 from arbiter.model import Address, FenceMethod, FencePlan, VictimAction
 from arbiter.probe.collect import CollectParseError, collect_command, parse_collect
 from arbiter.probe.ssh import Runner, Target
@@ -30,6 +31,11 @@ class FenceReport:
     ok: bool
     held: tuple[str, ...]  # victims whose keepalived we stopped: held until released
     summary: str
+    stale_term: bool = False  # [ha] a node refused our term: another arbiter leads now
+
+
+class StaleTerm(Exception):
+    """[ha] A node's wrapper refused the command: it has seen a newer leader's term."""
 
 
 def target_for(config: Config, cluster: ClusterConfig, node: str) -> Target:
@@ -53,6 +59,8 @@ async def run_step(
         started_at=started, finished_at=utcnow(),
     )
     await record(rec)
+    if is_stale_term(res.exit_status, res.stderr):
+        raise StaleTerm(f"{t.name} refused {step}: {res.stderr.strip()}")
     return rec
 
 
@@ -169,7 +177,11 @@ async def execute(
     held: list[str] = []
     failed: list[str] = []
     for action in plan.victims:
-        ok, stopped = await fence_victim(config, cluster, action, plan.vips, runner, record)
+        try:
+            ok, stopped = await fence_victim(config, cluster, action, plan.vips, runner, record)
+        except StaleTerm as exc:
+            # stop at once: whatever this fence meant, a newer leader decides now
+            return FenceReport(False, tuple(held), f"refused for a stale term: {exc}", True)
         if stopped:
             held.append(action.node)
         if not ok:

@@ -21,7 +21,16 @@ from typing import Any
 
 from arbiter.clock import Clock, utcnow
 from arbiter.config import ClusterConfig, Config
-from arbiter.fence import FenceReport, Record, announce, execute, run_step, target_for
+from arbiter.fence import (
+    FenceReport,
+    Record,
+    StaleTerm,
+    announce,
+    execute,
+    run_step,
+    target_for,
+)
+from arbiter.ha.term_runner import TermRunner
 from arbiter.ledger import Ledger
 from arbiter.model import FencePlan, Hold
 from arbiter.probe.ssh import Runner
@@ -53,6 +62,17 @@ class Fencer:
         self._fencing_incident: dict[str, int] = {}
         self._pending: set[asyncio.Event] = set()
         self._finished: list[FenceFinished] = []
+        # [ha] the term this arbiter leads a cluster's shard under now (None: it does not)
+        self.term_of: Callable[[str], int | None] | None = None
+
+    def _runner_for(self, cluster: str) -> Runner:
+        """[ha] The runner of one fence or recover: its commands carry the term of now,
+        and stop once this arbiter no longer leads under it."""
+        term_of = self.term_of
+        if term_of is None:
+            return self.runner
+        term = term_of(cluster)
+        return TermRunner(self.runner, term, lambda: term_of(cluster) == term)
 
     # --- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -139,8 +159,9 @@ class Fencer:
     async def _fence(self, cluster: ClusterConfig, plan: FencePlan, incident: int,
                      attempt: int) -> None:
         record = self._recorder(cluster.name, incident, attempt)
+        runner = self._runner_for(cluster.name)
         try:
-            report = await execute(self.config, cluster, plan, self.runner, record)
+            report = await execute(self.config, cluster, plan, runner, record)
         except Exception as exc:  # noqa: BLE001 - reported as the fence's failure
             log.exception("[%s] fence crashed", cluster.name)
             report = FenceReport(False, (), f"fence crashed: {exc}")
@@ -150,7 +171,10 @@ class Fencer:
         self._finished.append(FenceFinished(cluster.name, incident, report, self.clock()))
         self.wake()  # fold the result in now rather than a whole interval later
         if report.ok and cluster.announce_command:
-            await announce(self.config, cluster, plan, self.runner, record)
+            try:
+                await announce(self.config, cluster, plan, runner, record)
+            except StaleTerm as exc:
+                log.error("[%s] announce: %s", cluster.name, exc)
 
     # --- recover ----------------------------------------------------------------
     def recover(self, cluster: ClusterConfig, hold: Hold, by: str) -> asyncio.Future[dict]:
@@ -176,8 +200,14 @@ class Fencer:
             return {"node": hold.node, "ok": False, "error": "node no longer configured"}
         cmd = cluster.recover_command_for(node)
         record = self._recorder(cluster.name, hold.incident, 0)
-        rec = await run_step(self.runner, target_for(self.config, cluster, hold.node),
-                             "recover", cmd, self.config.ssh.command_timeout, record)
+        try:
+            rec = await run_step(self._runner_for(cluster.name),
+                                 target_for(self.config, cluster, hold.node), "recover", cmd,
+                                 self.config.ssh.command_timeout, record)
+        except StaleTerm as exc:
+            log.error("[%s] recover %s: %s", cluster.name, hold.node, exc)
+            return {"node": hold.node, "command": cmd, "ok": False, "exit_status": None,
+                    "error": str(exc)}
         (log.info if rec.ok else log.error)(
             "[%s] recover %s after release by %s: %s", cluster.name, hold.node, by,
             "ok" if rec.ok else rec.error)

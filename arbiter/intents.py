@@ -19,6 +19,7 @@ from arbiter import memory
 from arbiter.clock import Clock
 from arbiter.config import Config
 from arbiter.fencer import Fencer
+from arbiter.ha.lease import NotLeader
 from arbiter.ledger import Ledger
 from arbiter.model import History
 from arbiter.store.engine import StoreError
@@ -89,7 +90,7 @@ class Intents:
         try:
             res = await self.ledger.call(self.ledger.repo.release_by_operator, intent.incident,
                                          self.clock(), intent.by)
-        except StoreError as exc:
+        except (StoreError, NotLeader) as exc:
             intent.done.set_exception(exc)
             return history
         if res is None:

@@ -8,6 +8,9 @@
   so a database outage mid-fence loses neither the steps nor the hold.
 - every database failure becomes ``db_error`` (visible in /status and /readyz),
   never an exception out of the loop.
+- [ha] a cluster whose shard this arbiter does not lead is never written: the
+  commit skips it (so nothing acts on it), and a write the lease check refuses
+  (``NotLeader``) is dropped, not kept for later.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from arbiter.effects import (
     ReleaseHold,
     is_action,
 )
+from arbiter.ha.lease import NotLeader
 from arbiter.incident_fsm import IllegalTransition
 from arbiter.memory import ARBITER, Committed
 from arbiter.model import Assessment, IncidentState, Snapshot
@@ -66,6 +70,9 @@ class Ledger:
         # until each has finished, what it wrote may still land
         self._unsettled: set[asyncio.Future[Any]] = set()
         self.file_problem: str | None = None  # the SQLite file deleted or replaced
+        # [ha] whether this arbiter leads a cluster's shard now (None: no [ha], it does)
+        self.leads: Callable[[str], bool] | None = None
+        self.not_leader: set[str] = set()  # clusters skipped by the last commit
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """One repository call off the event loop, bounded in time. A StoreError (a
@@ -121,7 +128,14 @@ class Ledger:
             failed.update(ca.cluster for ca in a.clusters if ca.effects)
             return Committed(ids, frozenset(failed))
         batches: list[tuple[str | None, tuple, dict | None]] = [(ARBITER, a.effects, None)]
+        following = set()
         for ca in a.clusters:
+            if self.leads is not None and not self.leads(ca.cluster):
+                # another arbiter leads it: its memory is read from the store instead
+                following.add(ca.cluster)
+                if ca.effects:
+                    failed.add(ca.cluster)
+                continue
             if any(not is_action(e) for e in ca.effects):
                 obs = snap.cluster(ca.cluster)
                 evidence = None  # only incidents opened or decided carry it
@@ -149,11 +163,15 @@ class Ledger:
             except StoreError:
                 failed.add(cluster)
                 db_down = True
+            except NotLeader as exc:
+                log.error("[%s] not recorded, so not acted on: %s", cluster, exc)
+                failed.add(cluster)
             except IllegalTransition:
                 # A bug, not an outage: record nothing and act on nothing for this
                 # cluster, and say so loudly.
                 log.exception("[%s] effects refused by the incident state machine", cluster)
                 failed.add(cluster)
+        self.not_leader = following
         return Committed(ids, frozenset(failed))
 
     # --- fences ----------------------------------------------------------------
@@ -177,6 +195,8 @@ class Ledger:
         except StoreError:
             log.warning("kept for later: %s (database unavailable)", what)
             self._backlog.append((what, fn))
+        except NotLeader as exc:
+            log.error("not recorded: %s: %s", what, exc)
         except IllegalTransition:
             log.exception("refused by the incident state machine: %s", what)
 
@@ -202,6 +222,8 @@ class Ledger:
                 await self.call(fn)
             except StoreError:
                 return False
+            except NotLeader as exc:
+                log.error("not recorded after an outage: %s: %s", what, exc)
             except IllegalTransition:
                 log.exception("refused by the incident state machine: %s", what)
             self._backlog.popleft()

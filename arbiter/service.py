@@ -14,6 +14,12 @@ One round reads as its data flow:
 Operator releases and keepalived events arrive from the API as intents: they are
 queued, the loop is woken, and the next round carries them out under the same
 round lock as everything else (Patroni's API works the same way).
+
+With ``[ha]`` (``Leadership``), every arbiter runs every round, but only the leader
+of a cluster's shard records and acts on it. For the other clusters the memory is
+read back from the store at the start of each round, and once more in the round
+that leadership is taken over, so a new leader starts from what the old one
+recorded (incidents, holds, incumbents), as after a restart.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from typing import Any
 from arbiter import decide, memory
 from arbiter.clock import Clock, utcnow
 from arbiter.config import Config
-from arbiter.effects import Recover, StartFence
+from arbiter.effects import ChangeState, Recover, StartFence
 from arbiter.fencer import Fencer
 from arbiter.gate_log import GateLog
+from arbiter.ha.leadership import Leadership
 from arbiter.intents import EventIntent, Intents, ReleaseIntent
 from arbiter.ledger import Ledger
 from arbiter.memory import Committed
@@ -60,7 +67,7 @@ def settle_heap() -> None:
 class Arbiter:
     def __init__(self, config: Config, repo: Repository, pinger: Pinger, runner: Runner,
                  clock: Clock = utcnow, mono: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time):
+                 wall: Callable[[], float] = time.time, leadership: Leadership | None = None):
         self.clock, self.mono, self.wall = clock, mono, wall
         self._wake = asyncio.Event()
         self.ledger = Ledger(repo, clock)
@@ -77,6 +84,12 @@ class Arbiter:
         self._stats = RoundStats()
         self._last_error: str | None = None
         self._round_lock = asyncio.Lock()
+        self.leadership = leadership
+        self._led: frozenset[str] = frozenset()  # shards led at the last round
+        if leadership is not None:
+            repo.guard, repo.arbiter = leadership, leadership.me
+            self.ledger.leads = leadership.leads
+            self.fencer.term_of = leadership.term_of
 
     @property
     def config(self) -> Config:
@@ -97,23 +110,52 @@ class Arbiter:
         return self.ledger.repo
 
     # --- start-up and shutdown -------------------------------------------------
-    async def restore(self) -> None:
+    async def restore(self, only: frozenset[str] | None = None) -> None:
         """Rebuild the policy's memory from the store: no incident, hold or incumbent is
-        lost on restart, and an incident already fenced is never fenced again."""
+        lost on restart, and an incident already fenced is never fenced again.
+        ``only``: these clusters' memory, the others' kept ([ha] followers)."""
         rows, memories = await self.ledger.restore_rows()
         history, changes, warnings = memory.restore(
             [c.name for c in self.config.clusters], rows, memories,
             self.fencer.incidents_in_flight())
-        for w in warnings:
-            log.warning(w)
-        if changes:
-            await self.ledger.call(self.repo.apply, None, changes, self.clock())
-        for cl, h in history.clusters:
-            if h.incident is not None:
-                log.info("restored incident #%s (%s, %s)", h.incident.id, cl,
-                         h.incident.state.value)
-        self.history = history
+        of = {r.id: r.cluster for r in rows}
+        if self.leadership is not None:
+            # a cluster another arbiter leads is theirs to write: their fence may be running
+            changes = tuple(c for c in changes if self.leadership.leads(of[c.incident] or ""))
+        if only is not None:
+            for cl in only:
+                self.history = memory.with_cluster(self.history, cl, history.cluster(cl))
+            changes = tuple(c for c in changes if of[c.incident] in only)
+        else:
+            self.history = history
+            for w in warnings:
+                log.warning(w)
+            for cl, h in history.clusters:
+                if h.incident is not None:
+                    log.info("restored incident #%s (%s, %s)", h.incident.id, cl,
+                             h.incident.state.value)
+        # each cluster's changes in its own transaction (with [ha], under its lease check)
+        by_cluster: dict[str | None, list[ChangeState]] = {}
+        for c in changes:
+            by_cluster.setdefault(of[c.incident], []).append(c)
+        for cl, group in by_cluster.items():
+            await self.ledger.call(self.repo.apply, cl, group, self.clock())
         self._publish()
+
+    async def _follow(self) -> None:
+        """[ha] Read back the memory of every cluster whose shard another arbiter leads,
+        or that this one has only just taken over."""
+        assert self.leadership is not None
+        led = self.leadership.leading()
+        taken = led - self._led
+        stale = frozenset(c.name for c in self.config.clusters
+                          if c.shard not in led or c.shard in taken)
+        if stale:
+            await self.restore(stale)
+        self._led = led
+        if taken:
+            log.warning("[ha] took over shard(s) %s: memory read from the store",
+                        ", ".join(sorted(taken)))
 
     async def close(self) -> None:
         """Stop watching, wait for every fence and recover, close the connections."""
@@ -147,6 +189,8 @@ class Arbiter:
                 self.history = memory.with_cluster(self.history, f.cluster, hist)
             if self.ledger.unknown_outcome:
                 await self._reread_memory()
+            if self.leadership is not None:
+                await self._follow()
             self.history = await self.intents.carry_out(self.config, self.history)
             snap = await self.observer.observe(self.scheduler.tilt.active(self.clock()))
             assessment = decide.assess(self.config, snap, self.history, snap.at)
@@ -207,6 +251,9 @@ class Arbiter:
             tilt_until=tilt.until, tilt_reason=tilt.reason,
             last_error=self._last_error, last_seen=dict(self.observer.last_seen),
             last_event=dict(self.intents.last_event), gateway_view=dict(self.observer.gateway_view),
+            ha=self.leadership.status() if self.leadership else None,
+            terms={s: self.leadership.term_seen_in(s) for s in self.config.shards}
+            if self.leadership else {},
         )
 
     # --- the loop ---------------------------------------------------------------

@@ -52,6 +52,9 @@ class View:
     last_seen: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
     last_event: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     gateway_view: Mapping[str, bool] = field(default_factory=dict)
+    # [ha]: leadership as /status shows it, and the highest term seen per shard
+    ha: Mapping[str, Any] | None = None
+    terms: Mapping[str, int] = field(default_factory=dict)
 
     def staleness(self, now: datetime) -> str | None:
         """Why the latest observations cannot be trusted for a verdict, or None."""

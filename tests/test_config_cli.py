@@ -191,7 +191,7 @@ def test_cli_check_against_simulated_nodes(tmp_path: Path, scenario: str, code: 
 def test_cli_db_upgrade_and_incidents(cfgdir: Path) -> None:
     p = write(cfgdir, GOOD)
     up = run_cli("db", "upgrade", "-c", str(p))
-    assert up.returncode == 0 and "revision 0004" in up.stdout
+    assert up.returncode == 0 and "revision 0005" in up.stdout
     inc = run_cli("incidents", "-c", str(p))
     assert inc.returncode == 0 and "no incidents" in inc.stdout
 

@@ -69,16 +69,18 @@ def arbiter_url() -> Iterator[str]:
 def shells(tmp_path: Path) -> list[tuple[str, list[str], dict[str, str]]]:
     """(name, argv prefix, env): dash with curl, and busybox sh with only busybox's
     applets on PATH (so the gate must get by with busybox wget and ping)."""
-    out = [("dash+curl", ["dash"], dict(os.environ))]
+    state = {"ARBITER_GATE_STATE_DIR": str(tmp_path / "gate-state")}  # [ha] terms kept here
+    out = [("dash+curl", ["dash"], {**os.environ, **state})]
     bb = shutil.which("busybox")
     if bb:
         bindir = tmp_path / "bb"
         bindir.mkdir(exist_ok=True)
-        for applet in ("sh", "wget", "ping", "cat", "logger", "printf", "grep", "timeout"):
+        for applet in ("sh", "wget", "ping", "cat", "logger", "printf", "grep", "timeout",
+                       "head", "mkdir", "mv"):  # busybox has no flock
             link = bindir / applet
             if not link.exists():
                 link.symlink_to(bb)
-        out.append(("busybox+wget", [bb, "sh"], {"PATH": str(bindir)}))
+        out.append(("busybox+wget", [bb, "sh"], {"PATH": str(bindir), **state}))
     return out
 
 

@@ -37,6 +37,7 @@ from arbiter.api.schema import (
     error_doc,
 )
 from arbiter.api.writes import RateLimit, parse, read_body
+from arbiter.ha.lease import NotLeader
 from arbiter.model import IncidentKind, IncidentState
 from arbiter.service import Arbiter
 from arbiter.store.engine import StoreError
@@ -111,7 +112,9 @@ def verdict_answer(request: Request) -> Response:
         if vip not in cfg.vips:
             raise HTTPException(404, f"vip {vip} is not a VIP of cluster {cluster!r}")
     body = views.verdict(view, cfg, node, vip, now)
-    response: Response = (PlainTextResponse(body["verdict"] + "\n") if _wants_text(request, fmt)
+    # text: the verdict, and with [ha] the term after it (arbiter-gate keeps the highest)
+    text = body["verdict"] + (f" {body['term']}" if "term" in body else "")
+    response: Response = (PlainTextResponse(text + "\n") if _wants_text(request, fmt)
                           else JSONResponse(body))
     asked = (cluster, node, body["verdict"], vip)
     arb.gates.record(*asked)  # the gate is wired: /status shows when it last asked
@@ -276,7 +279,7 @@ async def healthz() -> dict[str, str]:
 def readyz(arb: ArbiterDep) -> JSONResponse:
     problems = []
     try:
-        arb.repo.check_write("arbiter", _now())  # a write, not only a read
+        arb.repo.check_write(arb.repo.arbiter or "arbiter", _now())  # a write, not a read
     except StoreError as exc:
         # open to anyone: no host, port or path here; the reason is in /status and the log
         log.warning("readyz: database: %s", exc)
@@ -297,6 +300,9 @@ def error_response(exc: Exception) -> Response:
                             headers=exc.headers)
     if isinstance(exc, StoreError):
         return JSONResponse({"detail": f"database unavailable: {exc}"}, status_code=503)
+    if isinstance(exc, NotLeader):
+        return JSONResponse({"detail": f"this arbiter cannot record that: {exc}; ask the "
+                             "leader (GET /status, ha.shards)"}, status_code=409)
     log.error("unhandled %s", type(exc).__name__, exc_info=exc)
     return PlainTextResponse("Internal Server Error", status_code=500)
 
@@ -350,6 +356,7 @@ def create_app(arbiter: Arbiter, run_loop: bool = False, reader: Reader | None =
     app.state.reader = reader or Reader(arbiter.repo, lambda: arbiter.ledger.generation)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StoreError, _store_error_handler)
+    app.add_exception_handler(NotLeader, _store_error_handler)
     app.include_router(verdict_router)
     app.include_router(router)
     app.include_router(open_router)

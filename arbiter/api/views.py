@@ -28,6 +28,8 @@ def verdict(view: View, cluster: ClusterConfig, node: str, vip: str | None,
         "epoch": hist.epoch,
         "observed_at": iso(rt.snapshot.at) if rt.snapshot else None,
     }
+    if view.ha is not None:  # the leader's term, highest seen: a gate ignores lower ones
+        body["term"] = view.terms.get(cluster.shard, 0)
     stale = view.staleness(now)
     if stale:
         return {**body, "verdict": Verdict.ABSTAIN.value, "reason": stale}
@@ -107,6 +109,7 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
                 for h in hist.held
             ],
             "epoch": hist.epoch,
+            "shard": c.shard,
             "nodes": nodes,
         })
     st = rt.stats
@@ -135,6 +138,9 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
             "db_file_problem": rt.db_file_problem,
             "last_error": rt.last_error,
             "isolated_incident": history.isolated_incident,
+            # [ha]: this arbiter's name, the leader and term of each shard, and whether
+            # this one leads it (null without [ha])
+            "ha": rt.ha,
         },
         "clusters": clusters,
     }

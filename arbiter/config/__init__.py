@@ -6,6 +6,7 @@ without reading the source. ``schema`` holds the sections and their rules,
 ``loading`` reads the file.
 """
 
+from arbiter.config.ha import HASection
 from arbiter.config.loading import from_dict, load
 from arbiter.config.schema import (
     DEFAULT_ANNOUNCE,
@@ -30,6 +31,7 @@ __all__ = [
     "ClusterConfig",
     "Config",
     "ConfigError",
+    "HASection",
     "NodeConfig",
     "SSHSection",
     "from_dict",

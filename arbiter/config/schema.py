@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from arbiter.config.ha import HASection
+
 DEFAULT_FENCE = "systemctl stop keepalived"
 DEFAULT_RECOVER = "systemctl start keepalived"
 # After a fence the survivor never changed state, so keepalived sends no gratuitous
@@ -236,6 +238,11 @@ class ClusterConfig(_Strict):
         "also denies a node that lacks a VIP while another node holds it and is healthy, so "
         "a backup that stops hearing adverts waits in FAULT instead of splitting the brain",
     )
+    shard: str = Field(
+        "default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="with [ha]: the lease this cluster is led under; several arbiters can "
+        "each lead some shards of a large site",
+    )
     nodes: list[NodeConfig] = Field(min_length=2)
 
     @field_validator("vips", "gateways")
@@ -290,6 +297,7 @@ class Config(_Strict):
     ssh: SSHSection
     api: APISection = Field(default_factory=APISection)
     clusters: list[ClusterConfig] = Field(min_length=1)
+    ha: HASection | None = None
     # (the clusters list it was built from, by name): model_copy(update=...) shares
     # private attributes, so the index is rebuilt when the list is not the same one
     _index: tuple[object, dict[str, ClusterConfig]] = PrivateAttr(default=(None, {}))
@@ -313,6 +321,10 @@ class Config(_Strict):
             raise ValueError(
                 f"arbiter.tilt_after ({a.tilt_after}s) must be >= interval ({a.interval}s)"
             )
+        if self.ha is not None and not a.database.startswith("postgresql"):
+            raise ValueError(
+                "ha needs a PostgreSQL arbiter.database shared by every member (the lease "
+                f"and its term live there); {a.database.split(':', 1)[0]!r} cannot be shared")
         tokens = [t for t in self.api.tokens.values()]
         tokens += [n.token for c in self.clusters for n in c.nodes if n.token]
         if len(set(tokens)) != len(tokens):
@@ -351,6 +363,10 @@ class Config(_Strict):
             by_name = {c.name: c for c in self.clusters}
             self._index = (self.clusters, by_name)
         return by_name.get(name)
+
+    @property
+    def shards(self) -> list[str]:
+        return sorted({c.shard for c in self.clusters})
 
     def gateways_for(self, cluster: ClusterConfig) -> list[str]:
         return cluster.gateways or self.arbiter.gateways

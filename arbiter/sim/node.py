@@ -40,6 +40,7 @@ class SimState:
     addr_output: str | None = None  # a hostile node: this text instead of `ip -j addr`'s
     flood: bool = False  # a hostile node: the collect's output never ends
     commands: list[str] = field(default_factory=list)
+    term_seen: int = 0  # [ha] the highest "@@term N" seen, as arbiter-ssh-wrapper keeps it
     # `ip -o monitor address` sessions: called with each line the kernel would print
     monitors: list = field(default_factory=list)
 
@@ -103,9 +104,19 @@ _SESSION_LINE = re.compile(
     .replace("@@CMD@@", "(.*)").replace("@@DONE@@", "(@@arbiter-done [^%]*)"))
 
 
+_TERM = re.compile(r"@@term (\d+) (.+)", re.DOTALL)
+
+
 def respond(state: SimState, command: str) -> tuple[int, str, str]:
     """The node's behaviour: command in, (exit status, stdout, stderr) out."""
     state.commands.append(command)
+    m = _TERM.match(command)
+    if m:  # arbiter-ssh-wrapper's rule: refuse a lower term, keep the highest
+        term, command = int(m.group(1)), m.group(2)
+        if term < state.term_seen:
+            return 125, "", (f"arbiter-ssh-wrapper: refused (stale term {term} < "
+                             f"{state.term_seen}: another arbiter leads now)\n")
+        state.term_seen = term
     if MARK in command and state.collect_error is not None:
         return 1, "", state.collect_error + "\n"
     if MARK in command:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -60,12 +60,21 @@ class AttemptRecord:
         return (self.finished_at - self.started_at).total_seconds() * 1000
 
 
+class WriteGuard(Protocol):
+    """[ha] Run inside each write that decides or acts: raises ``NotLeader`` unless
+    this arbiter leads the cluster's shard now; returns the term it leads under."""
+
+    def check_write(self, session: Session, cluster: str) -> int: ...
+
+
 def _open(s: Session, kind: IncidentKind, cluster: str | None, at: datetime, reason: str,
-          vips: Sequence[str], evidence: dict[str, Any] | None) -> int:
+          vips: Sequence[str], evidence: dict[str, Any] | None, term: int | None = None,
+          arbiter: str | None = None) -> int:
     inc = Incident(
         kind=kind.value, cluster=cluster, state=IncidentState.OPEN.value,
         vips=list(vips), victims=[], reason=reason, evidence=evidence,
-        opened_at=at, updated_at=at, dry_run=False, attempts=0, held=False,
+        opened_at=at, updated_at=at, dry_run=False, attempts=0, held=False, term=term,
+        arbiter=arbiter if cluster is None else None,
     )
     s.add(inc)
     s.flush()
@@ -81,10 +90,12 @@ def _incident(s: Session, incident_id: int) -> Incident:
 
 
 def _decide(s: Session, e: RecordDecision, incident_id: int, at: datetime,
-            decision: dict[str, Any], evidence: dict[str, Any] | None) -> None:
+            decision: dict[str, Any], evidence: dict[str, Any] | None,
+            term: int | None = None) -> None:
     inc = _incident(s, incident_id)
     incident_fsm.check(IncidentState(inc.state), e.dst, incident_id)
     inc.state = e.dst.value
+    inc.term = term if term is not None else inc.term
     inc.survivor, inc.victims = e.plan.survivor, [v.node for v in e.plan.victims]
     # a second VIP may have gone dual after the incident opened
     inc.vips = sorted(set(inc.vips or []) | set(e.plan.vips))
@@ -169,8 +180,13 @@ def _row(i: Incident) -> IncidentRow:
 
 
 class Repository:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, guard: WriteGuard | None = None,
+                 arbiter: str | None = None):
+        """``guard`` and ``arbiter`` ([ha]): the lease check run in every write that
+        decides or acts, and this arbiter's name for its own incidents."""
         self.engine = engine
+        self.guard = guard
+        self.arbiter = arbiter
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         path = sqlite_file(str(engine.url)) if engine.url.get_backend_name() == "sqlite" \
             else None
@@ -186,6 +202,18 @@ class Repository:
                 return fn(s)
         except SQLAlchemyError as exc:
             raise StoreError(f"{type(exc).__name__}: {exc}".splitlines()[0][:500]) from exc
+
+    def _lead(self, s: Session, cluster: str | None = None,
+              incident: int | None = None) -> int | None:
+        """[ha] The write guard, in the write's own transaction: the term this arbiter
+        leads the cluster's shard under (NotLeader if it does not). The arbiter's own
+        incidents (cluster None) are about itself and need no lease."""
+        if self.guard is None:
+            return None
+        if incident is not None:
+            inc = s.get(Incident, incident)
+            cluster = inc.cluster if inc is not None else None
+        return None if cluster is None else self.guard.check_write(s, cluster)
 
     # --- health -----------------------------------------------------------
     def ping(self) -> None:
@@ -232,6 +260,7 @@ class Repository:
 
         def fn(s: Session) -> dict[IncidentKind, int]:
             ids: dict[IncidentKind, int] = {}
+            term = self._lead(s, cluster)
 
             def ref(r: IncidentRef) -> int:
                 return r if isinstance(r, int) else ids[r.kind]
@@ -239,9 +268,10 @@ class Repository:
             for n, e in enumerate(effects):
                 if isinstance(e, OpenIncident):
                     ev = None if e.kind is IncidentKind.ARBITER_ISOLATED else evidence
-                    ids[e.kind] = _open(s, e.kind, cluster, at, e.reason, e.vips, ev)
+                    ids[e.kind] = _open(s, e.kind, cluster, at, e.reason, e.vips, ev, term,
+                                        self.arbiter)
                 elif isinstance(e, RecordDecision):
-                    _decide(s, e, ref(e.incident), at, (decisions or {})[n], evidence)
+                    _decide(s, e, ref(e.incident), at, (decisions or {})[n], evidence, term)
                 elif isinstance(e, ChangeState):
                     _change(s, ref(e.incident), e.dst, at, e.message, e.held)
                 elif isinstance(e, ReleaseHold):
@@ -256,26 +286,29 @@ class Repository:
     # --- single writes ------------------------------------------------------------
     def open_incident(self, kind: IncidentKind, cluster: str | None, at: datetime, reason: str,
                       vips: Sequence[str] = (), evidence: dict[str, Any] | None = None) -> int:
-        return self._tx(lambda s: _open(s, kind, cluster, at, reason, vips, evidence))
+        return self._tx(lambda s: _open(s, kind, cluster, at, reason, vips, evidence,
+                                        self._lead(s, cluster), self.arbiter))
 
     def set_state(self, incident_id: int, state: IncidentState, at: datetime, message: str,
                   held_nodes: Sequence[str] = ()) -> None:
-        self._tx(lambda s: _change(s, incident_id, state, at, message, held_nodes))
+        self._tx(lambda s: (self._lead(s, incident=incident_id),
+                            _change(s, incident_id, state, at, message, held_nodes)))
 
     def add_attempt(self, incident_id: int, attempt_no: int, rec: AttemptRecord) -> None:
-        self._tx(lambda s: s.add(FenceAttempt(
+        self._tx(lambda s: (self._lead(s, incident=incident_id), s.add(FenceAttempt(
             incident_id=incident_id, attempt=attempt_no, node=rec.node, step=rec.step,
             command=rec.command, ok=rec.ok, exit_status=rec.exit_status,
             output=rec.output[-OUTPUT_EXCERPT:], error=rec.error,
             started_at=rec.started_at, finished_at=rec.finished_at,
             duration_ms=rec.duration_ms,
-        )))
+        ))))
 
     def release(self, incident_id: int, at: datetime, by: str, message: str,
                 node: str | None = None) -> list[str]:
         """Release held victims (one node, or all of the incident's). Returns who was
         released; empty if nothing was held. Fully released incidents get released_at/by."""
-        return self._tx(lambda s: _release(s, incident_id, at, by, message, node))
+        return self._tx(lambda s: (self._lead(s, incident=incident_id),
+                                   _release(s, incident_id, at, by, message, node))[1])
 
     def release_by_operator(self, incident_id: int, at: datetime,
                             by: str) -> tuple[str | None, list[str]] | None:
@@ -286,6 +319,7 @@ class Repository:
             inc = s.get(Incident, incident_id)
             if inc is None:
                 return None
+            self._lead(s, inc.cluster)
             gone = _release(s, incident_id, at, by, "released by an operator", None)
             if gone and not inc.held_nodes and inc.state == IncidentState.HELD.value:
                 _change(s, incident_id, IncidentState.RESOLVED, at,
@@ -318,10 +352,14 @@ class Repository:
     # --- what a restart needs -------------------------------------------------------
     def unresolved(self) -> list[IncidentRow]:
         """Incidents still open, and fenced victims not yet released: restart state."""
+        # the arbiter's own incidents (cluster None) are this arbiter's only: with
+        # [ha], other arbiters' isolation is theirs to restore
+        own = Incident.arbiter.is_(None) if self.arbiter is None else \
+            Incident.arbiter == self.arbiter
         q = select(Incident).where(
             (Incident.state != IncidentState.RESOLVED.value)
             | (Incident.held.is_(True) & Incident.released_at.is_(None))
-        ).order_by(Incident.id)
+        ).where(Incident.cluster.is_not(None) | own).order_by(Incident.id)
         return self._tx(lambda s: [_row(i) for i in s.scalars(q)])
 
     def cluster_memories(self) -> dict[str, ClusterMemoryRow]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -74,6 +75,10 @@ class Incident(Base):
     released_by: Mapped[str | None] = mapped_column(String(128))
     # fenced again after an automatic release: its holds wait for an operator
     refenced: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # [ha]: the leader's term the incident was opened or decided under, and for the
+    # arbiter's own incidents (isolated), which arbiter they are about
+    term: Mapped[int | None] = mapped_column(BigInteger)
+    arbiter: Mapped[str | None] = mapped_column(String(64))
 
     fence_attempts: Mapped[list[FenceAttempt]] = relationship(
         back_populates="incident", order_by="FenceAttempt.id"
@@ -162,3 +167,15 @@ class Heartbeat(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Lease(Base):
+    """[ha]: who leads a shard, under which term (a fencing token), until when.
+    Written only by ``arbiter.ha.lease`` with the database's clock."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    term: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

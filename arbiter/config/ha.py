@@ -1,0 +1,51 @@
+"""The ``[ha]`` section: several arbiters of one site, one leader per shard.
+
+Leadership is a lease row with a term in PostgreSQL (``arbiter.ha``). The rules
+across fields live here; the rule that HA needs PostgreSQL is checked by
+``Config`` because it reads ``arbiter.database``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class HASection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME, description="this arbiter's name, unique in the site")
+    members: list[str] = Field(
+        min_length=1, description="the names of every arbiter of the site, this one included")
+    lease_ttl: float = Field(
+        15.0, ge=1, le=600,
+        description="seconds a lease lasts from the database's clock at its last renewal")
+    renew_every: float = Field(5.0, gt=0, le=300, description="seconds between renewals")
+
+    @model_validator(mode="after")
+    def _rules(self) -> HASection:
+        dup = sorted(n for n, k in Counter(self.members).items() if k > 1)
+        if dup:
+            raise ValueError(f"duplicate name(s) in ha.members: {', '.join(dup)}")
+        if self.name not in self.members:
+            raise ValueError(f"ha.name {self.name!r} is not in ha.members")
+        # two renewals per TTL: one slow or lost renewal must not lose the lease
+        if self.renew_every * 2 > self.lease_ttl:
+            raise ValueError(
+                f"ha.renew_every ({self.renew_every:g}s) must be at most half of "
+                f"ha.lease_ttl ({self.lease_ttl:g}s)")
+        return self
+
+    @property
+    def renew_timeout(self) -> float:
+        """One renewal's bound, well under the TTL."""
+        return min(self.renew_every, self.lease_ttl / 4)
+
+    @property
+    def step_down_margin(self) -> float:
+        """The leader stops acting this long before its lease runs out by its own
+        clock, counted from when it sent the renewal (before the database's now())."""
+        return self.lease_ttl / 5

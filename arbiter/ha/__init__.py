@@ -1,0 +1,1 @@
+"""Several arbiters of one site ([ha]): leases with terms, and the write guard."""

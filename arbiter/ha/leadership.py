@@ -1,0 +1,193 @@
+"""Leadership: which shards this arbiter leads, under which term, kept by renewals.
+
+- ``renew`` (an APScheduler job every ``renew_every``, and once before the first
+  round) takes or renews every shard's lease, each call bounded by
+  ``renew_timeout``. A failure is visible state (``error``), never an exception.
+- ``term(shard)``: the term to act under, or None. The leader steps down on its own
+  clock: a renewal sent at local time t is good until t + ``lease_ttl`` minus
+  ``step_down_margin``. The database's lease runs from its ``now()``, which comes
+  after t, so this arbiter stops before any other can take over, with no clock
+  shared between them.
+- ``check_write``: the write guard the repository runs inside every write that
+  decides or acts (``lease.check``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from arbiter.config import Config
+from arbiter.ha import lease
+from arbiter.ha.lease import LeaseRow, NotLeader
+
+log = logging.getLogger("arbiter.ha")
+
+
+@dataclass(frozen=True, slots=True)
+class ShardLease:
+    """What this arbiter knows of one shard's lease after its last renewal."""
+
+    shard: str
+    holder: str | None
+    term: int  # the highest term seen for this shard
+    expires_at: datetime | None  # by the database's clock
+    leading_until: float | None  # our own monotonic deadline; None: not ours
+
+
+class Leadership:
+    def __init__(self, config: Config, engine: Engine,
+                 mono: Callable[[], float] = time.monotonic):
+        assert config.ha is not None
+        self.ha = config.ha
+        self.me = config.ha.name
+        self.engine = engine
+        self.mono = mono
+        self._shard_of = {c.name: c.shard for c in config.clusters}
+        self._leases = {s: ShardLease(s, None, 0, None, None) for s in config.shards}
+        self._executor = ThreadPoolExecutor(2, thread_name_prefix="lease")
+        self.error: str | None = None
+        self.renewed_at: float | None = None  # monotonic, last renewal that answered
+        self._stepped_down: set[str] = set()
+
+    # --- what the loop asks ---------------------------------------------------
+    def shard_of(self, cluster: str) -> str:
+        return self._shard_of.get(cluster, "default")
+
+    def term(self, shard: str) -> int | None:
+        """The term to act under in ``shard`` now; None if this arbiter does not lead it."""
+        s = self._leases.get(shard)
+        if s is None or s.leading_until is None:
+            return None
+        if self.mono() >= s.leading_until:
+            if shard not in self._stepped_down:
+                self._stepped_down.add(shard)
+                log.error("[ha] shard %s: lease (term %d) not renewed in time: stepping down",
+                          shard, s.term)
+            return None
+        return s.term
+
+    def term_of(self, cluster: str) -> int | None:
+        return self.term(self.shard_of(cluster))
+
+    def leads(self, cluster: str) -> bool:
+        return self.term_of(cluster) is not None
+
+    def leading(self) -> frozenset[str]:
+        return frozenset(s for s in self._leases if self.term(s) is not None)
+
+    def term_seen_in(self, shard: str) -> int:
+        """The highest term known for the shard (what /verdict carries)."""
+        s = self._leases.get(shard)
+        return s.term if s is not None else 0
+
+    def check_write(self, session: Session, cluster: str) -> int:
+        """Run inside a write's transaction; raises NotLeader. Returns the term."""
+        shard = self.shard_of(cluster)
+        term = self.term(shard)
+        if term is None:
+            raise NotLeader(f"not the leader of shard {shard!r}")
+        lease.check(session, shard, self.me, term)
+        return term
+
+    # --- renewals -------------------------------------------------------------
+    async def renew(self) -> None:
+        sent = self.mono()
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, self._acquire_all)
+        try:
+            rows = await asyncio.wait_for(fut, self.ha.renew_timeout)
+        except TimeoutError:
+            self._failed(f"lease renewal did not answer within {self.ha.renew_timeout:g}s")
+            return
+        except SQLAlchemyError as exc:
+            self._failed(f"lease renewal failed: {type(exc).__name__}: "
+                         + str(exc).splitlines()[0][:300])
+            return
+        if self.error is not None:
+            log.info("[ha] lease renewals answer again")
+        self.error, self.renewed_at = None, self.mono()
+        for shard, row in rows.items():
+            self._update(shard, row, sent)
+
+    def _acquire_all(self) -> dict[str, LeaseRow | None]:
+        out = {}
+        for shard in self._leases:
+            with self.engine.begin() as conn:
+                out[shard] = lease.acquire(conn, shard, self.me, self.ha.lease_ttl)
+        return out
+
+    def _update(self, shard: str, row: LeaseRow | None, sent: float) -> None:
+        old = self._leases[shard]
+        was = self.term(shard) is not None
+        if row is None:
+            return
+        ours = row.held_by(self.me)
+        until = sent + self.ha.lease_ttl - self.ha.step_down_margin if ours else None
+        self._leases[shard] = ShardLease(shard, row.holder, max(row.term, old.term),
+                                         row.expires_at, until)
+        if ours and not was:
+            self._stepped_down.discard(shard)
+            log.warning("[ha] shard %s: leading under term %d", shard, row.term)
+        elif was and not ours:
+            log.error("[ha] shard %s: %s leads now (term %d): following", shard, row.holder,
+                      row.term)
+        elif not ours and row.holder != old.holder:
+            log.info("[ha] shard %s: following %s (term %d)", shard, row.holder, row.term)
+
+    def _failed(self, why: str) -> None:
+        if self.error is None:
+            log.error("[ha] %s", why)
+        self.error = why
+
+    async def resign(self) -> None:
+        """A graceful stop: hand every lease back, so a follower takes over now."""
+        led = {s: t for s in self._leases if (t := self.term(s)) is not None}
+        for s in self._leases:
+            self._leases[s] = ShardLease(s, self._leases[s].holder, self._leases[s].term,
+                                         self._leases[s].expires_at, None)
+        if not led:
+            return
+
+        def work() -> None:
+            with self.engine.begin() as conn:
+                for shard, term in led.items():
+                    lease.resign(conn, shard, self.me, term)
+
+        try:
+            await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(self._executor, work),
+                self.ha.renew_timeout)
+            log.info("[ha] leases handed back: %s", ", ".join(sorted(led)))
+        except (TimeoutError, SQLAlchemyError) as exc:
+            log.warning("[ha] could not hand the leases back (%s): they run out in %gs",
+                        exc, self.ha.lease_ttl)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- what /status shows ------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = self.mono()
+        return {
+            "name": self.me,
+            "members": list(self.ha.members),
+            "error": self.error,
+            "renewed_ago": None if self.renewed_at is None else round(now - self.renewed_at, 1),
+            "shards": {
+                s.shard: {
+                    "leader": s.holder, "term": s.term,
+                    "leading": self.term(s.shard) is not None,
+                    "expires_at": s.expires_at.isoformat() if s.expires_at else None,
+                } for s in self._leases.values()
+            },
+        }

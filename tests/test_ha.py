@@ -1,0 +1,248 @@
+"""[ha] Several arbiters on one PostgreSQL: the lease and its term, the write guard,
+and two real Arbiters on one simulated site, where only the leader records and
+fences and a follower that takes over starts from what the leader recorded.
+
+PostgreSQL only: [ha] refuses SQLite. tests/run.sh starts a throwaway server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from arbiter import config as config_mod
+from arbiter.effects import OpenIncident
+from arbiter.ha.leadership import Leadership
+from arbiter.ha.lease import NotLeader
+from arbiter.model import IncidentKind, IncidentState
+from arbiter.probe.icmp import IcmpPinger, choose_privileged
+from arbiter.probe.ssh import SshPool
+from arbiter.service import Arbiter
+from arbiter.sim.node import SimSite
+from arbiter.sim.scenario import VIP1, site_config
+from arbiter.store import migrate
+from arbiter.store.engine import make_engine
+from arbiter.store.repository import Repository
+from tests.test_cycle import incidents, rounds
+
+TTL = 2.0  # seconds: short, so a takeover fits in a test
+
+
+@pytest.fixture
+def pg() -> Iterator[Engine]:
+    url = os.environ.get("ARBITER_TEST_PG_URL")
+    if not url:
+        pytest.fail("ARBITER_TEST_PG_URL is not set: run through tests/run.sh, which "
+                    "starts a PostgreSQL ([ha] refuses SQLite)")
+    engine = make_engine(url)
+    with engine.begin() as c:
+        c.execute(text("DROP SCHEMA public CASCADE"))
+        c.execute(text("CREATE SCHEMA public"))
+    migrate.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def ha_config(site: SimSite, tmp_path: Path, url: str, name: str) -> config_mod.Config:
+    p = tmp_path / f"{name}.toml"
+    p.write_text(site_config(site, [VIP1], url, confirm_min_span=0.0) + f"""
+[ha]
+name = "{name}"
+members = ["a1", "a2", "a3"]
+lease_ttl = {TTL}
+renew_every = {TTL / 2}
+""")
+    return config_mod.load(p)
+
+
+class Clock:
+    """A monotonic clock that moves only when told: the arbiter that was paused."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def test_a_takeover_needs_the_lease_to_run_out_and_raises_the_term(
+        pg: Engine, site: SimSite, tmp_path: Path) -> None:
+    url = str(pg.url.render_as_string(hide_password=False))
+    a = Leadership(ha_config(site, tmp_path, url, "a1"), pg)
+    b = Leadership(ha_config(site, tmp_path, url, "a2"), pg)
+    await a.renew()
+    await b.renew()
+    assert a.term("default") == 1 and b.term("default") is None
+    assert b.status()["shards"]["default"]["leader"] == "a1"
+    await a.renew()  # a renewal keeps the term
+    assert a.term("default") == 1
+    await asyncio.sleep(TTL + 0.2)  # a stops renewing (dead, or paused)
+    assert a.term("default") is None  # a stepped down by its own clock first
+    await b.renew()
+    assert b.term("default") == 2
+    await a.renew()  # a is back: it follows, and knows the new term
+    assert a.term("default") is None and a.term_seen_in("default") == 2
+
+
+async def test_a_paused_leader_can_record_nothing_once_another_took_over(
+        pg: Engine, site: SimSite, tmp_path: Path) -> None:
+    url = str(pg.url.render_as_string(hide_password=False))
+    paused = Clock()  # its own clock stands still: it believes it still leads
+    a = Leadership(ha_config(site, tmp_path, url, "a1"), pg, mono=paused)
+    b = Leadership(ha_config(site, tmp_path, url, "a2"), pg)
+    await a.renew()
+    assert a.term("default") == 1
+    await asyncio.sleep(TTL + 0.2)
+    await b.renew()
+    assert b.term("default") == 2 and a.term("default") == 1  # a has not noticed
+    repo_a = Repository(pg, guard=a, arbiter="a1")
+    repo_b = Repository(pg, guard=b, arbiter="a2")
+    split = OpenIncident(IncidentKind.SPLIT_BRAIN, "split", (VIP1,))
+    now = datetime.now(UTC)
+    with pytest.raises(NotLeader):
+        repo_a.apply("web", [split], now)
+    ids = repo_b.apply("web", [split], now)
+    with pytest.raises(NotLeader):
+        repo_a.set_state(ids[IncidentKind.SPLIT_BRAIN], IncidentState.RESOLVED, now, "late")
+    rows = repo_b.list_incidents()[0]
+    assert len(rows) == 1 and rows[0]["state"] == "open"
+    with pg.begin() as c:
+        assert c.execute(text("SELECT term FROM incidents")).scalar() == 2
+
+
+@pytest.fixture
+async def pair(pg: Engine, site: SimSite, tmp_path: Path) -> AsyncIterator[list[Arbiter]]:
+    """Two arbiters of one site on one PostgreSQL; a1 renews first and leads."""
+    url = str(pg.url.render_as_string(hide_password=False))
+    made = []
+    for name in ("a1", "a2"):
+        cfg = ha_config(site, tmp_path, url, name)
+        engine = make_engine(url)
+        leadership = Leadership(cfg, engine)
+        await leadership.renew()
+        arb = Arbiter(cfg, Repository(engine), IcmpPinger(choose_privileged("auto")),
+                      SshPool(cfg.ssh.client_keys, cfg.ssh.known_hosts,
+                              cfg.ssh.connect_timeout), leadership=leadership)
+        await arb.restore()
+        made.append(arb)
+    yield made
+    for arb in made:
+        await arb.close()
+        assert arb.leadership is not None
+        arb.leadership.close()
+        arb.repo.engine.dispose()
+
+
+async def test_only_the_leader_fences_and_a_follower_takes_over_its_hold(
+        pair: list[Arbiter], site: SimSite) -> None:
+    leader, follower = pair
+    assert leader.leadership and follower.leadership
+    assert leader.leadership.leading() == {"default"}
+    assert follower.leadership.leading() == frozenset()
+    site.state("lb2").add("eth0", VIP1, 24)  # VRRP cut: lb2 claims the VIP too
+    for _ in range(4):
+        await rounds(follower, 1)
+        await rounds(leader, 1)
+    inc = incidents(leader)
+    assert len(inc) == 1 and inc[0]["state"] == "fenced", inc
+    # the fence carried the leader's term, and the node keeps it
+    assert "@@term 1 systemctl stop keepalived" in site.state("lb2").commands
+    assert site.state("lb2").term_seen == 1
+    # the follower recorded nothing and fenced nothing, but reads the hold back
+    await rounds(follower, 1)
+    assert follower.history.cluster("web").hold_of("lb2") is not None
+    assert follower.view.ha and follower.view.ha["shards"]["default"]["leader"] == "a1"
+
+    # the leader dies: its lease runs out, the follower takes over under term 2
+    leader.leadership._leases.clear()  # noqa: SLF001 - it renews nothing any more
+    await asyncio.sleep(TTL + 0.2)
+    await follower.leadership.renew()
+    assert follower.leadership.term("default") == 2
+    await rounds(follower, 3)
+    # the same incident and the same hold: no second incident, no second fence
+    assert len(incidents(follower)) == 1
+    assert follower.history.cluster("web").hold_of("lb2") is not None
+    assert sum("systemctl stop keepalived" in c
+               for c in site.state("lb2").commands) == 1
+
+    # the new leader releases lb2: its recover carries term 2, so the old leader's
+    # commands (term 1) are refused by the node from now on
+    done = follower.release(inc[0]["id"], "test")
+    await rounds(follower, 1)
+    await asyncio.wait_for(done, 10)
+    await follower.wait_fences()
+    assert site.state("lb2").term_seen == 2
+    from arbiter.ha.term_runner import TermRunner
+    from arbiter.probe.ssh import Target
+
+    stale = TermRunner(leader.runner, 1, lambda: True)
+    res = await stale.run(Target("lb2", "127.0.0.12", site.port, "root"),
+                          "systemctl stop keepalived", 5)
+    assert res.exit_status == 125 and "stale term 1 < 2" in res.stderr
+    assert site.state("lb2").keepalived_running
+
+
+def test_ha_config_rules(tmp_path: Path, site: SimSite) -> None:
+    pg_url = "postgresql+psycopg://x@127.0.0.1/x"
+    cases = [
+        ("sqlite:///x.db", 'name = "a1"\nmembers = ["a1", "a2"]',
+         "ha needs a PostgreSQL arbiter.database"),
+        (pg_url, 'name = "a9"\nmembers = ["a1", "a2"]', "ha.name 'a9' is not in ha.members"),
+        (pg_url, 'name = "a1"\nmembers = ["a1", "a1"]', "duplicate name(s) in ha.members: a1"),
+        (pg_url, 'name = "a1"\nmembers = ["a1"]\nlease_ttl = 10\nrenew_every = 6',
+         "ha.renew_every (6s) must be at most half of ha.lease_ttl (10s)"),
+    ]
+    for db, ha, message in cases:
+        p = tmp_path / "c.toml"
+        p.write_text(site_config(site, [VIP1], db) + f"\n[ha]\n{ha}\n")
+        with pytest.raises(config_mod.ConfigError) as exc:
+            config_mod.load(p, check_files=False)
+        assert message in str(exc.value), (ha, str(exc.value))
+    p.write_text(site_config(site, [VIP1], pg_url) + '\n[ha]\nname = "a1"\nmembers = ["a1"]\n')
+    cfg = config_mod.load(p, check_files=False)
+    assert cfg.ha is not None and cfg.ha.lease_ttl == 15 and cfg.shards == ["default"]
+
+
+async def test_a_fence_the_node_refuses_for_a_stale_term_stops_and_says_so(
+        pair: list[Arbiter], site: SimSite) -> None:
+    """A node that has seen term 9 (a newer leader elsewhere) refuses our term 1: the
+    fence stops at once, nothing is escalated, and the incident says why."""
+    leader, _ = pair
+    site.state("lb2").term_seen = 9
+    site.state("lb2").add("eth0", VIP1, 24)
+    await rounds(leader, 4)
+    inc = incidents(leader)
+    assert len(inc) == 1 and inc[0]["state"] == "fence_failed", inc
+    detail = leader.repo.get_incident(inc[0]["id"])
+    assert detail is not None
+    assert "refused for a stale term" in str(detail), detail
+    lb2 = site.state("lb2")
+    assert lb2.keepalived_running and lb2.holds(VIP1)
+    assert not any(c.startswith("@@term 1 ip addr del") for c in lb2.commands)
+
+
+async def test_verdict_and_status_carry_the_term(pair: list[Arbiter], site: SimSite) -> None:
+    import httpx
+
+    from arbiter.api.app import create_app
+
+    leader, follower = pair
+    await rounds(leader, 1)
+    await rounds(follower, 1)
+    for arb, leading in ((leader, True), (follower, False)):
+        app = create_app(arb)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://arbiter") as c:
+            v = (await c.get("/verdict", params={"cluster": "web", "node": "lb1"})).json()
+            assert v["term"] == 1 and v["verdict"] == "allow", v
+            t = await c.get("/verdict", params={"cluster": "web", "node": "lb1",
+                                                "format": "text"})
+            assert t.text == "allow 1\n"
+            ha = (await c.get("/status")).json()["arbiter"]["ha"]
+            assert ha["shards"]["default"] == {**ha["shards"]["default"], "leader": "a1",
+                                               "term": 1, "leading": leading}
