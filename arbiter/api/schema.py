@@ -54,6 +54,10 @@ class VerdictOut(BaseModel):
     incident: int | None = Field(description="the incident that denies this node, if any")
     epoch: int = Field(description="increases whenever the cluster's verdicts change")
     observed_at: str | None
+    term: int | None = Field(
+        None, description="[ha] only: the highest leader term this arbiter has seen for the "
+        "cluster's shard; arbiter-gate ignores an answer with a lower term than one it has "
+        "seen. The text format puts it after the verdict: 'allow 7'")
 
 
 def error_doc(description: str, model: type[BaseModel] = ErrorOut) -> dict[str, Any]:
