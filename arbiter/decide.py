@@ -19,6 +19,7 @@ The fence decision itself lives in ``fence_plan``; the verdicts in ``verdicts``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from arbiter import incident_fsm
@@ -51,18 +52,22 @@ from arbiter.model import (
     IncidentState,
     Snapshot,
 )
+from arbiter.quorum import Quorum, compact, judge
 from arbiter.verdicts import guarded_vips, node_verdict
 
 S = IncidentState
 
 
-def assess(config: Config, snapshot: Snapshot, history: History, now: datetime) -> Assessment:
-    abstain_reason = _abstain_reason(snapshot)
+def assess(config: Config, snapshot: Snapshot, history: History, now: datetime,
+           quorum: Quorum | None = None) -> Assessment:
+    """``quorum`` ([ha]): the other arbiters' fresh views; a fence needs enough of them."""
+    abstain_reason = abstain_reason_of(snapshot)
     clusters = []
     for cluster in config.clusters:
         obs = snapshot.cluster(cluster.name) or ClusterObservation(cluster.name, ())
         clusters.append(
-            assess_cluster(config, cluster, obs, history.cluster(cluster.name), abstain_reason, now)
+            assess_cluster(config, cluster, obs, history.cluster(cluster.name), abstain_reason,
+                           now, quorum)
         )
     isolated = not snapshot.self_check.sees_gateway
     effects: tuple[Effect, ...] = ()
@@ -76,7 +81,8 @@ def assess(config: Config, snapshot: Snapshot, history: History, now: datetime) 
                       effects=effects)
 
 
-def _abstain_reason(snapshot: Snapshot) -> str | None:
+def abstain_reason_of(snapshot: Snapshot) -> str | None:
+    """Why this arbiter's round is no evidence (isolated, TILT), or None."""
     sc = snapshot.self_check
     if not sc.sees_gateway:
         gws = ", ".join(g for g, _ in sc.gateways) or "none configured"
@@ -101,6 +107,7 @@ def assess_cluster(
     hist: ClusterHistory,
     abstain_reason: str | None,
     now: datetime,
+    quorum: Quorum | None = None,
 ) -> ClusterAssessment:
     holders = holders_by_vip(cluster, obs)
     split_vips = tuple(v for v, h in holders.items() if len(h) >= 2)
@@ -191,6 +198,12 @@ def assess_cluster(
     # --- fence decision ----------------------------------------------------
     if split_vips and abstain_reason is None:
         fence, why = maybe_fence(config, cluster, obs, nxt, split_vips, holders, now)
+        if fence is not None and quorum is not None:
+            fence, views = judge(quorum, cluster, compact(cluster, obs), split_vips, fence)
+            if fence is not None:
+                fence = replace(fence, reason=f"{views}: {fence.reason}")
+            else:
+                why = views
         if why:
             reason = f"{reason}; {why}"
         if fence is not None:

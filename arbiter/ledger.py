@@ -84,10 +84,16 @@ class Ledger:
         a server that cannot answer at all (frozen). While the database is failing,
         a side-effect-free probe with a short deadline goes first, so a round is not
         held up by every call in turn, and no write is sent that might land later."""
+        res = await self.call_unversioned(fn, *args)
+        self.generation += 1
+        return res
+
+    async def call_unversioned(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``call``, for what no cached read shows (restores, the [ha] views): it
+        does not retire the API's cached pages."""
         if self.db_error is not None:
             await self._bounded(self.repo.ping, FAILING_TIMEOUT)
         res = await self._bounded(fn, self.timeout + CLIENT_MARGIN, *args)
-        self.generation += 1
         if self.db_error is not None:
             log.info("database reachable again")
             self.db_error = None
@@ -236,8 +242,8 @@ class Ledger:
 
     # --- restart, operator, nodes ---------------------------------------------------
     async def restore_rows(self) -> tuple[list[IncidentRow], dict[str, ClusterMemoryRow]]:
-        return (await self.call(self.repo.unresolved),
-                await self.call(self.repo.cluster_memories))
+        return (await self.call_unversioned(self.repo.unresolved),
+                await self.call_unversioned(self.repo.cluster_memories))
 
 
 def _log_committed(cluster: str | None, e: RecordEffect) -> None:

@@ -39,6 +39,7 @@ from arbiter.effects import ChangeState, Recover, StartFence
 from arbiter.fencer import Fencer
 from arbiter.gate_log import GateLog
 from arbiter.ha.leadership import Leadership
+from arbiter.ha.vantages import Vantages
 from arbiter.intents import EventIntent, Intents, ReleaseIntent
 from arbiter.ledger import Ledger
 from arbiter.memory import Committed
@@ -85,6 +86,7 @@ class Arbiter:
         self._last_error: str | None = None
         self._round_lock = asyncio.Lock()
         self.leadership = leadership
+        self.vantages = Vantages(config, self.ledger, repo.engine) if leadership else None
         self._led: frozenset[str] = frozenset()  # shards led at the last round
         if leadership is not None:
             repo.guard, repo.arbiter = leadership, leadership.me
@@ -99,6 +101,8 @@ class Arbiter:
     def config(self, config: Config) -> None:
         self._config = config
         self.observer.config = self.fencer.config = self.push.config = config
+        if self.vantages is not None:
+            self.vantages.config = config
         self.view = replace(self.view, config=config)
 
     @property
@@ -151,7 +155,10 @@ class Arbiter:
         stale = frozenset(c.name for c in self.config.clusters
                           if c.shard not in led or c.shard in taken)
         if stale:
-            await self.restore(stale)
+            try:
+                await self.restore(stale)
+            except StoreError:
+                return  # db_error is shown; past lease_ttl the verdicts abstain (View)
         self._led = led
         if taken:
             log.warning("[ha] took over shard(s) %s: memory read from the store",
@@ -193,7 +200,8 @@ class Arbiter:
                 await self._follow()
             self.history = await self.intents.carry_out(self.config, self.history)
             snap = await self.observer.observe(self.scheduler.tilt.active(self.clock()))
-            assessment = decide.assess(self.config, snap, self.history, snap.at)
+            quorum = await self.vantages.exchange(snap) if self.vantages else None
+            assessment = decide.assess(self.config, snap, self.history, snap.at, quorum)
             committed = await self.ledger.commit(snap, assessment)
             self.history = memory.fold(self.history, assessment, committed)
             self._act(assessment, committed)
@@ -251,7 +259,9 @@ class Arbiter:
             tilt_until=tilt.until, tilt_reason=tilt.reason,
             last_error=self._last_error, last_seen=dict(self.observer.last_seen),
             last_event=dict(self.intents.last_event), gateway_view=dict(self.observer.gateway_view),
-            ha=self.leadership.status() if self.leadership else None,
+            ha={**self.leadership.status(), "views": dict(self.vantages.members)}
+            if self.leadership and self.vantages else None,
+            ha_blind=self.leadership.blind() if self.leadership else None,
             terms={s: self.leadership.term_seen_in(s) for s in self.config.shards}
             if self.leadership else {},
         )

@@ -55,6 +55,7 @@ class View:
     # [ha]: leadership as /status shows it, and the highest term seen per shard
     ha: Mapping[str, Any] | None = None
     terms: Mapping[str, int] = field(default_factory=dict)
+    ha_blind: str | None = None  # [ha] why the shared state cannot be trusted now
 
     def staleness(self, now: datetime) -> str | None:
         """Why the latest observations cannot be trusted for a verdict, or None."""
@@ -64,4 +65,4 @@ class View:
         if age > self.config.stale_after:
             return (f"observations are stale: last round {age:.1f}s ago "
                     f"(stale_after {self.config.stale_after}s)")
-        return None
+        return self.ha_blind

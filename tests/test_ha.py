@@ -212,10 +212,12 @@ async def test_a_fence_the_node_refuses_for_a_stale_term_stops_and_says_so(
         pair: list[Arbiter], site: SimSite) -> None:
     """A node that has seen term 9 (a newer leader elsewhere) refuses our term 1: the
     fence stops at once, nothing is escalated, and the incident says why."""
-    leader, _ = pair
+    leader, follower = pair
     site.state("lb2").term_seen = 9
     site.state("lb2").add("eth0", VIP1, 24)
-    await rounds(leader, 4)
+    for _ in range(4):
+        await rounds(follower, 1)
+        await rounds(leader, 1)
     inc = incidents(leader)
     assert len(inc) == 1 and inc[0]["state"] == "fence_failed", inc
     detail = leader.repo.get_incident(inc[0]["id"])
@@ -246,3 +248,40 @@ async def test_verdict_and_status_carry_the_term(pair: list[Arbiter], site: SimS
             ha = (await c.get("/status")).json()["arbiter"]["ha"]
             assert ha["shards"]["default"] == {**ha["shards"]["default"], "leader": "a1",
                                                "term": 1, "leading": leading}
+
+
+async def test_the_leader_alone_never_fences_on_its_own_view(
+        pair: list[Arbiter], site: SimSite) -> None:
+    """Quorum 2 of 3: until a second arbiter's fresh view sees the same split brain,
+    the leader records it and waits; then the reason names the views."""
+    leader, follower = pair
+    site.state("lb2").add("eth0", VIP1, 24)
+    await rounds(leader, 5)
+    inc = incidents(leader)
+    assert len(inc) == 1 and inc[0]["state"] == "open", inc
+    reason = leader.view.assessment.cluster("web").reason
+    assert "1 of 3 arbiters see lb1 and lb2 both holding 192.168.77.100; quorum is 2" \
+        in reason, reason
+    assert not any("systemctl stop" in c for c in site.state("lb2").commands)
+    await rounds(follower, 1)
+    await rounds(leader, 1)
+    inc = incidents(leader)
+    assert inc[0]["state"] == "fenced", inc
+    assert inc[0]["reason"].startswith(
+        "2 of 3 arbiters see lb1 and lb2 both holding 192.168.77.100: "), inc[0]["reason"]
+    views = leader.view.ha["views"]  # type: ignore[index]
+    assert views["a2"]["counts"] and not views["a1"]["counts"]  # its own is not a peer's
+
+
+async def test_no_answer_from_the_database_for_a_lease_makes_verdicts_abstain(
+        pg: Engine, site: SimSite, tmp_path: Path) -> None:
+    url = str(pg.url.render_as_string(hide_password=False))
+    clock = Clock()
+    a = Leadership(ha_config(site, tmp_path, url, "a1"), pg, mono=clock)
+    await a.renew()
+    clock.t += TTL  # exactly one lease: still trusted
+    assert a.blind() is None
+    clock.t += 0.5
+    why = a.blind()
+    assert why is not None and "no answer from the shared database for 2s" in why
+    assert a.term("default") is None  # and it leads nothing

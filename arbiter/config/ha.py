@@ -24,6 +24,9 @@ class HASection(BaseModel):
         15.0, ge=1, le=600,
         description="seconds a lease lasts from the database's clock at its last renewal")
     renew_every: float = Field(5.0, gt=0, le=300, description="seconds between renewals")
+    quorum: int | None = Field(
+        None, ge=1, description="fresh views (arbiters, the leader included) that must see a "
+        "split brain before the leader fences it; default a majority of members")
 
     @model_validator(mode="after")
     def _rules(self) -> HASection:
@@ -32,12 +35,20 @@ class HASection(BaseModel):
             raise ValueError(f"duplicate name(s) in ha.members: {', '.join(dup)}")
         if self.name not in self.members:
             raise ValueError(f"ha.name {self.name!r} is not in ha.members")
+        if self.quorum is not None and self.quorum > len(self.members):
+            raise ValueError(f"ha.quorum ({self.quorum}) exceeds the number of ha.members "
+                             f"({len(self.members)}): nothing could ever be fenced")
         # two renewals per TTL: one slow or lost renewal must not lose the lease
         if self.renew_every * 2 > self.lease_ttl:
             raise ValueError(
                 f"ha.renew_every ({self.renew_every:g}s) must be at most half of "
                 f"ha.lease_ttl ({self.lease_ttl:g}s)")
         return self
+
+    @property
+    def need(self) -> int:
+        """The quorum: ``quorum``, or a majority of ``members``."""
+        return self.quorum or len(self.members) // 2 + 1
 
     @property
     def renew_timeout(self) -> float:

@@ -59,6 +59,7 @@ class Leadership:
         self.error: str | None = None
         self.renewed_at: float | None = None  # monotonic, last renewal that answered
         self._stepped_down: set[str] = set()
+        self._started = mono()
 
     # --- what the loop asks ---------------------------------------------------
     def shard_of(self, cluster: str) -> str:
@@ -90,6 +91,17 @@ class Leadership:
         """The highest term known for the shard (what /verdict carries)."""
         s = self._leases.get(shard)
         return s.term if s is not None else 0
+
+    def blind(self) -> str | None:
+        """Why the shared state is unknown to this arbiter: no renewal has answered
+        for longer than a lease lasts (the database is down or cut off). Its verdicts
+        then abstain, and the gates fall back to their gateway ping."""
+        now = self.mono()
+        since = self.renewed_at if self.renewed_at is not None else self._started
+        if now - since <= self.ha.lease_ttl:
+            return None
+        return (f"no answer from the shared database for {now - since:.0f}s "
+                f"(lease_ttl {self.ha.lease_ttl:g}s): the shared state is unknown")
 
     def check_write(self, session: Session, cluster: str) -> int:
         """Run inside a write's transaction; raises NotLeader. Returns the term."""

@@ -179,3 +179,18 @@ class Lease(Base):
     holder: Mapped[str] = mapped_column(String(64))
     term: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ArbiterView(Base):
+    """[ha]: what one arbiter saw of every node of a shard in its last round, written
+    each round with the database's clock (``arbiter.ha.views``). ``usable`` is false
+    while that arbiter is isolated or in TILT: such a view counts as no view."""
+
+    __tablename__ = "arbiter_views"
+
+    arbiter: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shard: Mapped[str] = mapped_column(String(64), primary_key=True)
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    usable: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    nodes: Mapped[dict[str, Any]] = mapped_column(JSON)  # cluster -> node -> NodeView

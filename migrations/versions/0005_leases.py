@@ -1,5 +1,6 @@
-"""several arbiters (issue 12): a lease per shard with a term, and on incidents the
-term they were decided under and, for an arbiter's own incidents, its name
+"""several arbiters (issue 12): a lease per shard with a term; each arbiter's last
+view of every node; and on incidents the term they were decided under and, for an
+arbiter's own incidents, its name
 
 Revision ID: 0005
 Revises: 0004
@@ -21,6 +22,15 @@ def upgrade() -> None:
         sa.Column("term", sa.BigInteger(), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_table(
+        "arbiter_views",
+        sa.Column("arbiter", sa.String(64), primary_key=True),
+        sa.Column("shard", sa.String(64), primary_key=True),
+        sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("usable", sa.Boolean(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("nodes", sa.JSON(), nullable=False),
+    )
     with op.batch_alter_table("incidents") as batch_op:
         batch_op.add_column(sa.Column("term", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("arbiter", sa.String(64), nullable=True))
@@ -30,4 +40,5 @@ def downgrade() -> None:
     with op.batch_alter_table("incidents") as batch_op:
         batch_op.drop_column("arbiter")
         batch_op.drop_column("term")
+    op.drop_table("arbiter_views")
     op.drop_table("leases")

@@ -1,0 +1,67 @@
+"""The quorum of vantages, pure: table tests and properties, no I/O."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arbiter.config import ClusterConfig
+from arbiter.model import FenceMethod, FencePlan, VictimAction
+from arbiter.quorum import NodeView, Quorum, judge
+
+VIP = "192.168.77.100"
+CLUSTER = ClusterConfig.model_validate({
+    "name": "web", "vips": [VIP],
+    "nodes": [{"name": "lb1", "address": "10.0.0.1"}, {"name": "lb2", "address": "10.0.0.2"}],
+})
+PLAN = FencePlan("web", "lb1", (VictimAction("lb2", FenceMethod.STOP_KEEPALIVED, (VIP,)),),
+                 (VIP,), "survivor rule: lb1 was the incumbent")
+
+
+def view(lb1: str, lb2: str) -> dict[str, NodeView]:
+    """Each node as 'held' (reachable, holds the VIP), 'up' (reachable, no VIP) or
+    'gone' (unreachable)."""
+    def node(s: str) -> NodeView:
+        return NodeView(s != "gone", True, (VIP,) if s == "held" else (), 1)
+    return {"lb1": node(lb1), "lb2": node(lb2)}
+
+
+SPLIT = view("held", "held")
+
+
+@pytest.mark.parametrize(("peers", "need", "fenced", "says"), [
+    ({}, 2, False, "1 of 3 arbiters see lb1 and lb2 both holding 192.168.77.100; quorum is 2"),
+    ({"a2": SPLIT}, 2, True, "2 of 3 arbiters see lb1 and lb2 both holding 192.168.77.100"),
+    # a peer that sees one holder does not make a quorum
+    ({"a2": view("held", "up"), "a3": view("held", "up")}, 2, False, "1 of 3 arbiters"),
+    # quorum 1: this arbiter alone, as without [ha]
+    ({}, 1, True, "1 of 3 arbiters see"),
+    # two of three views cannot reach the victim: never fenced, whoever sees the split
+    ({"a2": view("held", "gone"), "a3": view("held", "gone")}, 1, False,
+     "2 of 3 views cannot reach lb2"),
+    ({"a2": SPLIT, "a3": view("held", "gone")}, 2, True, "2 of 3 arbiters"),
+])
+def test_judge(peers: dict, need: int, fenced: bool, says: str) -> None:
+    plan, why = judge(Quorum(3, need, {"web": peers}), CLUSTER, SPLIT, (VIP,), PLAN)
+    assert (plan is not None) == fenced, why
+    assert says in why
+
+
+STATES = st.sampled_from(["held", "up", "gone"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(peers=st.lists(st.tuples(STATES, STATES), max_size=4), need=st.integers(1, 5))
+def test_never_fences_below_quorum_or_a_node_most_views_cannot_reach(
+        peers: list[tuple[str, str]], need: int) -> None:
+    views = [SPLIT] + [view(a, b) for a, b in peers]
+    q = Quorum(len(views), need, {"web": {f"a{i}": v for i, v in enumerate(views[1:])}})
+    plan, why = judge(q, CLUSTER, SPLIT, (VIP,), PLAN)
+    seeing = sum(1 for v in views if v["lb1"].holds and v["lb2"].holds)
+    blind = sum(1 for v in views if not v["lb2"].reachable)
+    if plan is not None:
+        assert seeing >= need and blind * 2 <= len(views)
+        assert why.startswith(f"{seeing} of {len(views)} arbiters see")
+    else:
+        assert seeing < need or blind * 2 > len(views)
