@@ -30,7 +30,7 @@ from arbiter.fence import (
     run_step,
     target_for,
 )
-from arbiter.ha.term_runner import TermRunner
+from arbiter.ha.term_runner import ANNOUNCE, TermRunner
 from arbiter.ledger import Ledger
 from arbiter.model import FencePlan, Hold
 from arbiter.probe.ssh import Runner
@@ -175,6 +175,25 @@ class Fencer:
                 await announce(self.config, cluster, plan, runner, record)
             except StaleTerm as exc:
                 log.error("[%s] announce: %s", cluster.name, exc)
+
+    # --- [ha] takeover ---------------------------------------------------------------
+    def announce_term(self, cluster: ClusterConfig) -> None:
+        """A new leader tells every node of the cluster its term, at once: from then on
+        the nodes refuse a command of the old leader, even one it was about to send
+        when it was paused (arbiter-ssh-wrapper keeps the highest term it has seen)."""
+        runner = self._runner_for(cluster.name)
+        timeout = self.config.ssh.command_timeout
+
+        async def work() -> None:
+            results = await asyncio.gather(*(
+                runner.run(target_for(self.config, cluster, n.name), ANNOUNCE, timeout)
+                for n in cluster.nodes))
+            for n, r in zip(cluster.nodes, results, strict=True):
+                if not (r.ok and r.exit_status == 0):
+                    log.warning("[%s] term not announced to %s: %s", cluster.name, n.name,
+                                r.error or r.stderr.strip() or f"exit {r.exit_status}")
+
+        self._submit(f"announce-{cluster.name}", work())
 
     # --- recover ----------------------------------------------------------------
     def recover(self, cluster: ClusterConfig, hold: Hold, by: str) -> asyncio.Future[dict]:

@@ -163,6 +163,9 @@ class Arbiter:
         if taken:
             log.warning("[ha] took over shard(s) %s: memory read from the store",
                         ", ".join(sorted(taken)))
+            for c in self.config.clusters:
+                if c.shard in taken:
+                    self.fencer.announce_term(c)
 
     async def close(self) -> None:
         """Stop watching, wait for every fence and recover, close the connections."""

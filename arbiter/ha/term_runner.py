@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from arbiter import failpoints
 from arbiter.probe.ssh import CommandResult, Runner, Target
 
 TERM_PREFIX = "@@term"
+ANNOUNCE = "@@announce"  # runs nothing: the node only keeps the term
 STALE_TERM_EXIT = 125  # arbiter-ssh-wrapper: refused for a stale term
 
 
@@ -37,6 +39,8 @@ class TermRunner:
         if self.term is None or not self.still_leading():
             return CommandResult(False, None, "", "", f"not run: this arbiter no longer leads "
                                  f"(term {self.term}); the new leader decides", 0.0)
+        if command != ANNOUNCE:
+            await failpoints.reach("BEFORE_FENCE_COMMAND")  # test only (lab HA tests)
         return await self.inner.run(target, with_term(self.term, command), timeout)
 
     async def run_in_session(self, target: Target, command: str,

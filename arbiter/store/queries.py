@@ -28,7 +28,7 @@ _LIST_COLUMNS = (
     Incident.decision["mode"].as_string().label("mode"), Incident.attempts,
     Incident.opened_at, Incident.updated_at, Incident.decided_at, Incident.last_attempt_at,
     Incident.fenced_at, Incident.resolved_at, Incident.held, Incident.held_nodes,
-    Incident.released_at, Incident.released_by,
+    Incident.released_at, Incident.released_by, Incident.term,
 )
 
 
@@ -111,6 +111,7 @@ def _fields(r: Any, mode: str) -> dict[str, Any]:
         "held": bool(nodes := _held_nodes(r.held, r.held_nodes, r.victims)),
         "held_nodes": nodes,
         "released_at": iso(r.released_at), "released_by": r.released_by,
+        "term": r.term,  # [ha]: the leader's term it was opened or decided under
     }
 
 

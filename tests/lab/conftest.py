@@ -57,8 +57,9 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     finally:
         rep = getattr(request.node, "rep_call", None)
         if rep is not None and rep.failed:
-            tail = "\n".join(lab.arbiter_log().splitlines()[-40:])
-            print(f"---- arbiter log (tail) ----\n{tail}")
+            for arb in lab.arbiters:
+                tail = "\n".join(lab.arbiter_log(arb).splitlines()[-40:])
+                print(f"---- {arb}: arbiter log (tail) ----\n{tail}")
             for h in ("lb1", "lb2"):
                 log = lab.dir / h / "log" / "keepalived.log"
                 if log.exists():

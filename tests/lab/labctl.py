@@ -28,7 +28,12 @@ class Lab:
         self.variant = variant
         self.env = {**os.environ, "PYTHON": sys.executable,
                     "ARBITER_BIN": str(Path(sys.executable).parent / "arbiter")}
-        flags = ["--gate"] if extra == "gate" else []
+        extras = extra.split("+") if extra else []
+        flags = ["--gate"] if "gate" in extras else []
+        ha = next((e[2:] for e in extras if e.startswith("ha")), "")
+        if ha:
+            flags += ["--ha", ha]
+        self.arbiters = ("arb", "arb2", "arb3")[:int(ha)] if ha else ("arb",)
         out = self._run("up", "--variant", variant, *flags, "--owner", str(os.getpid()))
         self.id = out.strip().splitlines()[-1]
         self.env["LAB_ID"] = self.id
@@ -45,34 +50,34 @@ class Lab:
         return f"al-{self.id}-{host}"
 
     # --- control -----------------------------------------------------------------
-    def fault(self, name: str, host: str = "") -> None:
-        self._run("fault", name, *([host] if host else []))
+    def fault(self, name: str, *hosts: str) -> None:
+        """``hosts``: the host the fault is on, and for arbiter-cut the target."""
+        self._run("fault", name, *[h for h in hosts if h])
 
-    def heal(self, name: str, host: str = "") -> None:
-        self._run("heal", name, *([host] if host else []))
+    def heal(self, name: str, *hosts: str) -> None:
+        self._run("heal", name, *[h for h in hosts if h])
+
+    def configs(self) -> list[Path]:
+        """Every arbiter's config (with --ha, one per arbiter host)."""
+        return [self.dir / "arbiter.toml", *sorted(self.dir.glob("arbiter-*.toml"))]
 
     def set_arbiter(self, **values: object) -> None:
-        """Edit the lab's arbiter.toml [arbiter] section before starting it."""
-        p = self.dir / "arbiter.toml"
-        text = p.read_text()
-        for k, v in values.items():
-            lines = [ln for ln in text.splitlines() if not ln.startswith(f"{k} =")]
-            i = lines.index("[arbiter]")
-            lines.insert(i + 1, f"{k} = {json.dumps(v)}")
-            text = "\n".join(lines) + "\n"
-        p.write_text(text)
+        """Edit the [arbiter] section of every arbiter's config before starting it."""
+        self._set("[arbiter]", values)
 
     def set_cluster(self, **values: object) -> None:
-        """Edit keys of the lab's [[clusters]] section."""
-        p = self.dir / "arbiter.toml"
-        text = p.read_text()
-        for k, v in values.items():
-            lines = text.splitlines()
-            lines = [ln for ln in lines if not ln.startswith(f"{k} =")]
-            i = lines.index("[[clusters]]")
-            lines.insert(i + 1, f"{k} = {json.dumps(v)}")
-            text = "\n".join(lines) + "\n"
-        p.write_text(text)
+        """Edit keys of the [[clusters]] section of every arbiter's config."""
+        self._set("[[clusters]]", values)
+
+    def _set(self, section: str, values: dict[str, object]) -> None:
+        for p in self.configs():
+            text = p.read_text()
+            for k, v in values.items():
+                lines = [ln for ln in text.splitlines() if not ln.startswith(f"{k} =")]
+                i = lines.index(section)
+                lines.insert(i + 1, f"{k} = {json.dumps(v)}")
+                text = "\n".join(lines) + "\n"
+            p.write_text(text)
 
     def token(self, who: str) -> str:
         return (self.dir / f"{who}.token").read_text().strip()
@@ -89,14 +94,22 @@ class Lab:
         out, _, code = p.stdout.rpartition("\n")
         return int(code), json.loads(out) if out else {}
 
-    def start_arbiter(self) -> None:
-        self._run("arbiter", "start")
+    def start_arbiter(self, host: str = "arb", env: dict[str, str] | None = None) -> None:
+        saved, self.env = self.env, {**self.env, **(env or {})}
+        try:
+            self._run("arbiter", "start", "--host", host)
+        finally:
+            self.env = saved
 
-    def kill_arbiter(self) -> None:
-        self._run("arbiter", "kill")
+    def kill_arbiter(self, host: str = "arb") -> None:
+        self._run("arbiter", "kill", "--host", host)
 
-    def arbiter_log(self) -> str:
-        return self._run("arbiter", "log", check=False)
+    def signal_arbiter(self, what: str, host: str = "arb") -> None:
+        """pause (SIGSTOP) or resume (SIGCONT)."""
+        self._run("arbiter", what, "--host", host)
+
+    def arbiter_log(self, host: str = "arb") -> str:
+        return self._run("arbiter", "log", "--host", host, check=False)
 
     def dump_logs(self, lines: int = 15) -> None:
         """The holders and the tails of keepalived's and the arbiter's logs, on stderr:
@@ -145,9 +158,9 @@ class Lab:
                            capture_output=True, text=True, env=self.env)
         return p.returncode == 0
 
-    def api(self, path: str) -> dict:
+    def api(self, path: str, host: str = "arb") -> dict:
         p = subprocess.run(
-            ["ip", "netns", "exec", self.ns("arb"), "curl", "-sS", "--max-time", "5",
+            ["ip", "netns", "exec", self.ns(host), "curl", "-sS", "--max-time", "5",
              f"http://127.0.0.1:8080{path}"],
             capture_output=True, text=True, timeout=10,
         )
@@ -155,8 +168,8 @@ class Lab:
             raise RuntimeError(f"API {path}: {p.stderr}")
         return json.loads(p.stdout)
 
-    def incidents(self, kind: str | None = None) -> list[dict]:
-        items = self.api("/incidents?limit=500")["items"]
+    def incidents(self, kind: str | None = None, host: str = "arb") -> list[dict]:
+        items = self.api("/incidents?limit=500", host)["items"]
         return [i for i in items if kind is None or i["kind"] == kind]
 
     def verdict(self, node: str) -> dict:
