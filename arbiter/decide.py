@@ -197,7 +197,8 @@ def assess_cluster(
 
     # --- fence decision ----------------------------------------------------
     if split_vips and abstain_reason is None:
-        fence, why = maybe_fence(config, cluster, obs, nxt, split_vips, holders, now)
+        fence, why = maybe_fence(config, cluster, obs, nxt, split_vips, holders, now,
+                                 quorum.views_of(cluster.name) if quorum else None)
         if fence is not None and quorum is not None:
             fence, views = judge(quorum, cluster, compact(cluster, obs), split_vips, fence)
             if fence is not None:

@@ -9,6 +9,7 @@ policy that ``decide.assess`` runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from arbiter.config import ClusterConfig, Config
@@ -22,6 +23,7 @@ from arbiter.model import (
     IncidentState,
     VictimAction,
 )
+from arbiter.quorum import ClusterView
 from arbiter.survivor import deciding_rule, rank_candidates
 
 # Incident states from which a (new or retried) fence may be ordered.
@@ -36,7 +38,9 @@ def maybe_fence(
     split_vips: tuple[str, ...],
     holders: dict[str, tuple[str, ...]],
     now: datetime,
+    peers: Mapping[str, ClusterView] | None = None,
 ) -> tuple[FencePlan | None, str]:
+    """``peers`` ([ha]): the other arbiters' fresh views, for the survivor rule."""
     a = config.arbiter
     inc = hist.incident
     if inc is None:
@@ -70,11 +74,12 @@ def maybe_fence(
     assert inc.state in _FENCEABLE
 
     candidates = sorted({n for v in split_vips for n in holders[v]})
-    ranking = rank_candidates(cluster, obs, hist, candidates, split_vips)
+    ranking = rank_candidates(cluster, obs, hist, candidates, split_vips, peers)
     survivor = ranking[0].name
     victims = [n for n in candidates if n != survivor]
     beats = "; ".join(
-        f"over {r.name} by rule: {deciding_rule(ranking[0], r)}" for r in ranking[1:]
+        f"over {r.name} by rule: {deciding_rule(ranking[0], r, peers is not None)}"
+        for r in ranking[1:]
     )
     return _plan(config, cluster, obs, hist, survivor, victims, split_vips,
                  f"{survivor} survives {beats}", tuple((r.name, r.why) for r in ranking))

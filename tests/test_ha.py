@@ -285,3 +285,50 @@ async def test_no_answer_from_the_database_for_a_lease_makes_verdicts_abstain(
     why = a.blind()
     assert why is not None and "no answer from the shared database for 2s" in why
     assert a.term("default") is None  # and it leads nothing
+
+
+async def test_shards_are_led_by_who_prefers_them_and_taken_over_when_unled(
+        pg: Engine, site: SimSite, tmp_path: Path) -> None:
+    """Two shards, each preferred by one arbiter: each leads its own. When one stops
+    renewing, the other takes its shard over, but only after seeing it unled for a
+    whole renewal (so a restart of the preferred one does not lose it at once)."""
+    url = str(pg.url.render_as_string(hide_password=False))
+
+    def cfg(name: str, prefer: str) -> config_mod.Config:
+        text = site_config(site, [VIP1], url, cluster_extra='shard = "east"')
+        # a second cluster on the same directors, in the other shard
+        web = text[text.index("[[clusters]]"):]
+        text += "\n" + web.replace('name = "web"', 'name = "api"').replace(
+            'shard = "east"', 'shard = "west"')
+        p = tmp_path / f"{name}.toml"
+        p.write_text(text + f'\n[ha]\nname = "{name}"\nmembers = ["a1", "a2"]\n'
+                            f'lease_ttl = {TTL}\nrenew_every = {TTL / 2}\nprefer = ["{prefer}"]\n')
+        return config_mod.load(p)
+
+    a = Leadership(cfg("a1", "east"), pg)
+    b = Leadership(cfg("a2", "west"), pg)
+    await a.renew()
+    await b.renew()
+    assert a.leading() == {"east"} and b.leading() == {"west"}
+    await a.renew()
+    assert a.leading() == {"east"}  # west is led: a1 leaves it alone
+    await asyncio.sleep(TTL + 0.2)  # b stops renewing
+    await a.renew()
+    assert a.leading() == {"east"}  # west seen unled once: not yet
+    await a.renew()
+    assert a.leading() == {"east", "west"} and a.term("west") == 2
+    # a2 is back and asks for the shard it prefers: a1 hands it back at its next
+    # renewal, and a2 takes it under a new term
+    await b.renew()
+    assert b.leading() == set()
+    await a.renew()
+    assert a.leading() == {"east"}
+    await a.renew()  # west was asked for: a1 leaves it to a2
+    assert a.leading() == {"east"}
+    await b.renew()
+    assert b.leading() == {"west"} and b.term("west") == 3
+    with pytest.raises(config_mod.ConfigError, match="ha.prefer names shard"):
+        p = tmp_path / "bad.toml"
+        p.write_text((tmp_path / "a1.toml").read_text().replace('prefer = ["east"]',
+                                                                 'prefer = ["north"]'))
+        config_mod.load(p)

@@ -24,6 +24,10 @@ class HASection(BaseModel):
         15.0, ge=1, le=600,
         description="seconds a lease lasts from the database's clock at its last renewal")
     renew_every: float = Field(5.0, gt=0, le=300, description="seconds between renewals")
+    prefer: list[str] = Field(
+        default_factory=list,
+        description="shards this arbiter leads first; it takes any other over only once it "
+        "has gone without a leader for a whole renewal (empty: it contends for every shard)")
     quorum: int | None = Field(
         None, ge=1, description="fresh views (arbiters, the leader included) that must see a "
         "split brain before the leader fences it; default a majority of members")

@@ -321,6 +321,9 @@ class Config(_Strict):
             raise ValueError(
                 f"arbiter.tilt_after ({a.tilt_after}s) must be >= interval ({a.interval}s)"
             )
+        if self.ha is not None and (odd := sorted(set(self.ha.prefer) - set(self.shards))):
+            raise ValueError(f"ha.prefer names shard(s) no cluster has: {', '.join(odd)} "
+                             f"(shards: {', '.join(self.shards)})")
         if self.ha is not None and not a.database.startswith("postgresql"):
             raise ValueError(
                 "ha needs a PostgreSQL arbiter.database shared by every member (the lease "

@@ -60,6 +60,10 @@ class Leadership:
         self.renewed_at: float | None = None  # monotonic, last renewal that answered
         self._stepped_down: set[str] = set()
         self._started = mono()
+        # shards to contend for at once; the others wait until they were seen unled
+        self._prefer = frozenset(config.ha.prefer or config.shards)
+        # renewals in a row a shard was seen without a leader, and who asked for it
+        self._unled: dict[str, tuple[int, str | None]] = {}
 
     # --- what the loop asks ---------------------------------------------------
     def shard_of(self, cluster: str) -> str:
@@ -134,13 +138,39 @@ class Leadership:
     def _acquire_all(self) -> dict[str, LeaseRow | None]:
         out = {}
         for shard in self._leases:
+            contend = (shard in self._prefer or self._leases[shard].leading_until is not None
+                       or self._may_take(shard))
             with self.engine.begin() as conn:
-                out[shard] = lease.acquire(conn, shard, self.me, self.ha.lease_ttl)
+                row = (lease.acquire(conn, shard, self.me, self.ha.lease_ttl) if contend
+                       else lease.read(conn, shard))
+                if row is not None and row.holder != self.me and shard in self._prefer \
+                        and self.ha.prefer and row.wanted_by != self.me:
+                    lease.want(conn, shard, self.me)  # ours by preference: ask for it
+                elif (row is not None and row.held_by(self.me) and shard not in self._prefer
+                      and row.wanted_by not in (None, self.me)):
+                    # the arbiter that prefers it is up and asks: hand it back now
+                    lease.resign(conn, shard, self.me, row.term)
+                    log.warning("[ha] shard %s: handed back to %s, which prefers it",
+                                shard, row.wanted_by)
+                    row = lease.read(conn, shard)
+                out[shard] = row
         return out
+
+    def _may_take(self, shard: str) -> bool:
+        """A shard another arbiter prefers: take it once it was seen unled at the last
+        renewal, or, if one asked for it (``wanted_by``), after two more, so the one
+        that asked gets it first but a claimant that died does not strand it."""
+        seen, wanted_by = self._unled.get(shard, (0, None))
+        return seen >= (3 if wanted_by not in (None, self.me) else 1)
 
     def _update(self, shard: str, row: LeaseRow | None, sent: float) -> None:
         old = self._leases[shard]
         was = self.term(shard) is not None
+        if row is None or row.expires_at <= row.db_now:
+            seen, _ = self._unled.get(shard, (0, None))
+            self._unled[shard] = (seen + 1, row.wanted_by if row else None)
+        else:
+            self._unled.pop(shard, None)
         if row is None:
             return
         ours = row.held_by(self.me)

@@ -7,6 +7,9 @@ a half-open client keeps it.
 
 - ``acquire``: take or renew. It wins only if the lease has run out or is already
   ours, and a takeover (anyone, after a lapse) increments ``term``.
+- ``want``: the arbiter that prefers a shard asks for it; a holder that does not
+  prefer it hands it back (``resign``) at its next renewal, and the next
+  ``acquire`` of the one that wants it wins with a new term.
 - ``check``: inside a write's transaction, that this arbiter holds the lease under
   the expected term and that it has not run out. ``FOR SHARE`` makes a concurrent
   takeover wait until the write has committed, so no write lands after a takeover.
@@ -33,6 +36,7 @@ class LeaseRow:
     term: int
     expires_at: datetime
     db_now: datetime
+    wanted_by: str | None = None
 
     def held_by(self, name: str) -> bool:
         return self.holder == name and self.expires_at > self.db_now
@@ -45,11 +49,15 @@ ON CONFLICT (name) DO UPDATE
 SET term = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now()
                 THEN l.term ELSE l.term + 1 END,
     holder = EXCLUDED.holder,
-    expires_at = EXCLUDED.expires_at
+    expires_at = EXCLUDED.expires_at,
+    wanted_by = CASE WHEN l.wanted_by = EXCLUDED.holder THEN NULL ELSE l.wanted_by END
 WHERE l.holder = EXCLUDED.holder OR l.expires_at <= now()
-RETURNING name, holder, term, expires_at, now()
+RETURNING name, holder, term, expires_at, now(), wanted_by
 """)
-_READ = text("SELECT name, holder, term, expires_at, now() FROM leases WHERE name = :shard")
+_READ = text("SELECT name, holder, term, expires_at, now(), wanted_by FROM leases "
+             "WHERE name = :shard")
+_WANT = text("UPDATE leases SET wanted_by = :me WHERE name = :shard AND holder <> :me "
+             "AND wanted_by IS DISTINCT FROM :me")
 # a graceful stop: let a follower take over at once instead of after the TTL
 _RESIGN = text("UPDATE leases SET expires_at = now() "
                "WHERE name = :shard AND holder = :me AND term = :term AND expires_at > now()")
@@ -64,6 +72,15 @@ def acquire(conn: Connection, shard: str, me: str, ttl: float) -> LeaseRow | Non
     if row is None:
         row = conn.execute(_READ, {"shard": shard}).first()
     return LeaseRow(*row) if row is not None else None
+
+
+def read(conn: Connection, shard: str) -> LeaseRow | None:
+    row = conn.execute(_READ, {"shard": shard}).first()
+    return LeaseRow(*row) if row is not None else None
+
+
+def want(conn: Connection, shard: str, me: str) -> None:
+    conn.execute(_WANT, {"shard": shard, "me": me})
 
 
 def resign(conn: Connection, shard: str, me: str, term: int) -> bool:

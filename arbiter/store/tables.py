@@ -179,6 +179,8 @@ class Lease(Base):
     holder: Mapped[str] = mapped_column(String(64))
     term: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # the arbiter that prefers this shard and asks for it back ([ha] prefer)
+    wanted_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class ArbiterView(Base):

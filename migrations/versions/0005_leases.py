@@ -21,6 +21,7 @@ def upgrade() -> None:
         sa.Column("holder", sa.String(64), nullable=False),
         sa.Column("term", sa.BigInteger(), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("wanted_by", sa.String(64), nullable=True),
     )
     op.create_table(
         "arbiter_views",

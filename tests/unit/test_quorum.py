@@ -65,3 +65,24 @@ def test_never_fences_below_quorum_or_a_node_most_views_cannot_reach(
         assert why.startswith(f"{seeing} of {len(views)} arbiters see")
     else:
         assert seeing < need or blind * 2 > len(views)
+
+
+def test_the_survivor_rule_counts_every_view() -> None:
+    """By the leader's view alone lb1 survives (incumbent, both see their gateway); the
+    two other arbiters saw lb1 blind to its gateway, so over every view lb2 sees more
+    of its gateways and survives."""
+    from arbiter.model import ClusterHistory, ClusterObservation
+    from arbiter.survivor import deciding_rule, rank_candidates
+    from tests.unit.builders import node
+
+    obs = ClusterObservation("web", (node("lb1", (VIP,)), node("lb2", (VIP,))))
+    hist = ClusterHistory(incumbents=((VIP, "lb1"),))
+    alone = rank_candidates(CLUSTER, obs, hist, ["lb1", "lb2"], (VIP,))
+    assert alone[0].name == "lb1" and deciding_rule(alone[0], alone[1]).startswith("incumbent")
+    blind_lb1 = {"lb1": NodeView(True, True, (VIP,), 0), "lb2": NodeView(True, True, (VIP,), 1)}
+    ranked = rank_candidates(CLUSTER, obs, hist, ["lb1", "lb2"], (VIP,),
+                             {"a2": blind_lb1, "a3": blind_lb1})
+    assert ranked[0].name == "lb2"
+    assert deciding_rule(ranked[0], ranked[1], True) == \
+        "sees more of its gateways, over every arbiter's view (3 > 1)"
+    assert "reachable by 3/3 arbiters" in ranked[0].why
