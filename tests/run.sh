@@ -42,6 +42,9 @@ if [[ $# -eq 0 ]]; then
   echo "bench.verdict: ok"
   $PY -m bench.verdict --mixed --rate 200 --seconds 2 --incidents 100 >/dev/null
   echo "bench.verdict --mixed: ok"
+  # several arbiters ([ha]) on a throw-away PostgreSQL of its own, three shards
+  $PY -m bench.ha --nodes 10 --rounds 3 --shards 3 >/dev/null
+  echo "bench.ha: ok"
   $PY -m bench.window --cuts 1 --modes push gate seed --seed-observe 6 >/dev/null
   echo "bench.window: ok"
   $PY -m bench.window --modes failover --failover-reps 1 --failover-observe 12 \
