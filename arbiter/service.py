@@ -138,11 +138,7 @@ class Arbiter:
                 if h.incident is not None:
                     log.info("restored incident #%s (%s, %s)", h.incident.id, cl,
                              h.incident.state.value)
-        # each cluster's changes in its own transaction (with [ha], under its lease check)
-        by_cluster: dict[str | None, list[ChangeState]] = {}
-        for c in changes:
-            by_cluster.setdefault(of[c.incident], []).append(c)
-        for cl, group in by_cluster.items():
+        for cl, group in _by_cluster(changes, of).items():
             await self.ledger.call(self.repo.apply, cl, group, self.clock())
         self._publish()
 
@@ -318,3 +314,13 @@ class Arbiter:
         for t in (stop_task, wake_task):
             t.cancel()
         return woke
+
+
+def _by_cluster(changes: tuple[ChangeState, ...],
+                cluster_of: dict[int, str | None]) -> dict[str | None, list[ChangeState]]:
+    """Restore's changes by cluster: each is committed in its own cluster's transaction
+    (with [ha], under that cluster's lease check)."""
+    out: dict[str | None, list[ChangeState]] = {}
+    for c in changes:
+        out.setdefault(cluster_of[c.incident], []).append(c)  # type: ignore[index]
+    return out

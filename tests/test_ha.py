@@ -28,7 +28,7 @@ from arbiter.sim.scenario import VIP1, site_config
 from arbiter.store import migrate
 from arbiter.store.engine import make_engine
 from arbiter.store.repository import Repository
-from tests.test_cycle import incidents, rounds
+from tests.test_cycle import IsolatedPinger, incidents, rounds
 
 TTL = 2.0  # seconds: short, so a takeover fits in a test
 
@@ -116,16 +116,22 @@ async def test_a_paused_leader_can_record_nothing_once_another_took_over(
 
 
 @pytest.fixture
-async def pair(pg: Engine, site: SimSite, tmp_path: Path) -> AsyncIterator[list[Arbiter]]:
-    """Two arbiters of one site on one PostgreSQL; a1 renews first and leads."""
+async def pair(pg: Engine, site: SimSite, tmp_path: Path,
+               request: pytest.FixtureRequest) -> AsyncIterator[list[Arbiter]]:
+    """Two arbiters of one site on one PostgreSQL; a1 renews first and leads.
+    ``request.param``: a wrapper for a2's real pinger (a2 isolated, say)."""
     url = str(pg.url.render_as_string(hide_password=False))
+    follower_pinger = getattr(request, "param", None)
     made = []
     for name in ("a1", "a2"):
         cfg = ha_config(site, tmp_path, url, name)
         engine = make_engine(url)
         leadership = Leadership(cfg, engine)
         await leadership.renew()
-        arb = Arbiter(cfg, Repository(engine), IcmpPinger(choose_privileged("auto")),
+        pinger = IcmpPinger(choose_privileged("auto"))
+        if name == "a2" and follower_pinger is not None:
+            pinger = follower_pinger(pinger)
+        arb = Arbiter(cfg, Repository(engine), pinger,
                       SshPool(cfg.ssh.client_keys, cfg.ssh.known_hosts,
                               cfg.ssh.connect_timeout), leadership=leadership)
         await arb.restore()
@@ -332,3 +338,22 @@ async def test_shards_are_led_by_who_prefers_them_and_taken_over_when_unled(
         p.write_text((tmp_path / "a1.toml").read_text().replace('prefer = ["east"]',
                                                                  'prefer = ["north"]'))
         config_mod.load(p)
+
+
+
+@pytest.mark.parametrize("pair", [IsolatedPinger], indirect=True)
+async def test_an_isolated_arbiters_view_counts_as_none(pair: list[Arbiter],
+                                                       site: SimSite) -> None:
+    """a2 cannot see its own gateway: its view is handed in as unusable, so it does not
+    count towards the quorum, although it sees the split brain too."""
+    leader, isolated = pair
+    site.state("lb2").add("eth0", VIP1, 24)
+    for _ in range(4):
+        await rounds(isolated, 1)
+        await rounds(leader, 1)
+    assert isolated.view.assessment.abstain_reason is not None
+    views = leader.view.ha["views"]  # type: ignore[index]
+    assert views["a2"]["usable"] is False and views["a2"]["counts"] is False
+    assert "arbiter isolated" in views["a2"]["reason"]
+    assert incidents(leader)[0]["state"] == "open"
+    assert "1 of 3 arbiters see" in leader.view.assessment.cluster("web").reason
