@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -68,7 +69,9 @@ class Ledger:
         self.unknown_outcome = False
         # the calls that timed out on our side and are still running in their thread:
         # until each has finished, what it wrote may still land
-        self._unsettled: set[asyncio.Future[Any]] = set()
+        # (the executor's own futures: they are done only when the thread has returned,
+        # whereas the asyncio future wait_for awaited is done the moment it is cancelled)
+        self._unsettled: set[concurrent.futures.Future[Any]] = set()
         self.file_problem: str | None = None  # the SQLite file deleted or replaced
         # [ha] whether this arbiter leads a cluster's shard now (None: no [ha], it does)
         self.leads: Callable[[str], bool] | None = None
@@ -100,14 +103,15 @@ class Ledger:
         return res
 
     async def _bounded(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any:
-        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        work = self._executor.submit(fn, *args)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(asyncio.wrap_future(work), timeout)
         except TimeoutError:
-            if fn is not self.repo.ping:
+            # wait_for cancelled its asyncio future; the call itself is cancelled only if
+            # it had not started. If it had, it runs on, and what it writes may land.
+            if fn is not self.repo.ping and not work.cancelled():
                 self.unknown_outcome = True
-                self._unsettled.add(fut)
-                fut.add_done_callback(self._unsettled.discard)
+                self._unsettled.add(work)
             self._failed(StoreError(f"the database did not answer within {timeout:g}s"))
             raise StoreError(self.db_error) from None
         except StoreError as exc:
@@ -215,10 +219,11 @@ class Ledger:
         up to ``timeout``). A frozen database that wakes up commits what it was given
         a moment later: reading the memory back before that would miss it (seen in
         CI: a second incident opened beside the one that landed late)."""
-        pending = {f for f in self._unsettled if not f.done()}
-        if not pending:
+        self._unsettled = {f for f in list(self._unsettled) if not f.done()}
+        if not self._unsettled:
             return True
-        _, still = await asyncio.wait(pending, timeout=timeout)
+        _, still = await asyncio.wait([asyncio.wrap_future(f) for f in self._unsettled],
+                                      timeout=timeout)
         return not still
 
     async def _flush_backlog(self) -> bool:
