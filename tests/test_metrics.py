@@ -65,3 +65,25 @@ async def test_metrics_need_a_token_when_reads_are_protected(site: SimSite,
         assert (await c.get("/metrics")).status_code == 401
         ok = await c.get("/metrics", headers={"Authorization": f"Bearer {'o' * 24}"})
         assert ok.status_code == 200 and "arbiter_rounds_total" in ok.text
+
+
+def test_the_alert_rules_use_only_metrics_the_arbiter_exports() -> None:
+    """deploy/prometheus/arbiter-rules.yml: valid YAML, every rule named and with an
+    expression, and every arbiter_ name in it is one /metrics exposes."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from arbiter.metrics import Metrics
+
+    path = Path(__file__).resolve().parents[1] / "deploy/prometheus/arbiter-rules.yml"
+    rules = [r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
+    assert rules and all(r["alert"] and r["expr"] for r in rules)
+    m = Metrics()
+    exported = {fam.name for fam in m.registry.collect()}
+    exported |= {"arbiter_rounds_total", "arbiter_last_round_timestamp_seconds",
+                 "arbiter_tilt", "arbiter_isolated", "arbiter_node_reachable",
+                 "arbiter_vip_holders", "arbiter_split_brain_active"}  # the View's
+    used = {n for r in rules for n in re.findall(r"\barbiter_[a-z_]+", r["expr"])}
+    assert used and used <= exported | {f"{n}_total" for n in exported}, used - exported
