@@ -5,12 +5,9 @@ verdicts, whether each node's arbiter-gate is asking the running arbiter.
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from datetime import timedelta
 
-from arbiter import config as config_mod
+from arbiter.api_client import ApiError, base_url, call
 from arbiter.cli import EXIT_ERROR, EXIT_OK, EXIT_SPLIT, build_arbiter
 from arbiter.config import Config
 
@@ -91,19 +88,12 @@ def gate_report(cfg: Config, timeout: float = 2.0) -> list[str]:
     exclusive = [c for c in cfg.clusters if c.verdict == "exclusive"]
     if not exclusive:
         return []
-    host, port = config_mod.parse_listen(cfg.arbiter.listen)
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    scheme = "https" if cfg.api.tls_certfile else "http"
-    url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}/status"
-    req = urllib.request.Request(url)
-    token = next(iter(cfg.api.tokens.values()), None)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
+    url = base_url(cfg) + "/status"
     out = [f"\ngates (exclusive verdicts), as the running arbiter at {url} saw them:"]
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - our own API
-            status = json.load(r)
-    except (OSError, urllib.error.URLError, ValueError) as exc:
+        status = call(cfg, "GET", "/status", token=next(iter(cfg.api.tokens.values()), None),
+                      timeout=timeout)
+    except ApiError as exc:
         out.append(f"  WARNING: cannot tell whether the gates are wired: {exc}")
         return out
     by_name = {c["name"]: c for c in status.get("clusters", [])}

@@ -260,6 +260,20 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 # --- sim ------------------------------------------------------------------------
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from arbiter.status_cli import cmd_status as run
+
+    return run(config_mod.load(args.config, check_files=False),
+               args.watch if args.watch else None, args.json, args.count)
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from arbiter.status_cli import cmd_release as run
+
+    return run(config_mod.load(args.config, check_files=False), args.incident, args.reason,
+               args.who)
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     return asyncio.run(_sim(args))
@@ -292,8 +306,16 @@ async def _sim(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("keepalived-arbiter")
+    except PackageNotFoundError:  # run from a source tree
+        ver = "unknown"
     p = argparse.ArgumentParser(prog="arbiter", description="keepalived split-brain arbiter")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--version", action="version", version=f"%(prog)s {ver}")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="log verbosity (default info)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="run rounds and the HTTP API")
@@ -325,6 +347,28 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--state")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_incidents)
+
+    s = sub.add_parser(
+        "status", help="the running arbiter's state, a table per cluster; exit 0 fine, "
+        "1 something needs an operator (needs-operator, held, degraded, abstaining), "
+        "2 the arbiter cannot be asked")
+    s.add_argument("-c", "--config", required=True, help="the arbiter's config (for its "
+                   "address and an operator token)")
+    s.add_argument("--watch", type=float, nargs="?", const=2.0, default=0,
+                   help="redraw every N seconds (default 2) until interrupted")
+    s.add_argument("--count", type=int, default=0, help="with --watch: stop after N draws")
+    s.add_argument("--json", action="store_true", help="print /status as JSON instead")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser(
+        "release", help="release the nodes an incident holds (recover_command runs where "
+        "keepalived was stopped); exit 0 done, 1 nothing held or unknown incident, 2 error")
+    s.add_argument("incident", type=int, help="incident id (GET /incidents?state=held)")
+    s.add_argument("--reason", required=True, help="why: kept in the incident's timeline")
+    s.add_argument("-c", "--config", required=True)
+    s.add_argument("--as", dest="who", help="the operator (a name in [api] tokens) when "
+                   "there are several")
+    s.set_defaults(func=cmd_release)
 
     s = sub.add_parser("sim", help="run simulated SSH directors on 127.0.0.x for trying things")
     s.add_argument("-o", "--out", required=True, help="directory for keys, known_hosts, config")

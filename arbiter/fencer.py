@@ -30,8 +30,9 @@ from arbiter.fence import (
     run_step,
     target_for,
 )
-from arbiter.ha.term_runner import ANNOUNCE, TermRunner
+from arbiter.ha.term_runner import ANNOUNCE, STALE_TERM_EXIT, TermRunner
 from arbiter.ledger import Ledger
+from arbiter.metrics import Metrics
 from arbiter.model import FencePlan, Hold
 from arbiter.probe.ssh import Runner
 from arbiter.store.repository import AttemptRecord
@@ -49,12 +50,14 @@ class FenceFinished:
 
 class Fencer:
     def __init__(self, config: Config, runner: Runner, ledger: Ledger,
-                 wake: Callable[[], None], clock: Clock = utcnow):
+                 wake: Callable[[], None], clock: Clock = utcnow,
+                 metrics: Metrics | None = None):
         self.config = config
         self.runner = runner
         self.ledger = ledger
         self.wake = wake
         self.clock = clock
+        self.metrics = metrics
         self._jobs: asyncio.Queue[tuple[str, Coroutine[Any, Any, None]] | None] = \
             asyncio.Queue()
         self._supervisor: asyncio.Task[None] | None = None
@@ -152,6 +155,10 @@ class Fencer:
             log.info("[%s] incident #%s %s on %s: %s (%s) %.0fms", cluster, incident, rec.step,
                      rec.node, "ok" if rec.ok else "FAILED", rec.error or rec.command,
                      rec.duration_ms)
+            if self.metrics is not None:
+                outcome = ("ok" if rec.ok else "stale_term" if rec.exit_status == STALE_TERM_EXIT
+                           else "failed")
+                self.metrics.fence_steps.labels(cluster, rec.step, outcome).inc()
             await self.ledger.record_step(incident, attempt, rec)
 
         return record

@@ -35,7 +35,7 @@ from typing import Any
 from arbiter import decide, memory
 from arbiter.clock import Clock, utcnow
 from arbiter.config import Config
-from arbiter.effects import ChangeState, Recover, StartFence
+from arbiter.effects import ChangeState, OpenIncident, Recover, StartFence
 from arbiter.fencer import Fencer
 from arbiter.gate_log import GateLog
 from arbiter.ha.leadership import Leadership
@@ -43,7 +43,8 @@ from arbiter.ha.vantages import Vantages
 from arbiter.intents import EventIntent, Intents, ReleaseIntent
 from arbiter.ledger import Ledger
 from arbiter.memory import Committed
-from arbiter.model import Assessment, History
+from arbiter.metrics import Metrics, ssh_error_kind
+from arbiter.model import Assessment, History, IncidentKind
 from arbiter.observer import Observer
 from arbiter.probe.icmp import Pinger
 from arbiter.probe.ssh import Runner
@@ -71,14 +72,16 @@ class Arbiter:
                  wall: Callable[[], float] = time.time, leadership: Leadership | None = None):
         self.clock, self.mono, self.wall = clock, mono, wall
         self._wake = asyncio.Event()
+        self.metrics = Metrics()
         self.ledger = Ledger(repo, clock)
         self.observer = Observer(config, pinger, runner, clock)
-        self.fencer = Fencer(config, runner, self.ledger, self.wake, clock)
+        self.fencer = Fencer(config, runner, self.ledger, self.wake, clock, self.metrics)
         self.push = PushWatcher(config, runner, self.wake, clock)
         a = config.arbiter
         self.scheduler = Scheduler(a.interval, a.min_round_gap, config.tilt_after, a.tilt_period)
         self.history = History()
         self.view = View(config, self.history)
+        self.metrics.watch(lambda: self.view)
         self._config = config
         self.intents = Intents(self.ledger, self.fencer, clock)
         self.gates = GateLog(mono)  # the API notes each /verdict answer here
@@ -202,12 +205,14 @@ class Arbiter:
             quorum = await self.vantages.exchange(snap) if self.vantages else None
             assessment = decide.assess(self.config, snap, self.history, snap.at, quorum)
             committed = await self.ledger.commit(snap, assessment)
+            self._count(snap, assessment, committed)
             self.history = memory.fold(self.history, assessment, committed)
             self._act(assessment, committed)
             s = self._stats
             self._stats = RoundStats(started_at, self.clock(),
                                      (time.perf_counter() - started) * 1000, s.count + 1,
                                      self.scheduler.overruns)
+            self.metrics.round_seconds.observe(time.perf_counter() - started)
             self._publish(snap, assessment)
             if self._stats.count == 1:
                 settle_heap()
@@ -228,6 +233,18 @@ class Arbiter:
         self.ledger.unknown_outcome = False
         log.warning("memory re-read from the store: a database call had timed out and "
                     "its outcome was unknown")
+
+    def _count(self, snap: Any, a: Assessment, committed: Committed) -> None:
+        """The round's events for /metrics: split brains opened, SSH errors by kind."""
+        for ca in a.clusters:
+            if ca.cluster not in committed.failed and any(
+                    isinstance(e, OpenIncident) and e.kind is IncidentKind.SPLIT_BRAIN
+                    for e in ca.effects):
+                self.metrics.split_brains.labels(ca.cluster).inc()
+        for obs in snap.clusters:
+            for n in obs.nodes:
+                if n.ssh_error:
+                    self.metrics.ssh_errors.labels(ssh_error_kind(n.ssh_error)).inc()
 
     def _act(self, a: Assessment, committed: Committed) -> None:
         """Hand the actions of committed clusters to the fencer; never the others."""

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from arbiter.api import views
@@ -88,6 +89,7 @@ def verdict_answer(request: Request) -> Response:
     if fresh and (hit := cache.get(key, view)) is not None:
         response, asked = hit
         arb.gates.record(*asked)
+        arb.metrics.verdicts.labels(asked[2]).inc()
         return response
     q = request.query_params
     problems = [f"{n}: Field required" for n in ("cluster", "node") if not q.get(n)]
@@ -118,6 +120,7 @@ def verdict_answer(request: Request) -> Response:
                           else JSONResponse(body))
     asked = (cluster, node, body["verdict"], vip)
     arb.gates.record(*asked)  # the gate is wired: /status shows when it last asked
+    arb.metrics.verdicts.labels(body["verdict"]).inc()
     if fresh:
         cache.put(key, view, (response, asked))
     return response
@@ -166,6 +169,14 @@ async def get_status(arb: ArbiterDep) -> Response:
     warnings = gates.warnings(view.config, wiring)
     return await run_in_threadpool(
         lambda: JSONResponse(views.status(view, _now(), wiring, warnings)))
+
+
+@router.get("/metrics", summary="Prometheus metrics (the text exposition format)",
+            response_class=PlainTextResponse, responses=READ_ERRORS)
+async def get_metrics(arb: ArbiterDep) -> Response:
+    # built off the event loop, as /status: one series per node and probe
+    body = await run_in_threadpool(generate_latest, arb.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/incidents", summary="Incidents, newest first",

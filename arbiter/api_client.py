@@ -1,0 +1,69 @@
+"""The running arbiter's HTTP API, as the CLI reaches it: the configured listen
+address (0.0.0.0 and :: asked on loopback), TLS if configured, an operator token
+from the config, a bounded timeout, and one error type that says what went wrong."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.request
+from typing import Any
+
+from arbiter import config as config_mod
+from arbiter.config import Config
+
+
+class ApiError(Exception):
+    """The arbiter could not be asked, or answered with an error (``status``: HTTP code,
+    None when there was no answer)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def base_url(cfg: Config) -> str:
+    host, port = config_mod.parse_listen(cfg.arbiter.listen)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    scheme = "https" if cfg.api.tls_certfile else "http"
+    return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def operator_token(cfg: Config, name: str | None = None) -> str | None:
+    """The token of operator ``name``; without a name, the only one configured (None
+    when there is none: reads may still be open)."""
+    tokens = cfg.api.tokens
+    if name is not None:
+        if name not in tokens:
+            raise ApiError(f"--as {name}: no such operator in [api] tokens "
+                           f"(have: {', '.join(sorted(tokens)) or 'none'})")
+        return tokens[name]
+    if len(tokens) > 1:
+        raise ApiError(f"several operators in [api] tokens ({', '.join(sorted(tokens))}): "
+                       "choose one with --as NAME")
+    return next(iter(tokens.values()), None)
+
+
+def call(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None,
+         token: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
+    url = base_url(cfg) + path
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    # a self-signed certificate of our own arbiter: verified when it is in the trust store
+    ctx = ssl.create_default_context() if url.startswith("https") else None
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:  # noqa: S310
+            return json.load(r)
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.load(exc).get("detail", exc.reason)
+        except ValueError:
+            detail = exc.reason
+        raise ApiError(f"{method} {path}: {exc.code} {detail}", exc.code) from None
+    except (OSError, ValueError) as exc:
+        raise ApiError(f"cannot reach the arbiter at {url}: {exc}") from None

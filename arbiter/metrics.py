@@ -1,0 +1,116 @@
+"""Prometheus metrics (``GET /metrics``), through prometheus_client.
+
+Two kinds, kept apart:
+- **events counted as they happen**, in the process that saw them: rounds and their
+  duration, split brains opened, fence steps by action and outcome, verdicts served
+  by answer, SSH errors by kind. The loop, the fencer and the API call ``Metrics``.
+- **state read from the View at scrape time** (``ViewCollector``): each node's
+  reachability by probe, VIP holders, active split brains, TILT, isolation, the
+  last round's time. Nothing is copied into gauges between scrapes, so a scrape
+  can never show a state the View never had.
+
+Every name is prefixed ``arbiter_``. Labels stay low-cardinality: cluster, node,
+VIP and probe come from the config; no incident ids, no reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from arbiter.view import View
+
+ROUND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def ssh_error_kind(error: str) -> str:
+    """A bounded label for an SSH error message (arbiter.probe.ssh words them)."""
+    e = error.lower()
+    for kind, words in (("host_key", ("host key",)), ("auth", ("authentication",)),
+                        ("timeout", ("timed out", "did not answer")),
+                        ("refused", ("refused", "connect failed")),
+                        ("disconnected", ("disconnected",)),
+                        ("command", ("exit", "collect"))):
+        if any(w in e for w in words):
+            return kind
+    return "other"
+
+
+class Metrics:
+    """The counters and the histogram, in a registry of their own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.round_seconds = Histogram("arbiter_round_duration_seconds",
+                                       "Duration of a round", buckets=ROUND_BUCKETS,
+                                       registry=r)
+        self.split_brains = Counter("arbiter_split_brains_detected",
+                                    "Split-brain incidents opened", ["cluster"], registry=r)
+        self.fence_steps = Counter("arbiter_fence_steps",
+                                   "Fence and recover steps run, by action and outcome",
+                                   ["cluster", "action", "outcome"], registry=r)
+        self.verdicts = Counter("arbiter_verdicts_served", "/verdict answers, by answer",
+                                ["verdict"], registry=r)
+        self.ssh_errors = Counter("arbiter_ssh_errors", "Failed SSH collects, by kind",
+                                  ["kind"], registry=r)
+
+    def watch(self, view: Callable[[], View]) -> None:
+        """Read the state gauges from the View current at each scrape."""
+        self.registry.register(ViewCollector(view))
+
+
+class ViewCollector(Collector):
+    def __init__(self, view: Callable[[], View]):
+        self.view = view
+
+    def collect(self) -> Iterator[Metric]:
+        v = self.view()
+        rounds = CounterMetricFamily("arbiter_rounds", "Rounds run since start")
+        rounds.add_metric([], v.stats.count)
+        yield rounds
+        last = GaugeMetricFamily("arbiter_last_round_timestamp_seconds",
+                                 "When the last round finished (Unix time)")
+        if v.stats.finished_at is not None:
+            last.add_metric([], v.stats.finished_at.timestamp())
+        yield last
+        tilt = GaugeMetricFamily("arbiter_tilt", "1 while fencing is suspended by TILT")
+        tilt.add_metric([], 1.0 if v.tilt_until is not None and v.stats.finished_at is not None
+                        and v.stats.finished_at < v.tilt_until else 0.0)
+        yield tilt
+        iso = GaugeMetricFamily("arbiter_isolated", "1 while the arbiter sees none of its "
+                                "own gateways")
+        sc = v.snapshot.self_check if v.snapshot else None
+        iso.add_metric([], 0.0 if sc is None or sc.sees_gateway else 1.0)
+        yield iso
+        yield from self._clusters(v)
+
+    def _clusters(self, v: View) -> Iterator[Metric]:
+        reach = GaugeMetricFamily("arbiter_node_reachable",
+                                  "1 if the node answered this probe in the last round",
+                                  labels=["cluster", "node", "probe"])
+        holders = GaugeMetricFamily("arbiter_vip_holders",
+                                    "Nodes holding the VIP in the last round (2+: split brain)",
+                                    labels=["cluster", "vip"])
+        active = GaugeMetricFamily("arbiter_split_brain_active",
+                                   "1 while the cluster has a VIP with two holders",
+                                   labels=["cluster"])
+        a = v.assessment
+        for c in v.config.clusters:
+            obs = v.snapshot.cluster(c.name) if v.snapshot else None
+            for n in obs.nodes if obs else ():
+                reach.add_metric([c.name, n.node, "icmp"], float(n.icmp_ok))
+                reach.add_metric([c.name, n.node, "ssh"], float(n.ssh_ok))
+                reach.add_metric([c.name, n.node, "gateway"], float(n.gateways_seen > 0))
+            ca = a.cluster(c.name) if a else None
+            if ca is None:
+                continue
+            for vip, who in ca.holders:
+                holders.add_metric([c.name, vip], float(len(who)))
+            active.add_metric([c.name], float(bool(ca.split_vips)))
+        yield reach
+        yield holders
+        yield active

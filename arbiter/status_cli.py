@@ -1,0 +1,118 @@
+"""`arbiter status` and `arbiter release`: the running arbiter, for the operator at
+3 a.m. One table per cluster, like `patronictl list`; the exit code says whether
+anything needs an operator.
+
+Exit codes: 0 nothing needs an operator; 1 something does (a cluster is
+needs-operator, held, degraded or abstaining; or a release found nothing to
+release); 2 the arbiter cannot be asked, or the request is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from arbiter.api_client import ApiError, call, operator_token
+from arbiter.config import Config
+
+EXIT_OK, EXIT_OPERATOR, EXIT_ERROR = 0, 1, 2
+NEEDS_OPERATOR = frozenset({"needs-operator", "held", "degraded", "abstaining"})
+
+
+def _age(iso: str | None, now: datetime) -> str:
+    if not iso:
+        return "never"
+    return f"{(now - datetime.fromisoformat(iso)).total_seconds():.1f}s"
+
+
+def _yes(v: object) -> str:
+    return {True: "ok", False: "FAIL", None: "?"}.get(v, "?")  # type: ignore[arg-type]
+
+
+def render(status: dict[str, Any], now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    out = []
+    arb = status.get("arbiter", {})
+    if arb.get("abstaining"):
+        out.append(f"ARBITER ABSTAINS: {arb['abstaining']}")
+    if arb.get("db_error"):
+        out.append(f"DATABASE: {arb['db_error']}")
+    ha = arb.get("ha")
+    if ha:
+        shards = ", ".join(f"{s}: {v['leader']} (term {v['term']})"
+                           f"{' <- this arbiter' if v['leading'] else ''}"
+                           for s, v in ha["shards"].items())
+        out.append(f"arbiter {ha['name']}; leaders: {shards}")
+    for c in status.get("clusters", []):
+        out.append("")
+        out.append(f"+ cluster {c['name']}: {c['state'].upper()}  {c.get('state_reason') or ''}")
+        cols = ("node", "role", "VIPs held", "icmp", "ssh", "gateway", "keepalived",
+                "verdict", "seen", "gate")
+        rows = []
+        for n in c.get("nodes", []):
+            holds = n.get("holds") or []
+            gws = n.get("gateways") or {}
+            rows.append((
+                n["name"] + (" (held)" if n.get("held") else ""),
+                "MASTER" if holds else "backup",
+                ",".join(holds) or "-",
+                _yes((n.get("icmp") or {}).get("ok")),
+                _yes((n.get("ssh") or {}).get("ok")),
+                f"{sum(1 for v in gws.values() if v)}/{len(gws)}" if gws else "?",
+                {True: "running", False: "stopped"}.get(n.get("keepalived_running"), "?"),
+                n.get("verdict") or "?",
+                _age(n.get("last_seen"), now),
+                ((n.get("gate") or {}).get("summary") or "gate: never asked").removeprefix(
+                    "gate: "),
+            ))
+        widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows, strict=True)]
+        for r in (cols, *rows):
+            out.append("| " + " | ".join(str(x).ljust(w) for x, w in zip(r, widths,
+                                                                          strict=True)) + " |")
+        inc = c.get("incident")
+        if inc:
+            out.append(f"  incident #{inc['id']}: {inc['state']}, survivor {inc['survivor']}, "
+                       f"victims {', '.join(inc['victims']) or '-'}")
+        for w in c.get("warnings", []):
+            out.append(f"  WARNING: {w}")
+    return "\n".join(out).lstrip("\n")
+
+
+def needs_operator(status: dict[str, Any]) -> bool:
+    return any(c["state"] in NEEDS_OPERATOR for c in status.get("clusters", []))
+
+
+def cmd_status(cfg: Config, watch: float | None, as_json: bool, count: int) -> int:
+    token = next(iter(cfg.api.tokens.values()), None)  # any operator may read
+    shown = 0
+    while True:
+        try:
+            status = call(cfg, "GET", "/status", token=token)
+        except ApiError as exc:
+            print(f"error: {exc}")
+            return EXIT_ERROR
+        if watch is not None:
+            print("\033[2J\033[H", end="")  # clear the screen, as `watch` does
+        print(json.dumps(status, indent=2) if as_json else render(status), flush=True)
+        shown += 1
+        if watch is None or (count and shown >= count):
+            return EXIT_OPERATOR if needs_operator(status) else EXIT_OK
+        time.sleep(watch)
+
+
+def cmd_release(cfg: Config, incident: int, reason: str, who: str | None) -> int:
+    try:
+        res = call(cfg, "POST", f"/incidents/{incident}/release", {"reason": reason},
+                   operator_token(cfg, who), timeout=40.0)
+    except ApiError as exc:
+        print(f"error: {exc}")
+        return EXIT_OPERATOR if exc.status in (404, 409) else EXIT_ERROR
+    if res.get("queued"):
+        print(f"incident #{incident}: release accepted; the next round carries it out")
+        return EXIT_OK
+    print(f"incident #{incident}: released {', '.join(res.get('released', []))}")
+    for r in res.get("recover", []):
+        print(f"  recover {r['node']}: {'ok' if r.get('ok') else 'FAILED: ' + str(r.get('error'))}")
+    return EXIT_OK if all(r.get("ok") for r in res.get("recover", [])) else EXIT_OPERATOR

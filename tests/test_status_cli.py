@@ -1,0 +1,92 @@
+"""`arbiter status` and `arbiter release`, as an operator runs them: real processes
+(`arbiter sim` directors, `arbiter serve`), the CLI reading the API over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "arbiter.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=ENV)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Path]:
+    """Simulated directors in a split brain, and `arbiter serve` on a free port."""
+    sim = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "sim", "-o", str(tmp_path),
+                            "--scenario", "split", "--port", str(free_port()),
+                            "--seconds", "120"], env=ENV, stdout=subprocess.PIPE, text=True)
+    serve = None
+    try:
+        assert sim.stdout is not None and "config:" in sim.stdout.readline()
+        cfg = tmp_path / "arbiter.toml"
+        text = re.sub(r'listen = ".*"', f'listen = "127.0.0.1:{free_port()}"', cfg.read_text())
+        text = text.replace("[arbiter]\n", '[arbiter]\nauto_release = false\n', 1)
+        text += '\n[api]\ntokens = { ops = "ops-token-0123456789abcdef" }\n'
+        cfg.write_text(text)
+        serve = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "serve", "-c", str(cfg)],
+                                 env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        yield cfg
+    finally:
+        for p in (serve, sim):
+            if p is not None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+def wait_status(cfg: Path, want: int, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = cli("status", "-c", str(cfg))
+        if r.returncode == want or time.monotonic() > deadline:
+            return r
+        time.sleep(0.5)
+
+
+def test_status_and_release_as_an_operator_runs_them(served: Path) -> None:
+    held = wait_status(served, 1)  # the split is fenced, and lb2 waits for an operator
+    assert held.returncode == 1, held.stdout + held.stderr
+    assert "+ cluster web: NEEDS-OPERATOR  lb2 held by incident #" in held.stdout
+    assert re.search(r"\| lb2 \(held\) +\| backup ", held.stdout), held.stdout
+    incident = int(re.search(r"incident #(\d+)", held.stdout).group(1))  # type: ignore[union-attr]
+
+    nothing = cli("release", "999", "--reason", "typo", "-c", str(served))
+    assert nothing.returncode == 1 and "404" in nothing.stdout
+    done = cli("release", str(incident), "--reason", "checked lb2 by hand", "-c", str(served))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"incident #{incident}: released lb2" in done.stdout
+    assert "recover lb2: ok" in done.stdout
+    again = cli("release", str(incident), "--reason", "twice", "-c", str(served))
+    assert again.returncode == 1 and "409" in again.stdout
+
+
+def test_status_says_when_the_arbiter_cannot_be_asked(tmp_path: Path, served: Path) -> None:
+    cfg = tmp_path / "elsewhere.toml"
+    cfg.write_text(re.sub(r'listen = ".*"', f'listen = "127.0.0.1:{free_port()}"',
+                          served.read_text()))
+    r = cli("status", "-c", str(cfg))
+    assert r.returncode == 2 and "cannot reach the arbiter at http://127.0.0.1:" in r.stdout
+
+
+def test_version_and_help_name_exit_codes() -> None:
+    v = cli("--version")
+    assert v.returncode == 0 and re.fullmatch(r"arbiter \d+\.\d+\.\d+\n", v.stdout)
+    h = " ".join(cli("--help").stdout.split())  # argparse wraps the lines
+    assert "exit 0 fine, 1 something needs an operator" in h
+    assert "exit 0 done, 1 nothing held or unknown incident, 2 error" in h
