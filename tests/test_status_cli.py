@@ -50,17 +50,19 @@ def served(tmp_path: Path) -> Iterator[Path]:
                     p.kill()
 
 
-def wait_status(cfg: Path, want: int, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def wait_status(cfg: Path, state: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """`arbiter status` once the cluster is in ``state`` (it abstains until the first
+    round, and that needs an operator too: exit 1 alone says too little)."""
     deadline = time.monotonic() + timeout
     while True:
         r = cli("status", "-c", str(cfg))
-        if r.returncode == want or time.monotonic() > deadline:
+        if f"+ cluster web: {state}" in r.stdout or time.monotonic() > deadline:
             return r
         time.sleep(0.5)
 
 
 def test_status_and_release_as_an_operator_runs_them(served: Path) -> None:
-    held = wait_status(served, 1)  # the split is fenced, and lb2 waits for an operator
+    held = wait_status(served, "NEEDS-OPERATOR")  # fenced, and lb2 waits for an operator
     assert held.returncode == 1, held.stdout + held.stderr
     assert "+ cluster web: NEEDS-OPERATOR  lb2 held by incident #" in held.stdout
     assert re.search(r"\| lb2 \(held\) +\| backup ", held.stdout), held.stdout
