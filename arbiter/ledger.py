@@ -75,7 +75,6 @@ class Ledger:
         self.file_problem: str | None = None  # the SQLite file deleted or replaced
         # [ha] whether this arbiter leads a cluster's shard now (None: no [ha], it does)
         self.leads: Callable[[str], bool] | None = None
-        self.not_leader: set[str] = set()  # clusters skipped by the last commit
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """One repository call off the event loop, bounded in time. A StoreError (a
@@ -138,11 +137,9 @@ class Ledger:
             failed.update(ca.cluster for ca in a.clusters if ca.effects)
             return Committed(ids, frozenset(failed))
         batches: list[tuple[str | None, tuple, dict | None]] = [(ARBITER, a.effects, None)]
-        following = set()
         for ca in a.clusters:
             if self.leads is not None and not self.leads(ca.cluster):
                 # another arbiter leads it: its memory is read from the store instead
-                following.add(ca.cluster)
                 if ca.effects:
                     failed.add(ca.cluster)
                 continue
@@ -181,7 +178,6 @@ class Ledger:
                 # cluster, and say so loudly.
                 log.exception("[%s] effects refused by the incident state machine", cluster)
                 failed.add(cluster)
-        self.not_leader = following
         return Committed(ids, frozenset(failed))
 
     # --- fences ----------------------------------------------------------------
