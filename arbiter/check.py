@@ -8,8 +8,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from arbiter.api_client import ApiError, base_url, call
-from arbiter.cli import EXIT_ERROR, EXIT_OK, EXIT_SPLIT, build_arbiter
+from arbiter.cli import EXIT_ERROR, EXIT_OK, EXIT_SPLIT
 from arbiter.config import Config
+from arbiter.fence_plan import action_words
+from arbiter.serve import build_arbiter
 
 
 def _fmt_bool(v: bool | None, yes: str = "yes", no: str = "NO") -> str:
@@ -31,6 +33,7 @@ async def run_check(cfg: Config) -> int:
     if a.abstaining:
         print(f"ABSTAIN: {a.abstain_reason}")
     split_any = False
+    ssh_failed: list[str] = []
     for c in cfg.clusters:
         ca = a.cluster(c.name)
         obs = snap.cluster(c.name)
@@ -40,6 +43,8 @@ async def run_check(cfg: Config) -> int:
               f"{'gateways':<10}{'holds':<28}error"
         print(hdr)
         for o in obs.nodes:
+            if not o.ssh_ok:
+                ssh_failed.append(f"{c.name}/{o.node}")
             held = ",".join(o.holds(c.vips)) or "-"
             ka = {True: "running", False: "stopped", None: "?"}[o.keepalived_running]
             gw = f"{o.gateways_seen}/{len(o.gateways)}" if o.ssh_ok else "?"
@@ -68,15 +73,21 @@ async def run_check(cfg: Config) -> int:
             )
             hyp = decide.assess(cfg_dry, snap, primed, snap.at).cluster(c.name)
             if hyp and hyp.fence:
+                rule = hyp.fence.reason.split("; fence: ")[0]
                 print(f"  decision once confirmed ({cfg.arbiter.confirm_rounds} rounds): "
-                      f"{hyp.fence.reason}")
+                      f"{rule}")
+                for v in hyp.fence.victims:
+                    print(f"  would {action_words(v)}")
             elif hyp:
                 print(f"  no fence would be taken: {hyp.reason}")
         for note in ca.notes:
             print(f"  note: {note}")
     for line in gate_report(cfg):
         print(line)
-    if a.abstaining:
+    if ssh_failed:
+        print(f"\nSSH FAILED on {', '.join(ssh_failed)}: the arbiter can neither read "
+              "their VIPs nor fence them (the error column says why)")
+    if a.abstaining or ssh_failed:
         return EXIT_ERROR
     return EXIT_SPLIT if split_any else EXIT_OK
 

@@ -7,9 +7,7 @@ import asyncio
 import json
 import logging
 import signal
-import socket
 import sys
-from datetime import UTC, timedelta
 from pathlib import Path
 
 from arbiter import config as config_mod
@@ -18,7 +16,10 @@ from arbiter.config import Config, ConfigError
 log = logging.getLogger("arbiter")
 
 EXIT_OK, EXIT_SPLIT, EXIT_ERROR = 0, 1, 2
-SWITCH_INTERVAL = 0.001  # seconds; see _serve
+
+
+class UsageError(Exception):
+    """A bad option or a state the command cannot work in: one line, exit 2."""
 
 
 def _setup_logging(level: str) -> None:
@@ -39,134 +40,9 @@ def _load(path: str) -> Config:
 # --- wiring -------------------------------------------------------------------
 
 
-def build_arbiter(cfg: Config):  # type: ignore[no-untyped-def]
-    from arbiter.probe.icmp import IcmpPinger, choose_privileged
-    from arbiter.probe.ssh import SshPool
-    from arbiter.service import Arbiter
-    from arbiter.store.repository import Repository
-
-    privileged = choose_privileged(cfg.arbiter.icmp_privileged)
-    log.info("ICMP: %s sockets", "raw (privileged)" if privileged else "unprivileged datagram")
-    pool = SshPool(cfg.ssh.client_keys, cfg.ssh.known_hosts, cfg.ssh.connect_timeout,
-                   cfg.ssh.keepalive_interval)
-    repo = Repository.from_url(cfg.arbiter.database)
-    leadership = None
-    if cfg.ha is not None:
-        from arbiter.ha.leadership import Leadership
-
-        leadership = Leadership(cfg, repo.engine)
-    return Arbiter(cfg, repo, IcmpPinger(privileged), pool, leadership=leadership), pool
-
-
-def prepare_database(url: str, auto: bool) -> str:
-    from arbiter.store import migrate
-    from arbiter.store.engine import make_engine
-
-    engine = make_engine(url)
-    try:
-        cur, head = migrate.current_revision(engine), migrate.head_revision()
-        if cur == head:
-            return cur or "base"
-        if auto:
-            return migrate.upgrade(engine)
-        raise RuntimeError(
-            f"database schema is at {cur or 'empty'}, the code needs {head}: "
-            "run `arbiter db upgrade -c FILE` first"
-        )
-    finally:
-        engine.dispose()
-
-
-async def _serve(cfg: Config) -> int:
-    import uvicorn
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-    from arbiter.api.app import create_app, with_fast_verdict
-
-    host, port = config_mod.parse_listen(cfg.arbiter.listen)
-    # Bind first: with the port taken, stop here, before a word about serving and
-    # before a single SSH connection to the directors.
-    try:
-        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
-                                    else socket.AF_INET, reuse_port=False)
-    except OSError as exc:
-        raise RuntimeError(f"cannot listen on {cfg.arbiter.listen}: {exc.strerror}") from None
-    arb, pool = build_arbiter(cfg)
-    if arb.leadership is not None:
-        await arb.leadership.renew()  # lead (or follow) from the first round on
-    await arb.restore()
-    # The event loop answers the gates' /verdict while worker threads build incident
-    # pages and /status. Each time the loop wakes it must take the GIL back from a
-    # busy thread, which yields it once per switch interval: 5 ms by default, and
-    # /verdict's tail under mixed load (BENCHMARKS.md, section 4).
-    sys.setswitchinterval(SWITCH_INTERVAL)
-    app = create_app(arb, run_loop=True)
-
-    # Housekeeping off the round path (APScheduler): a one-line summary for the journal,
-    # the retention of keepalived events, and the watch on exclusive clusters' gates.
-    sched = AsyncIOScheduler(timezone=UTC)
-    sched.add_job(lambda: _summary(arb), "interval", seconds=60, id="summary",
-                  max_instances=1, coalesce=True)
-    sched.add_job(_prune_events, "interval", args=[arb], minutes=10, id="retention",
-                  max_instances=1, coalesce=True)
-    # exclusive verdicts without a wired gate protect nothing: say so in the journal
-    sched.add_job(lambda: arb.gates.log_changes(arb.config), "interval", seconds=5,
-                  id="gate-watch", max_instances=1, coalesce=True)
-    if arb.leadership is not None and cfg.ha is not None:
-        # each renewal bounded well under the TTL (Leadership.renew); a late one is
-        # skipped, not queued behind the one still running
-        sched.add_job(arb.leadership.renew, "interval", seconds=cfg.ha.renew_every,
-                      id="lease", max_instances=1, coalesce=True, misfire_grace_time=None)
-    sched.start()
-    tls = {}
-    if cfg.api.tls_certfile:
-        tls = {"ssl_certfile": cfg.api.tls_certfile, "ssl_keyfile": cfg.api.tls_keyfile}
-    server = uvicorn.Server(uvicorn.Config(with_fast_verdict(app), log_level="warning",
-                                           access_log=False, lifespan="on", **tls))
-    log.info("arbiter serving on %s://%s:%d (interval %.2fs, confirm_rounds %d%s)",
-             "https" if tls else "http", host, port,
-             cfg.arbiter.interval, cfg.arbiter.confirm_rounds,
-             ", DRY RUN" if cfg.arbiter.dry_run else "")
-    try:
-        await server.serve(sockets=[sock])
-    finally:
-        sched.shutdown(wait=False)
-        await arb.close()
-        if arb.leadership is not None:
-            await arb.leadership.resign()  # after the last fence: a follower takes over now
-            arb.leadership.close()
-    return EXIT_OK
-
-
-EVENTS_KEPT_PER_NODE = 1000
-EVENTS_KEPT_DAYS = 30
-
-
-async def _prune_events(arb) -> None:  # type: ignore[no-untyped-def]
-    """Bound node_events: the newest rows per node, and none older than the limit."""
-    from datetime import datetime
-
-    from arbiter.store.engine import StoreError
-
-    cutoff = datetime.now(UTC) - timedelta(days=EVENTS_KEPT_DAYS)
-    try:
-        gone = await arb.ledger.call(arb.repo.prune_node_events, EVENTS_KEPT_PER_NODE, cutoff)
-    except StoreError:
-        return  # db_error is set and shown; the next run tries again
-    if gone:
-        log.info("retention: %d old keepalived event(s) deleted", gone)
-
-
-def _summary(arb) -> None:  # type: ignore[no-untyped-def]
-    v = arb.view
-    a = v.assessment
-    splits = [c.cluster for c in a.clusters if c.split_vips] if a else []
-    log.info("summary: %d rounds, last %.0fms, %d overruns, split brain in %s, db %s",
-             v.stats.count, v.stats.duration_ms, v.stats.overruns, splits or "none",
-             v.db_error or "ok")
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
+    from arbiter.serve import ensure_open_files, loop_factory, prepare_database, serve
+
     cfg = _load(args.config)
     _setup_logging(args.log_level)
     url = cfg.arbiter.database
@@ -174,47 +50,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     rev = prepare_database(url, auto=url.startswith("sqlite") or args.upgrade)
     log.info("database schema at revision %s", rev)
     ensure_open_files(sum(len(c.nodes) for c in cfg.clusters))
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_serve(cfg))
-
-
-def ensure_open_files(nodes: int) -> int:
-    """One persistent SSH connection per node, plus sockets for ICMP, the database and
-    the API: raise the soft open-files limit to what that needs (up to the hard limit),
-    and say so when the hard limit is too low. Returns the soft limit in force."""
-    import resource
-
-    need = nodes + 256
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < need:
-        new = need if hard == resource.RLIM_INFINITY else min(hard, max(need, 4096))
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-            log.info("open-files limit raised from %d to %d for %d nodes", soft, new, nodes)
-            soft = new
-        except (ValueError, OSError) as exc:
-            log.warning("could not raise the open-files limit (%s)", exc)
-    if soft != resource.RLIM_INFINITY and soft < need:
-        log.warning("open-files limit %d is below the %d that %d nodes need: connections "
-                    "beyond it will fail (raise LimitNOFILE / ulimit -n)", soft, need, nodes)
-    return soft
-
-
-def _loop_factory():  # type: ignore[no-untyped-def]
-    """uvloop where installed (a dependency on Linux): the API shares its loop with the
-    rounds, and uvloop's shorter loop iterations helped take /verdict's p99 at 1000 req/s
-    from 13 to 2 ms (bench/verdict.py). Without it, the standard loop works the same."""
-    try:
-        import uvloop
-    except ImportError:
-        log.info("uvloop not installed: using the standard asyncio event loop")
-        return None
-    return uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(serve(cfg))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
-    _setup_logging(args.log_level)
+    # the table is the output: log lines (on stderr) only for errors, unless asked
+    _setup_logging("error" if args.log_level == "info" else args.log_level)
     from arbiter.check import run_check
 
     return asyncio.run(run_check(cfg))
@@ -224,14 +67,31 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
-    cfg = _load(args.file)
+    import os
+
+    from arbiter.config.loading import read_env_file
+
+    if args.env_file:
+        os.environ.update(read_env_file(args.env_file))
+    cfg = config_mod.load(args.file, check_files=not args.skip_files)
     nodes = sum(len(c.nodes) for c in cfg.clusters)
+    extra = []
+    if cfg.notify is not None:
+        extra.append(f"notify: {', '.join(cfg.notify.channels)}")
+    if cfg.ha is not None:
+        extra.append(f"ha: {cfg.ha.name} of {len(cfg.ha.members)}")
     print(f"{args.file}: OK ({len(cfg.clusters)} cluster(s), {nodes} node(s); "
-          f"stale_after {cfg.stale_after:g}s, tilt_after {cfg.tilt_after:g}s)")
+          f"stale_after {cfg.stale_after:g}s, tilt_after {cfg.tilt_after:g}s"
+          + "".join(f"; {e}" for e in extra) + ")")
+    if args.skip_files:
+        print("  not checked (--skip-files): ssh.client_keys, ssh.known_hosts and the TLS "
+              "files are readable; check again on the arbiter host")
     return EXIT_OK
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from arbiter.serve import prepare_database
+
     cfg = _load(args.config)
     _setup_logging(args.log_level)
     rev = prepare_database(cfg.arbiter.database, auto=True)
@@ -240,11 +100,32 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
+    from arbiter.model import IncidentState
+    from arbiter.store import migrate
+    from arbiter.store.engine import make_engine, sqlite_file
     from arbiter.store.repository import Repository
 
     cfg = _load(args.config)
-    repo = Repository.from_url(cfg.arbiter.database)
-    items, _ = repo.list_incidents(cluster=args.cluster, state=args.state, limit=args.limit)
+    # refused as the API refuses them, naming the parameter
+    states = [s.value for s in IncidentState]
+    if args.state is not None and args.state not in states:
+        raise UsageError(f"--state: {args.state!r} is not one of {', '.join(states)}")
+    if args.cluster is not None and cfg.cluster(args.cluster) is None:
+        names = ", ".join(c.name for c in cfg.clusters)
+        raise UsageError(f"--cluster: unknown cluster {args.cluster!r} (the config has {names})")
+    url = cfg.arbiter.database
+    upgrade = f"run `arbiter db upgrade -c {args.config}` first"
+    if url.startswith("sqlite") and (path := sqlite_file(url)) and not path.exists():
+        # reading would create an empty file, and the next answer would be "no incidents"
+        raise UsageError(f"the database {path} does not exist: {upgrade}")
+    engine = make_engine(url)
+    try:
+        if migrate.current_revision(engine) != migrate.head_revision():
+            raise UsageError(f"the database schema is not at the code's revision: {upgrade}")
+        items, _ = Repository(engine).list_incidents(cluster=args.cluster, state=args.state,
+                                                     limit=args.limit)
+    finally:
+        engine.dispose()
     if args.json:
         print(json.dumps(items, indent=2))
         return EXIT_OK
@@ -272,6 +153,14 @@ def cmd_release(args: argparse.Namespace) -> int:
 
     return run(config_mod.load(args.config, check_files=False), args.incident, args.reason,
                args.who)
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from arbiter.notify.setup import run_test
+
+    cfg = config_mod.load(args.config, check_files=False)
+    _setup_logging(args.log_level)
+    return asyncio.run(run_test(cfg))
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -324,14 +213,21 @@ def parser() -> argparse.ArgumentParser:
                    help="also upgrade a non-SQLite database schema before serving")
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("check", help="one round, a readable table; exit 0 ok, 1 split, 2 error")
+    s = sub.add_parser("check", help="one round, printed as a table, with what would be "
+                       "fenced; exit 0 all fine, 1 a split brain is seen, 2 the arbiter "
+                       "cannot judge (abstaining) or a node's SSH failed")
     s.add_argument("-c", "--config", required=True)
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("config", help="config tools")
     csub = s.add_subparsers(dest="config_cmd", required=True)
-    v = csub.add_parser("validate", help="validate a config file")
+    v = csub.add_parser("validate", help="validate a config file; exit 0 valid, 2 not "
+                        "(each problem named by its field path)")
     v.add_argument("file")
+    v.add_argument("--env-file", help="read ${NAME} values from this KEY=VALUE file first "
+                   "(as systemd's EnvironmentFile=), e.g. deploy/examples/arbiter.env")
+    v.add_argument("--skip-files", action="store_true", help="do not check that the key, "
+                   "known_hosts and TLS files are readable (validating off the arbiter host)")
     v.set_defaults(func=cmd_config_validate)
 
     s = sub.add_parser("db", help="database tools")
@@ -342,15 +238,17 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("incidents", help="list recent incidents")
     s.add_argument("-c", "--config", required=True)
-    s.add_argument("--limit", type=int, default=20)
-    s.add_argument("--cluster")
-    s.add_argument("--state")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--limit", type=int, default=20, help="newest N (1-500, default 20)")
+    s.add_argument("--cluster", help="only this cluster (a name from the config)")
+    s.add_argument("--state", help="only this state: open, decided, fencing, fenced, "
+                   "fence_failed, held, watching, resolved")
+    s.add_argument("--json", action="store_true", help="print the rows as JSON")
     s.set_defaults(func=cmd_incidents)
 
     s = sub.add_parser(
         "status", help="the running arbiter's state, a table per cluster; exit 0 fine, "
-        "1 something needs an operator (needs-operator, held, degraded, abstaining), "
+        "1 something needs an operator (needs-operator, held, degraded, abstaining, "
+        "or a dead notification), "
         "2 the arbiter cannot be asked")
     s.add_argument("-c", "--config", required=True, help="the arbiter's config (for its "
                    "address and an operator token)")
@@ -370,6 +268,14 @@ def parser() -> argparse.ArgumentParser:
                    "there are several")
     s.set_defaults(func=cmd_release)
 
+    s = sub.add_parser("notify", help="notification tools")
+    nsub = s.add_subparsers(dest="notify_cmd", required=True)
+    n = nsub.add_parser("test", help="send a test message to every [notify] channel and "
+                        "report each result; exit 0 all delivered, 1 some failed, 2 no "
+                        "[notify] or a bad config")
+    n.add_argument("-c", "--config", required=True)
+    n.set_defaults(func=cmd_notify_test)
+
     s = sub.add_parser("sim", help="run simulated SSH directors on 127.0.0.x for trying things")
     s.add_argument("-o", "--out", required=True, help="directory for keys, known_hosts, config")
     s.add_argument("--scenario", default="split", choices=["healthy", "split", "dual-master"])
@@ -383,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

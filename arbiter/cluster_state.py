@@ -68,3 +68,21 @@ def cluster_state(
     if inc is not None and inc.state is S.WATCHING:
         return "ok", f"incident #{inc.id} watches {', '.join(inc.victims)} after its release"
     return "ok", "one holder per VIP, every node healthy"
+
+
+# What an operator does about each state (the status page's banner, `arbiter status`).
+ADVICE: dict[str, str] = {
+    "ok": "Nothing to do.",
+    "split": "The arbiter is confirming the split brain and will fence within seconds. "
+             "Watch; act only if it turns into needs-operator.",
+    "fencing": "A fence is running. Wait for its result.",
+    "held": "A fenced node is held out of service. It is released automatically once the "
+            "split brain has been over long enough, or release it yourself: "
+            "arbiter release ID --reason TEXT -c FILE.",
+    "needs-operator": "Only you can end this: read the reason and the incident's timeline, "
+                      "fix the cause (VRRP traffic, the node), then release the node.",
+    "abstaining": "The arbiter cannot judge and fences nothing: gates fall back to their "
+                  "gateway ping. Check the arbiter's own network, its clock and its rounds.",
+    "degraded": "It works, but something is wrong: read the reason and fix it before the "
+                "next failure needs the arbiter.",
+}

@@ -154,8 +154,7 @@ def _plan(
     reason = (
         f"{why}; "
         + ", ".join(
-            f"{x.node} {'loses its stale VIP (keepalived is not running)' if x.method is FenceMethod.REMOVE_ADDRESS else 'has keepalived stopped'}"  # noqa: E501
-            for x in actions
+            f"fence: {action_words(x)}" for x in actions
         )
     )
     order = FencePlan(
@@ -169,3 +168,10 @@ def _plan(
         dry_run=a.dry_run,
     )
     return order, ("dry run: decision recorded, not acting" if a.dry_run else "fence due")
+
+
+def action_words(x: VictimAction) -> str:
+    """What fencing does to one victim, in words: "stop keepalived on lb2"."""
+    if x.method is FenceMethod.REMOVE_ADDRESS:
+        return f"remove the stale VIP from {x.node} (keepalived is not running there)"
+    return f"stop keepalived on {x.node}"

@@ -16,11 +16,14 @@ VIP and probe come from the config; no incident ids, no reasons.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from arbiter.effects import OpenIncident
+from arbiter.model import IncidentKind
 from arbiter.view import View
 
 ROUND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -57,6 +60,28 @@ class Metrics:
                                 ["verdict"], registry=r)
         self.ssh_errors = Counter("arbiter_ssh_errors", "Failed SSH collects, by kind",
                                   ["kind"], registry=r)
+        self.notifications = Counter("arbiter_notification_deliveries",
+                                     "Notification deliveries tried, by channel and outcome",
+                                     ["channel", "outcome"], registry=r)
+
+    def notification_result(self, channel: str, ok: bool) -> None:
+        self.notifications.labels(channel, "sent" if ok else "failed").inc()
+
+    def watch_outbox(self, counts: Callable[[], Any]) -> None:
+        """Pending and dead notifications, as the sender last read them."""
+        self.registry.register(OutboxCollector(counts))
+
+    def count_round(self, snap: Any, a: Any, failed: frozenset[str | None]) -> None:
+        """The round's events: split brains opened (committed ones), SSH errors by kind."""
+        for ca in a.clusters:
+            if ca.cluster not in failed and any(
+                    isinstance(e, OpenIncident) and e.kind is IncidentKind.SPLIT_BRAIN
+                    for e in ca.effects):
+                self.split_brains.labels(ca.cluster).inc()
+        for obs in snap.clusters:
+            for n in obs.nodes:
+                if n.ssh_error:
+                    self.ssh_errors.labels(ssh_error_kind(n.ssh_error)).inc()
 
     def watch(self, view: Callable[[], View]) -> None:
         """Read the state gauges from the View current at each scrape."""
@@ -114,3 +139,21 @@ class ViewCollector(Collector):
         yield reach
         yield holders
         yield active
+
+
+class OutboxCollector(Collector):
+    def __init__(self, counts: Callable[[], Any]):
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.counts()
+        pending = GaugeMetricFamily("arbiter_outbox_pending",
+                                    "Notifications waiting to be delivered", labels=["channel"])
+        dead = GaugeMetricFamily("arbiter_outbox_dead",
+                                 "Notifications given up after notify.max_attempts",
+                                 labels=["channel"])
+        for fam, by in ((pending, c.pending if c else {}), (dead, c.dead if c else {})):
+            for ch, n in sorted(by.items()):
+                fam.add_metric([ch], float(n))
+        yield pending
+        yield dead

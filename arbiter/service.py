@@ -35,7 +35,7 @@ from typing import Any
 from arbiter import decide, memory
 from arbiter.clock import Clock, utcnow
 from arbiter.config import Config
-from arbiter.effects import ChangeState, OpenIncident, Recover, StartFence
+from arbiter.effects import ChangeState, Recover, StartFence
 from arbiter.fencer import Fencer
 from arbiter.gate_log import GateLog
 from arbiter.ha.leadership import Leadership
@@ -43,8 +43,10 @@ from arbiter.ha.vantages import Vantages
 from arbiter.intents import EventIntent, Intents, ReleaseIntent
 from arbiter.ledger import Ledger
 from arbiter.memory import Committed
-from arbiter.metrics import Metrics, ssh_error_kind
-from arbiter.model import Assessment, History, IncidentKind
+from arbiter.metrics import Metrics
+from arbiter.model import Assessment, History
+from arbiter.notify.sender import Sender
+from arbiter.notify.setup import TiltNotices
 from arbiter.observer import Observer
 from arbiter.probe.icmp import Pinger
 from arbiter.probe.ssh import Runner
@@ -91,6 +93,8 @@ class Arbiter:
         self.leadership = leadership
         self.vantages = Vantages(config, self.ledger, repo.engine) if leadership else None
         self._led: frozenset[str] = frozenset()  # shards led at the last round
+        self.notifier: Sender | None = None  # [notify] (arbiter.notify.setup.attach)
+        self.tilt_notices = TiltNotices()
         if leadership is not None:
             repo.guard, repo.arbiter = leadership, leadership.me
             self.ledger.leads = leadership.leads
@@ -201,11 +205,13 @@ class Arbiter:
             if self.leadership is not None:
                 await self._follow()
             self.history = await self.intents.carry_out(self.config, self.history)
-            snap = await self.observer.observe(self.scheduler.tilt.active(self.clock()))
+            tilt = self.scheduler.tilt
+            await self.tilt_notices.check(self, tilt.until, tilt.reason, self.clock())
+            snap = await self.observer.observe(tilt.active(self.clock()))
             quorum = await self.vantages.exchange(snap) if self.vantages else None
             assessment = decide.assess(self.config, snap, self.history, snap.at, quorum)
             committed = await self.ledger.commit(snap, assessment)
-            self._count(snap, assessment, committed)
+            self.metrics.count_round(snap, assessment, committed.failed)
             self.history = memory.fold(self.history, assessment, committed)
             self._act(assessment, committed)
             s = self._stats
@@ -233,18 +239,6 @@ class Arbiter:
         self.ledger.unknown_outcome = False
         log.warning("memory re-read from the store: a database call had timed out and "
                     "its outcome was unknown")
-
-    def _count(self, snap: Any, a: Assessment, committed: Committed) -> None:
-        """The round's events for /metrics: split brains opened, SSH errors by kind."""
-        for ca in a.clusters:
-            if ca.cluster not in committed.failed and any(
-                    isinstance(e, OpenIncident) and e.kind is IncidentKind.SPLIT_BRAIN
-                    for e in ca.effects):
-                self.metrics.split_brains.labels(ca.cluster).inc()
-        for obs in snap.clusters:
-            for n in obs.nodes:
-                if n.ssh_error:
-                    self.metrics.ssh_errors.labels(ssh_error_kind(n.ssh_error)).inc()
 
     def _act(self, a: Assessment, committed: Committed) -> None:
         """Hand the actions of committed clusters to the fencer; never the others."""
@@ -280,6 +274,7 @@ class Arbiter:
             ha_blind=self.leadership.blind() if self.leadership else None,
             terms={s: self.leadership.term_seen_in(s) for s in self.config.shards}
             if self.leadership else {},
+            notify=self.notifier.as_json() if self.notifier else None,
         )
 
     # --- the loop ---------------------------------------------------------------

@@ -39,6 +39,12 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
         out.append(f"ARBITER ABSTAINS: {arb['abstaining']}")
     if arb.get("db_error"):
         out.append(f"DATABASE: {arb['db_error']}")
+    note = arb.get("notify") or {}
+    if note.get("dead"):
+        out.append(f"NOTIFICATIONS: {note['dead']} given up after every retry "
+                   "(/status arbiter.notify.last_dead; `arbiter notify test`)")
+    if note.get("error"):
+        out.append(f"NOTIFICATIONS: {note['error']}")
     ha = arb.get("ha")
     if ha:
         shards = ", ".join(f"{s}: {v['leader']} (term {v['term']})"
@@ -81,7 +87,11 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
 
 
 def needs_operator(status: dict[str, Any]) -> bool:
-    return any(c["state"] in NEEDS_OPERATOR for c in status.get("clusters", []))
+    """A cluster in a state only an operator ends, or notifications given up: an
+    operator who relies on them would not hear of the next incident."""
+    dead = ((status.get("arbiter") or {}).get("notify") or {}).get("dead")
+    return bool(dead) or any(c["state"] in NEEDS_OPERATOR
+                             for c in status.get("clusters", []))
 
 
 def cmd_status(cfg: Config, watch: float | None, as_json: bool, count: int) -> int:

@@ -56,6 +56,7 @@ class View:
     ha: Mapping[str, Any] | None = None
     terms: Mapping[str, int] = field(default_factory=dict)
     ha_blind: str | None = None  # [ha] why the shared state cannot be trusted now
+    notify: Mapping[str, Any] | None = None  # [notify] the sender's state
 
     def staleness(self, now: datetime) -> str | None:
         """Why the latest observations cannot be trusted for a verdict, or None."""

@@ -11,7 +11,8 @@ want_test=0
 # netbase: /etc/protocols (nftables only recommends it); e2fsprogs: chattr for the
 # store tests
 pkgs=(keepalived openssh-server openssh-client nftables iproute2 iputils-ping iputils-arping nginx curl util-linux procps python3-venv busybox dash netbase e2fsprogs)
-[[ $want_test == 1 ]] && pkgs+=(postgresql)
+# chromium: tests/test_page.py drives it headless through playwright
+[[ $want_test == 1 ]] && pkgs+=(postgresql chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -44,4 +45,14 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   .venv/bin/pip install -q -e ".$extras" >.venv/pip.log 2>&1 || { cat .venv/pip.log; exit 1; }
   touch "$stamp"
 fi
-echo "bootstrap: ready (.venv/bin/arbiter)"
+# `arbiter` on PATH, so the README's commands work as typed: a link to this checkout's
+# venv, made or moved here only where /usr/local/bin/arbiter is absent or is a link
+link=/usr/local/bin/arbiter
+if [[ $(id -u) -eq 0 && ( ! -e $link || -L $link ) ]]; then
+  ln -sfn "$PWD/.venv/bin/arbiter" "$link"
+fi
+if command -v arbiter >/dev/null; then
+  echo "bootstrap: ready ($(command -v arbiter) -> .venv/bin/arbiter)"
+else
+  echo "bootstrap: ready (.venv/bin/arbiter; not on PATH)"
+fi

@@ -184,6 +184,9 @@ def test_cli_check_against_simulated_nodes(tmp_path: Path, scenario: str, code: 
     if code == 1:
         assert "SPLIT BRAIN" in res.stdout
         assert "lb1 survives over lb2 by rule" in res.stdout
+        # what it would do, as what it would do: nothing has been done
+        assert "  would stop keepalived on lb2" in res.stdout
+        assert "has keepalived stopped" not in res.stdout
     else:
         assert "SPLIT" not in res.stdout
 
@@ -191,9 +194,22 @@ def test_cli_check_against_simulated_nodes(tmp_path: Path, scenario: str, code: 
 def test_cli_db_upgrade_and_incidents(cfgdir: Path) -> None:
     p = write(cfgdir, GOOD)
     up = run_cli("db", "upgrade", "-c", str(p))
-    assert up.returncode == 0 and "revision 0005" in up.stdout
+    assert up.returncode == 0 and "revision 0006" in up.stdout
     inc = run_cli("incidents", "-c", str(p))
     assert inc.returncode == 0 and "no incidents" in inc.stdout
+    # refused as the API refuses them, naming the parameter
+    bad = run_cli("incidents", "-c", str(p), "--state", "fenced-ish")
+    assert bad.returncode == 2 and "--state" in bad.stderr and "fence_failed" in bad.stderr
+    bad = run_cli("incidents", "-c", str(p), "--cluster", "nope")
+    assert bad.returncode == 2 and "--cluster: unknown cluster 'nope'" in bad.stderr
+
+
+def test_cli_incidents_on_a_database_never_migrated(cfgdir: Path) -> None:
+    p = write(cfgdir, GOOD.replace("arbiter.db", "never.db"))
+    db = cfgdir / "never.db"
+    res = run_cli("incidents", "-c", str(p))
+    assert res.returncode == 2 and "arbiter db upgrade" in res.stderr, res.stderr
+    assert not db.exists()  # no empty file left behind
 
 
 def test_cli_check_unreachable_nodes_is_not_a_crash(cfgdir: Path) -> None:
@@ -209,8 +225,11 @@ def test_cli_check_unreachable_nodes_is_not_a_crash(cfgdir: Path) -> None:
     key = asyncssh.generate_private_key("ssh-ed25519")
     key.write_private_key(str(cfgdir / "id_ed25519"))
     res = run_cli("check", "-c", str(write(cfgdir, text)))
-    assert res.returncode == 0, res.stdout + res.stderr  # no holders known, no split
+    # no holders known, no split; but a node it cannot reach is an error
+    assert res.returncode == 2, res.stdout + res.stderr
     assert "connect failed" in res.stdout
+    assert "SSH FAILED on web/lb1, web/lb2" in res.stdout
+    assert " INFO " not in res.stderr and " WARNING " not in res.stderr, res.stderr
     asyncio.run(asyncio.sleep(0))
 
 
@@ -223,7 +242,7 @@ def test_cli_check_unreachable_nodes_is_not_a_crash(cfgdir: Path) -> None:
 def test_serve_raises_the_open_files_limit(soft: int, nodes: int, expect: int) -> None:
     """`arbiter serve` keeps a socket per node: under a soft limit of 1024 (systemd's
     default) 1000 nodes would run out of descriptors. Run in a child with a low limit."""
-    code = ("import resource, logging; from arbiter.cli import ensure_open_files; "
+    code = ("import resource, logging; from arbiter.serve import ensure_open_files; "
             f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, 16384)); "
             f"print(ensure_open_files({nodes}), "
             "resource.getrlimit(resource.RLIMIT_NOFILE)[0])")

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,40 +12,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "arbiter.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=ENV)
+from tests.simserve import SimServe, cli
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Path]:
     """Simulated directors in a split brain, and `arbiter serve` on a free port."""
-    sim = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "sim", "-o", str(tmp_path),
-                            "--scenario", "split", "--port", str(free_port()),
-                            "--seconds", "120"], env=ENV, stdout=subprocess.PIPE, text=True)
-    serve = None
-    try:
-        assert sim.stdout is not None and "config:" in sim.stdout.readline()
-        cfg = tmp_path / "arbiter.toml"
-        text = re.sub(r'listen = ".*"', f'listen = "127.0.0.1:{free_port()}"', cfg.read_text())
-        text = text.replace("[arbiter]\n", '[arbiter]\nauto_release = false\n', 1)
-        text += '\n[api]\ntokens = { ops = "ops-token-0123456789abcdef" }\n'
-        cfg.write_text(text)
-        serve = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "serve", "-c", str(cfg)],
-                                 env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        yield cfg
-    finally:
-        for p in (serve, sim):
-            if p is not None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+    with SimServe(tmp_path) as s:
+        yield s.cfg
 
 
 def wait_status(cfg: Path, state: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from arbiter.api import views
 from arbiter.api.auth import Authenticator
+from arbiter.api.openapi import Bearer, bearer, reads_optionally_authed, version
 from arbiter.api.reader import Reader
 from arbiter.api.schema import (
     READ_ERRORS,
@@ -44,6 +45,7 @@ from arbiter.service import Arbiter
 from arbiter.store.engine import StoreError
 from arbiter.store.queries import MAX_ID, MAX_PAGE
 from arbiter.view import View
+from arbiter.web.page import docs_router, page_router
 
 log = logging.getLogger("arbiter.api")
 
@@ -52,7 +54,7 @@ async def get_arbiter(request: Request) -> Arbiter:
     return request.app.state.arbiter
 
 
-async def read_access(request: Request) -> None:
+async def read_access(request: Request, _doc: Bearer) -> None:
     # async: no I/O here, and a sync dependency would cost a threadpool hop per request
     request.app.state.auth.check_read(request)
 
@@ -127,7 +129,8 @@ def verdict_answer(request: Request) -> Response:
 
 
 @verdict_router.get("/verdict", summary="May this node claim MASTER?",
-                    openapi_extra={"parameters": VERDICT_PARAMS}, responses=VERDICT_RESPONSES)
+                    openapi_extra={"parameters": VERDICT_PARAMS}, responses=VERDICT_RESPONSES,
+                    dependencies=[Depends(bearer)])
 async def get_verdict(request: Request) -> Response:
     # Through the app (tests, `create_app` users); `arbiter serve` reaches the same
     # verdict_answer through with_fast_verdict, past FastAPI's per-request layers.
@@ -356,9 +359,12 @@ def create_app(arbiter: Arbiter, run_loop: bool = False, reader: Reader | None =
 
     app = FastAPI(
         title="keepalived-arbiter",
-        version="0.1.0",
-        description="Split-brain detection and arbitration for keepalived/VRRP clusters.",
+        version=version(),
+        description="Split-brain detection and arbitration for keepalived/VRRP clusters. "
+        "Reads are open unless `[api] protect_reads` is on; writes take a bearer token "
+        "(Authorize). The status page is at `/`.",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # served from local files (arbiter.web.page)
     )
     app.state.arbiter = arbiter
     app.state.auth = Authenticator(arbiter.config)
@@ -371,6 +377,9 @@ def create_app(arbiter: Arbiter, run_loop: bool = False, reader: Reader | None =
     app.include_router(verdict_router)
     app.include_router(router)
     app.include_router(open_router)
+    app.include_router(page_router, dependencies=[Depends(read_access)])
+    app.include_router(docs_router)
+    reads_optionally_authed(app, arbiter.config.api.protect_reads)
     return app
 
 

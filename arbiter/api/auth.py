@@ -6,6 +6,7 @@ time taken says nothing about which token was close. Every refusal is logged.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import logging
 from dataclasses import dataclass
@@ -50,7 +51,9 @@ class Authenticator:
         client = request.client.host if request.client else "?"
         log.warning("auth: %d %s %s from %s: %s", status, request.method, request.url.path,
                     client, msg)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        # Basic too: a browser asks for it on the status page (user: any, password: token)
+        headers = {"WWW-Authenticate": 'Bearer, Basic realm="keepalived-arbiter"'} \
+            if status == 401 else None
         return HTTPException(status, msg, headers=headers)
 
     def principal(self, request: Request) -> Principal:
@@ -58,8 +61,13 @@ class Authenticator:
         scheme, _, token = header.partition(" ")
         if not header:
             raise self._deny(request, 401, "missing bearer token (Authorization: Bearer ...)")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise self._deny(request, 401, "malformed Authorization header; expected Bearer")
+        if scheme.lower() == "basic":
+            token = _basic_password(token)
+        elif scheme.lower() != "bearer":
+            token = ""
+        if not token.strip():
+            raise self._deny(request, 401, "malformed Authorization header; expected Bearer "
+                             "(or Basic with the token as the password)")
         if not self._tokens:
             raise self._deny(request, 403, "no API tokens are configured: writes are disabled")
         who = self.identify(token.strip())
@@ -83,3 +91,12 @@ class Authenticator:
     def check_read(self, request: Request) -> None:
         if self.protect_reads:
             self.principal(request)
+
+
+def _basic_password(value: str) -> str:
+    """The password of a Basic credential (the token), or "" if it is malformed."""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[2]

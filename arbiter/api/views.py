@@ -141,6 +141,8 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
             # [ha]: this arbiter's name, the leader and term of each shard, and whether
             # this one leads it (null without [ha])
             "ha": rt.ha,
+            # [notify]: each channel's last result, pending and dead notifications
+            "notify": rt.notify,
         },
         "clusters": clusters,
     }

@@ -112,3 +112,30 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
         k: str((base / f).resolve()) for k in ("tls_certfile", "tls_keyfile")
         if (f := getattr(cfg.api, k))})
     return cfg.model_copy(update={"ssh": ssh, "arbiter": arb, "api": api})
+
+
+def read_env_file(path: str | Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines as systemd's EnvironmentFile= reads them (comments, blank
+    lines, optional quotes); a line that is none of those is an error naming it."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError([f"cannot read file: {exc.strerror}"], str(p)) from None
+    out: dict[str, str] = {}
+    problems = []
+    for n, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith(("#", ";")):
+            continue
+        key, eq, value = s.removeprefix("export ").partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            problems.append(f"line {n}: expected NAME=VALUE")
+            continue
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        out[key] = value
+    if problems:
+        raise ConfigError(problems, str(p))
+    return out

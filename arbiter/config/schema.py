@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from arbiter.config.ha import HASection
+from arbiter.config.notify import NotifySection
 
 DEFAULT_FENCE = "systemctl stop keepalived"
 DEFAULT_RECOVER = "systemctl start keepalived"
@@ -298,6 +299,7 @@ class Config(_Strict):
     api: APISection = Field(default_factory=APISection)
     clusters: list[ClusterConfig] = Field(min_length=1)
     ha: HASection | None = None
+    notify: NotifySection | None = None
     # (the clusters list it was built from, by name): model_copy(update=...) shares
     # private attributes, so the index is rebuilt when the list is not the same one
     _index: tuple[object, dict[str, ClusterConfig]] = PrivateAttr(default=(None, {}))

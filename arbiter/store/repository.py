@@ -27,6 +27,8 @@ from arbiter.effects import (
     SaveClusterMemory,
 )
 from arbiter.model import FenceMode, IncidentKind, IncidentState
+from arbiter.notify import events as notify_events
+from arbiter.notify.outbox import Notice, Outbox
 from arbiter.store import queries
 from arbiter.store.engine import StoreError, make_engine, sqlite_file
 from arbiter.store.rows import ClusterMemoryRow, IncidentRow
@@ -78,8 +80,18 @@ def _open(s: Session, kind: IncidentKind, cluster: str | None, at: datetime, rea
     )
     s.add(inc)
     s.flush()
-    s.add(IncidentEvent(incident_id=inc.id, at=at, state=inc.state, message=reason))
+    entry = IncidentEvent(incident_id=inc.id, at=at, state=inc.state, message=reason)
+    s.add(entry)
+    _notice(s, notify_events.on_open(kind.value), inc, entry)
     return inc.id
+
+
+def _notice(s: Session, event: notify_events.EventKind | None, inc: Incident,
+            entry: IncidentEvent, nodes: Sequence[str] = ()) -> None:
+    """Note an incident change worth telling: the outbox rows go into this same
+    transaction (Repository._tx), so a notification exists iff the change does."""
+    if event is not None:
+        s.info.setdefault("notices", []).append(Notice(event, inc, entry, tuple(nodes)))
 
 
 def _incident(s: Session, incident_id: int) -> Incident:
@@ -134,7 +146,10 @@ def _change(s: Session, incident_id: int, dst: IncidentState, at: datetime, mess
     if held:
         inc.held = True
         inc.held_nodes = sorted(set(inc.held_nodes or []) | set(held))
-    s.add(IncidentEvent(incident_id=incident_id, at=at, state=dst.value, message=message))
+    entry = IncidentEvent(incident_id=incident_id, at=at, state=dst.value, message=message)
+    s.add(entry)
+    _notice(s, notify_events.on_change(inc.kind, src.value, dst.value), inc, entry,
+            inc.held_nodes if dst is IncidentState.HELD else inc.victims)
 
 
 def _release(s: Session, incident_id: int, at: datetime, by: str, message: str,
@@ -151,8 +166,10 @@ def _release(s: Session, incident_id: int, at: datetime, by: str, message: str,
     inc.updated_at = at
     if not left:
         inc.released_at, inc.released_by = at, by
-    s.add(IncidentEvent(incident_id=incident_id, at=at, state=inc.state,
-                        message=f"{message} (released {', '.join(gone)} by {by})"))
+    entry = IncidentEvent(incident_id=incident_id, at=at, state=inc.state,
+                          message=f"{message} (released {', '.join(gone)} by {by})")
+    s.add(entry)
+    _notice(s, notify_events.EventKind.NODE_RELEASED, inc, entry, gone)
     return gone
 
 
@@ -181,12 +198,14 @@ def _row(i: Incident) -> IncidentRow:
 
 class Repository:
     def __init__(self, engine: Engine, guard: WriteGuard | None = None,
-                 arbiter: str | None = None):
+                 arbiter: str | None = None, outbox: Outbox | None = None):
         """``guard`` and ``arbiter`` ([ha]): the lease check run in every write that
-        decides or acts, and this arbiter's name for its own incidents."""
+        decides or acts, and this arbiter's name for its own incidents. ``outbox``
+        ([notify]): the notifications written with the incident changes."""
         self.engine = engine
         self.guard = guard
         self.arbiter = arbiter
+        self.outbox = outbox
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         path = sqlite_file(str(engine.url)) if engine.url.get_backend_name() == "sqlite" \
             else None
@@ -199,7 +218,11 @@ class Repository:
     def _tx(self, fn):  # type: ignore[no-untyped-def]
         try:
             with self._sessions() as s, s.begin():
-                return fn(s)
+                res = fn(s)
+                notices = s.info.pop("notices", None)
+                if notices and self.outbox is not None:
+                    self.outbox.write(s, notices, notices[0].entry.at)
+                return res
         except SQLAlchemyError as exc:
             raise StoreError(f"{type(exc).__name__}: {exc}".splitlines()[0][:500]) from exc
 
@@ -214,6 +237,10 @@ class Repository:
             inc = s.get(Incident, incident)
             cluster = inc.cluster if inc is not None else None
         return None if cluster is None else self.guard.check_write(s, cluster)
+
+    def transaction(self, fn):  # type: ignore[no-untyped-def]
+        """Run ``fn(session)`` in one transaction (the outbox's own statements)."""
+        return self._tx(fn)
 
     # --- health -----------------------------------------------------------
     def ping(self) -> None:

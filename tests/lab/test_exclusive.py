@@ -23,7 +23,7 @@ MASTER_DOWN = 3 * 1.0 + (256 - 90) / 256  # lb2: 3 x advert_int + skew
 CONFIRM = 0.5  # confirm_min_span
 # backup takes over: the arbiter notices (a round, plus a dead node's SSH timeout),
 # the gate passes `rise` times (plus one interval of phase), master-down runs out
-NOTICE = INTERVAL + 1.0 + 2.5  # interval + ssh connect + command timeouts (lab)
+NOTICE = INTERVAL + 1.0 + 3.5  # interval + ssh connect + command timeouts (lab)
 TAKEOVER = NOTICE + (GATE_RISE + 1) * GATE_INTERVAL + MASTER_DOWN
 
 
