@@ -60,6 +60,9 @@ def cluster_state(
     problems = [f"{n.node} {n.health.value}" for n in ca.nodes if n.health is not Health.HEALTHY]
     if ca.orphan_vips:
         problems.append(f"no holder for {', '.join(ca.orphan_vips)}")
+    for vip, macs in ca.conflicts:
+        problems.append(f"address conflict: {vip} also answered by {', '.join(macs)} "
+                        "(no configured node; find that host)")
     if db_error:
         problems.append(f"database: {db_error}")
     problems += gate_warnings

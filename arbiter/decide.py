@@ -93,10 +93,21 @@ def abstain_reason_of(snapshot: Snapshot) -> str | None:
 
 
 def holders_by_vip(cluster: ClusterConfig, obs: ClusterObservation) -> dict[str, tuple[str, ...]]:
+    """Who holds each VIP: by its addresses over SSH, and by the MAC that answers ARP
+    for it (the ARP view), so a node whose SSH is down still counts."""
     out: dict[str, tuple[str, ...]] = {}
     for vip in cluster.vips:
-        out[vip] = tuple(sorted(n.node for n in obs.nodes if vip in n.holds(cluster.vips)))
+        by_ssh = {n.node for n in obs.nodes if vip in n.holds(cluster.vips)}
+        by_arp = set(obs.arp.nodes_for(vip)) if obs.arp is not None else set()
+        out[vip] = tuple(sorted(by_ssh | by_arp))
     return out
+
+
+def _held_by(vip: str, holders: tuple[str, ...], obs: ClusterObservation) -> str:
+    text = f"{vip} held by " + " and ".join(holders)
+    if obs.arp is not None and len(obs.arp.macs(vip)) >= 2:
+        text += f" ({obs.arp.describe(vip)})"  # split brain seen at layer 2
+    return text
 
 
 
@@ -139,7 +150,7 @@ def assess_cluster(
                     if config.arbiter.confirm_after is None else f"observation {streak}")
         reason = (
             f"split brain on {', '.join(split_vips)} "
-            f"({'; '.join(f'{v} held by ' + ' and '.join(holders[v]) for v in split_vips)}), "
+            f"({'; '.join(_held_by(v, holders[v], obs) for v in split_vips)}), "
             f"{progress}"
         )
         if nxt.incident is None:
@@ -225,17 +236,29 @@ def assess_cluster(
             ))
 
     # --- orphaned VIPs -----------------------------------------------------
+    why = f"orphaned VIP(s) {', '.join(orphan_vips)}: held by no node"
     if orphan_vips and abstain_reason is None:
-        nxt = nxt.with_(orphan_streak=hist.orphan_streak + 1)
-        notes.append(f"orphaned VIP(s) {', '.join(orphan_vips)}: held by no node")
-        if nxt.orphan_streak >= config.arbiter.confirm_rounds and hist.orphan_incident is None:
-            effects.append(OpenIncident(IncidentKind.ORPHAN_VIP, "; ".join(notes), orphan_vips))
-    elif not orphan_vips:
-        nxt = nxt.with_(orphan_streak=0)
-        if hist.orphan_incident is not None:
-            effects.append(ChangeState(hist.orphan_incident, S.OPEN, S.RESOLVED,
-                                       "every VIP has a holder again"))
-            nxt = nxt.with_(orphan_incident=None)
+        notes.append(why)
+    streak, standing = _standing(config, IncidentKind.ORPHAN_VIP, orphan_vips, why,
+                                 hist.orphan_streak, hist.orphan_incident, abstain_reason,
+                                 effects, "every VIP has a holder again")
+    nxt = nxt.with_(orphan_streak=streak, orphan_incident=standing)
+
+    # --- address conflicts (the ARP view) ------------------------------------
+    # a MAC of no configured node answering for a VIP: alerted, never fenced (the
+    # arbiter cannot fence what it does not manage)
+    conflicts = tuple((v, obs.arp.strangers(v)) for v in cluster.vips
+                      if obs.arp is not None and obs.arp.strangers(v))
+    why = ("address conflict: " + "; ".join(obs.arp.describe(v) for v, _ in conflicts)
+           + "; a MAC of no configured node: not fenced, find that host"
+           if obs.arp is not None and conflicts else "")
+    if conflicts and abstain_reason is None:
+        notes.append(why)
+    streak, standing = _standing(config, IncidentKind.VIP_CONFLICT,
+                                 tuple(v for v, _ in conflicts), why, hist.conflict_streak,
+                                 hist.conflict_incident, abstain_reason, effects,
+                                 "no foreign MAC answers for the VIPs any more")
+    nxt = nxt.with_(conflict_streak=streak, conflict_incident=standing)
 
     if abstain_reason is None and not split_vips:
         nxt, releases, rel_notes, rel_effects = auto_release(config, cluster, obs, nxt, now)
@@ -266,7 +289,25 @@ def assess_cluster(
         fence=fence,
         notes=tuple(notes),
         effects=tuple(effects),
+        conflicts=conflicts,
     )
+
+
+def _standing(config: Config, kind: IncidentKind, vips: tuple[str, ...], why: str,
+              streak: int, incident: int | None, abstain_reason: str | None,
+              effects: list[Effect], over: str) -> tuple[int, int | None]:
+    """An incident about a standing condition (an orphaned VIP, an address conflict):
+    opened once it has lasted confirm_rounds rounds, resolved when it is gone, left
+    alone while the arbiter abstains. Returns the next (streak, incident)."""
+    if vips and abstain_reason is None:
+        if streak + 1 >= config.arbiter.confirm_rounds and incident is None:
+            effects.append(OpenIncident(kind, why, vips))
+        return streak + 1, incident
+    if not vips:
+        if incident is not None:
+            effects.append(ChangeState(incident, S.OPEN, S.RESOLVED, over))
+        return 0, None
+    return streak, incident
 
 
 def _after_split(config: Config, hist: ClusterHistory, now: datetime,

@@ -1,4 +1,5 @@
-"""Executing a fence plan over SSH: stop, verify, escalate, and record every step.
+"""The steps of a fence over SSH: run a command, read what VIPs are left, verify
+(by SSH and by ARP), announce; each recorded. ``fence_levels`` orders them.
 
 Each step is handed to ``record`` the moment it ends, so a crash mid-fence
 still leaves a trail. Victims are fenced one at a time (one fence in flight).
@@ -15,12 +16,14 @@ from dataclasses import dataclass
 from arbiter.clock import utcnow
 from arbiter.config import ClusterConfig, Config
 from arbiter.ha.term_runner import is_stale_term
-from arbiter.model import Address, FenceMethod, FencePlan, VictimAction
+from arbiter.model import Address, FencePlan
 from arbiter.probe.collect import CollectParseError, collect_command, parse_collect
 from arbiter.probe.ssh import Runner, Target
 from arbiter.store.repository import AttemptRecord
 
 Record = Callable[[AttemptRecord], Awaitable[None]]
+# (cluster, node, vips) -> the VIPs the node's MAC still answers ARP for (None: no view)
+ArpCheck = Callable[[ClusterConfig, str, tuple[str, ...]], Awaitable[tuple[str, ...] | None]]
 VERIFY_POLL = 0.2
 
 
@@ -31,7 +34,6 @@ class FenceReport:
     ok: bool
     held: tuple[str, ...]  # victims whose keepalived we stopped: held until released
     summary: str
-    stale_term: bool = False  # [ha] a node refused our term: another arbiter leads now
 
 
 class StaleTerm(Exception):
@@ -112,43 +114,28 @@ def del_command(a: Address) -> str:
     return f"ip addr del {shlex.quote(f'{a.address}/{a.prefixlen}')} dev {shlex.quote(a.ifname)}"
 
 
-async def fence_victim(
-    config: Config, cluster: ClusterConfig, action: VictimAction, vips: tuple[str, ...],
-    runner: Runner, record: Record,
-) -> tuple[bool, bool]:
-    """Returns (VIP verified gone, keepalived was stopped by us)."""
-    t = target_for(config, cluster, action.node)
-    node_cfg = cluster.node(action.node)
-    assert node_cfg is not None
-    cmd_timeout = config.ssh.command_timeout
-    bound = config.arbiter.fence_verify_timeout
-    stopped = False
-    if action.method is FenceMethod.STOP_KEEPALIVED:
-        rec = await run_step(runner, t, "fence_command", cluster.fence_command_for(node_cfg),
-                          cmd_timeout, record)
-        stopped = rec.ok
-        if not rec.ok and rec.exit_status is None:
-            return False, False  # could not even run it: SSH is down, nothing to verify
-        gone, left = await _verify(runner, t, vips, bound, cmd_timeout, record)
-        if gone:
-            return True, stopped
-    else:
-        left, err = await remaining_vips(runner, t, vips, cmd_timeout)
+async def verify_arp(cluster: ClusterConfig, node: str, vips: tuple[str, ...],
+                     arp: ArpCheck | None, bound: float, record: Record) -> bool:
+    """After the SSH verify: the victim's MAC must no longer answer ARP for the VIPs
+    (clients see ARP, not addresses). True without an ARP view."""
+    if arp is None:
+        return True
+    started = utcnow()
+    deadline = time.monotonic() + bound
+    while True:
+        left = await arp(cluster, node, vips)
         if left is None:
-            await record(AttemptRecord(
-                node=t.name, step="remove_address", command="ip -j addr show", ok=False,
-                exit_status=None, output="", error=f"could not read addresses: {err}",
-                started_at=utcnow(), finished_at=utcnow(),
-            ))
-            return False, False
-        if not left:
-            return True, False
-    # Escalate: the VIP outlived the stop (or keepalived was already dead).
-    step = "escalate" if action.method is FenceMethod.STOP_KEEPALIVED else "remove_address"
-    for a in left:
-        await run_step(runner, t, step, del_command(a), cmd_timeout, record)
-    gone, _ = await _verify(runner, t, vips, min(bound, 2.0), cmd_timeout, record)
-    return gone, stopped
+            return True
+        if not left or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(VERIFY_POLL)
+    detail = (f"no MAC of {node} answers ARP for {', '.join(vips)}" if not left
+              else f"{node}'s MAC still answers ARP for {', '.join(left)} after {bound:g}s")
+    await record(AttemptRecord(
+        node=node, step="verify_arp", command=f"ARP who-has {', '.join(vips)}",
+        ok=not left, exit_status=None, output=detail, error=None if not left else detail,
+        started_at=started, finished_at=utcnow()))
+    return not left
 
 
 async def announce(
@@ -169,27 +156,3 @@ async def announce(
         cmd = cluster.announce_command.format(vip=shlex.quote(a.address),
                                               ifname=shlex.quote(a.ifname))
         await run_step(runner, t, "announce", cmd, config.ssh.command_timeout, record)
-
-
-async def execute(
-    config: Config, cluster: ClusterConfig, plan: FencePlan, runner: Runner, record: Record
-) -> FenceReport:
-    held: list[str] = []
-    failed: list[str] = []
-    for action in plan.victims:
-        try:
-            ok, stopped = await fence_victim(config, cluster, action, plan.vips, runner, record)
-        except StaleTerm as exc:
-            # stop at once: whatever this fence meant, a newer leader decides now
-            return FenceReport(False, tuple(held), f"refused for a stale term: {exc}", True)
-        if stopped:
-            held.append(action.node)
-        if not ok:
-            failed.append(action.node)
-    if failed:
-        return FenceReport(False, tuple(held), f"fence of {', '.join(failed)} failed")
-    return FenceReport(
-        True, tuple(held),
-        f"fenced {', '.join(v.node for v in plan.victims)}; {plan.survivor} holds "
-        f"{', '.join(plan.vips)} alone",
-    )

@@ -22,15 +22,16 @@ from typing import Any
 from arbiter.clock import Clock, utcnow
 from arbiter.config import ClusterConfig, Config
 from arbiter.fence import (
+    ArpCheck,
     FenceReport,
     Record,
     StaleTerm,
     announce,
-    execute,
     run_step,
     target_for,
 )
-from arbiter.ha.term_runner import ANNOUNCE, STALE_TERM_EXIT, TermRunner
+from arbiter.fence_levels import FenceContext, agent_recover, execute
+from arbiter.ha.term_runner import ANNOUNCE, TermRunner, is_stale_term
 from arbiter.ledger import Ledger
 from arbiter.metrics import Metrics
 from arbiter.model import FencePlan, Hold
@@ -67,6 +68,10 @@ class Fencer:
         self._finished: list[FenceFinished] = []
         # [ha] the term this arbiter leads a cluster's shard under now (None: it does not)
         self.term_of: Callable[[str], int | None] | None = None
+        # the ARP view's check that a victim's MAC no longer answers (service wires it)
+        self.arp_check: ArpCheck | None = None
+        # why the arbiter abstains now (None: it does not): no agent runs then
+        self.abstaining: Callable[[], str | None] | None = None
 
     def _runner_for(self, cluster: str) -> Runner:
         """[ha] The runner of one fence or recover: its commands carry the term of now,
@@ -156,8 +161,9 @@ class Fencer:
                      rec.node, "ok" if rec.ok else "FAILED", rec.error or rec.command,
                      rec.duration_ms)
             if self.metrics is not None:
-                outcome = ("ok" if rec.ok else "stale_term" if rec.exit_status == STALE_TERM_EXIT
-                           else "failed")
+                # one rule for a stale term, as fence.run_step applies it
+                outcome = ("ok" if rec.ok else "stale_term"
+                           if is_stale_term(rec.exit_status, rec.output) else "failed")
                 self.metrics.fence_steps.labels(cluster, rec.step, outcome).inc()
             await self.ledger.record_step(incident, attempt, rec)
 
@@ -168,7 +174,8 @@ class Fencer:
         record = self._recorder(cluster.name, incident, attempt)
         runner = self._runner_for(cluster.name)
         try:
-            report = await execute(self.config, cluster, plan, runner, record)
+            report = await execute(FenceContext(self.config, cluster, runner, record,
+                                                self.arp_check, self.abstaining), plan)
         except Exception as exc:  # noqa: BLE001 - reported as the fence's failure
             log.exception("[%s] fence crashed", cluster.name)
             report = FenceReport(False, (), f"fence crashed: {exc}")
@@ -226,6 +233,10 @@ class Fencer:
             return {"node": hold.node, "ok": False, "error": "node no longer configured"}
         cmd = cluster.recover_command_for(node)
         record = self._recorder(cluster.name, hold.incident, 0)
+        if cluster.fence_agent and "agent" in cluster.levels_for(node):
+            powered = await agent_recover(cluster, hold.node, record)
+            if powered is not None:  # it was off: the agent turned it on, and that is all
+                return powered
         try:
             rec = await run_step(self._runner_for(cluster.name),
                                  target_for(self.config, cluster, hold.node), "recover", cmd,

@@ -54,6 +54,8 @@ def fold(history: History, assessment: Assessment, committed: Committed) -> Hist
             h = h.with_(incident=replace(h.incident, id=ids[IncidentKind.SPLIT_BRAIN]))
         if IncidentKind.ORPHAN_VIP in ids:
             h = h.with_(orphan_incident=ids[IncidentKind.ORPHAN_VIP])
+        if IncidentKind.VIP_CONFLICT in ids:
+            h = h.with_(conflict_incident=ids[IncidentKind.VIP_CONFLICT])
         clusters.append((ca.cluster, h))
     isolated = history.isolated_incident
     if ARBITER not in committed.failed:
@@ -166,6 +168,9 @@ def restore(
             continue
         if r.kind is IncidentKind.ORPHAN_VIP:
             hists[r.cluster] = h.with_(orphan_incident=r.id)
+            continue
+        if r.kind is IncidentKind.VIP_CONFLICT:
+            hists[r.cluster] = h.with_(conflict_incident=r.id)
             continue
         hists[r.cluster] = h.with_(
             incident=IncidentMemory(

@@ -120,6 +120,9 @@ class ViewCollector(Collector):
         holders = GaugeMetricFamily("arbiter_vip_holders",
                                     "Nodes holding the VIP in the last round (2+: split brain)",
                                     labels=["cluster", "vip"])
+        arp = GaugeMetricFamily("arbiter_arp_answerers",
+                                "Distinct MACs that answered ARP for the VIP in the last "
+                                "round (2+: split brain at layer 2)", labels=["cluster", "vip"])
         active = GaugeMetricFamily("arbiter_split_brain_active",
                                    "1 while the cluster has a VIP with two holders",
                                    labels=["cluster"])
@@ -130,6 +133,9 @@ class ViewCollector(Collector):
                 reach.add_metric([c.name, n.node, "icmp"], float(n.icmp_ok))
                 reach.add_metric([c.name, n.node, "ssh"], float(n.ssh_ok))
                 reach.add_metric([c.name, n.node, "gateway"], float(n.gateways_seen > 0))
+            if obs is not None and obs.arp is not None and obs.arp.error is None:
+                for vip in c.vips:
+                    arp.add_metric([c.name, vip], float(len(obs.arp.macs(vip))))
             ca = a.cluster(c.name) if a else None
             if ca is None:
                 continue
@@ -138,6 +144,7 @@ class ViewCollector(Collector):
             active.add_metric([c.name], float(bool(ca.split_vips)))
         yield reach
         yield holders
+        yield arp
         yield active
 
 

@@ -47,6 +47,8 @@ class IncidentKind(StrEnum):
     SPLIT_BRAIN = "split_brain"
     ORPHAN_VIP = "orphan_vip"
     ARBITER_ISOLATED = "arbiter_isolated"
+    # a MAC of no configured node answers ARP for a VIP: alerted, never fenced
+    VIP_CONFLICT = "vip_conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ class NodeObservation:
     # When addresses were carried forward from an earlier round (degraded node).
     addresses_seen_at: datetime | None = None
     ssh_ms: float | None = None
+    macs: tuple[str, ...] = ()  # the node's link-layer addresses (the collect's ip addr)
 
     @property
     def health(self) -> Health:
@@ -122,9 +125,39 @@ class SelfCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class ArpSight:
+    """What the arbiter's own ARP probe and listener saw for a cluster's VIPs.
+    ``answers``: the MACs that answered each VIP; ``owners``: which node each MAC
+    belongs to (from the collect, the last known when SSH is down)."""
+
+    answers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    owners: tuple[tuple[str, str], ...] = ()  # mac -> node
+    error: str | None = None  # unavailable, and why (then answers is empty)
+
+    def macs(self, vip: str) -> tuple[str, ...]:
+        return dict(self.answers).get(vip, ())
+
+    def nodes_for(self, vip: str) -> tuple[str, ...]:
+        own = dict(self.owners)
+        return tuple(sorted({own[m] for m in self.macs(vip) if m in own}))
+
+    def strangers(self, vip: str) -> tuple[str, ...]:
+        """MACs answering for the VIP that belong to no configured node."""
+        own = dict(self.owners)
+        return tuple(m for m in self.macs(vip) if m not in own)
+
+    def describe(self, vip: str) -> str:
+        """``192.168.77.100 answered by 02:..:11 (lb1) and 02:..:12 (lb2)``"""
+        own = dict(self.owners)
+        who = [f"{m} ({own.get(m, 'no configured node')})" for m in self.macs(vip)]
+        return f"{vip} answered by {' and '.join(who)}"
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterObservation:
     cluster: str
     nodes: tuple[NodeObservation, ...]
+    arp: ArpSight | None = None  # None: no arp_interface for this cluster
 
     def node(self, name: str) -> NodeObservation | None:
         return next((n for n in self.nodes if n.node == name), None)
@@ -187,6 +220,8 @@ class ClusterHistory:
     clean_since: datetime | None = None  # the first clean round of this streak
     orphan_streak: int = 0
     orphan_incident: int | None = None
+    conflict_streak: int = 0  # rounds a stranger's MAC answered for a VIP
+    conflict_incident: int | None = None
     # vip -> node that held it alone in the last clean round
     incumbents: tuple[tuple[str, str], ...] = ()
     incident: IncidentMemory | None = None
@@ -276,6 +311,7 @@ class ClusterAssessment:
     orphan_vips: tuple[str, ...]
     reason: str
     next_history: ClusterHistory
+    conflicts: tuple[tuple[str, tuple[str, ...]], ...] = ()  # vip -> strangers' MACs
     fence: FencePlan | None = None  # the plan decided this round (also in a StartFence)
     notes: tuple[str, ...] = field(default=())
     # what to record, then do, in order (arbiter.effects); the ledger commits them

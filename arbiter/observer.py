@@ -12,6 +12,7 @@ import asyncio
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from arbiter.arp_view import ArpViews
 from arbiter.clock import Clock, utcnow
 from arbiter.config import ClusterConfig, Config
 from arbiter.fence import target_for
@@ -49,12 +50,15 @@ def carry_forward(
         addresses_seen_at=seen_at,
         keepalived_running=prev.keepalived_running,
         gateways=prev.gateways,
+        macs=prev.macs,
     )
 
 
 class Observer:
-    def __init__(self, config: Config, pinger: Pinger, runner: Runner, clock: Clock = utcnow):
+    def __init__(self, config: Config, pinger: Pinger, runner: Runner, clock: Clock = utcnow,
+                 arp: ArpViews | None = None):
         self.config = config
+        self.arp = arp  # the ARP view of clusters with an arp_interface
         self.pinger = pinger
         self.runner = runner
         self.clock = clock
@@ -79,6 +83,7 @@ class Observer:
             (c.name, n.name): asyncio.create_task(self._collect(c, n.name))
             for c in cfg.clusters for n in c.nodes
         }
+        arp_tasks = {c.name: self.arp.probe(c) for c in cfg.clusters} if self.arp else {}
         pings = await icmp_task
         self.gateway_view = {g: pings.get(g, PingResult(False)).ok for g in cluster_gws}
         at = self.clock()
@@ -96,13 +101,16 @@ class Observer:
                     keepalived_running=facts.keepalived_running if facts else None,
                     gateways=facts.gateways if facts else (),
                     peers=facts.peers if facts else (),
+                    macs=facts.macs if facts else (),
                 )
                 o = carry_forward(self._prev.get(key), o, cfg.arbiter.degraded_hold)
                 self._prev[key] = o
                 if o.reachable:
                     self.last_seen[key] = at
                 nodes.append(o)
-            clusters.append(ClusterObservation(c.name, tuple(nodes)))
+            arp = await self.arp.sight(c, tuple(nodes), arp_tasks.get(c.name)) \
+                if self.arp else None
+            clusters.append(ClusterObservation(c.name, tuple(nodes), arp))
         self_check = SelfCheck(
             gateways=tuple((g, pings.get(g, PingResult(False)).ok) for g in gw_addrs),
             tilt_reason=tilt_reason,

@@ -42,6 +42,10 @@ def cluster_evidence(
         "holders": {v: list(h) for v, h in ca.holders},
         "split_vips": list(ca.split_vips),
         "orphan_vips": list(ca.orphan_vips),
+        # the ARP view: the MACs that answered each VIP, and whose they are
+        "arp": None if obs.arp is None else {
+            "answers": {v: list(m) for v, m in obs.arp.answers},
+            "owners": dict(obs.arp.owners), "error": obs.arp.error},
         "split_streak": ca.next_history.split_streak,
         "reason": ca.reason,
     }

@@ -69,6 +69,10 @@ async def serve(cfg: Config) -> int:
                                     else socket.AF_INET, reuse_port=False)
     except OSError as exc:
         raise RuntimeError(f"cannot listen on {cfg.arbiter.listen}: {exc.strerror}") from None
+    from arbiter.arp_view import preflight
+
+    if problems := preflight(cfg):  # the ARP view needs CAP_NET_RAW: say so, and stop
+        raise config_mod.ConfigError(problems, "(the ARP view)")
     arb, pool = build_arbiter(cfg)
     from arbiter.notify import setup as notify_setup
 

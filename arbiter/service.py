@@ -33,6 +33,7 @@ from dataclasses import replace
 from typing import Any
 
 from arbiter import decide, memory
+from arbiter.arp_view import ArpViews
 from arbiter.clock import Clock, utcnow
 from arbiter.config import Config
 from arbiter.effects import ChangeState, Recover, StartFence
@@ -76,8 +77,12 @@ class Arbiter:
         self._wake = asyncio.Event()
         self.metrics = Metrics()
         self.ledger = Ledger(repo, clock)
-        self.observer = Observer(config, pinger, runner, clock)
+        self.arp = ArpViews(config, self.wake)
+        self.observer = Observer(config, pinger, runner, clock, self.arp)
         self.fencer = Fencer(config, runner, self.ledger, self.wake, clock, self.metrics)
+        self.fencer.arp_check = self.arp.still_answering
+        self.fencer.abstaining = lambda: self.view.staleness(self.clock()) or (
+            self.view.assessment.abstain_reason if self.view.assessment else "no round yet")
         self.push = PushWatcher(config, runner, self.wake, clock)
         a = config.arbiter
         self.scheduler = Scheduler(a.interval, a.min_round_gap, config.tilt_after, a.tilt_period)
@@ -107,7 +112,7 @@ class Arbiter:
     @config.setter
     def config(self, config: Config) -> None:
         self._config = config
-        self.observer.config = self.fencer.config = self.push.config = config
+        self.observer.config = self.fencer.config = self.push.config = self.arp.config = config
         if self.vantages is not None:
             self.vantages.config = config
         self.view = replace(self.view, config=config)
@@ -287,9 +292,11 @@ class Arbiter:
     async def run_forever(self, stop: asyncio.Event) -> None:
         if self.config.arbiter.push:
             self.push.start()
+        self.arp.start()
         try:
             await self._loop(stop)
         finally:
+            self.arp.stop()
             await self.push.stop()
             await self.fencer.wait_idle()
 

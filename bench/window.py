@@ -2,6 +2,8 @@
 
 - poll: scheduled rounds only (interval 1 s, confirm_rounds 2, push off);
 - push: `ip monitor` over SSH wakes a round at once; confirm_after 0.5 s; SSH fence;
+- garp: the ARP view (arp_interface on the lab bridge), push off: the new holder's
+  gratuitous ARP wakes a round; confirm_after 0.5 s; SSH fence;
 - gate: push detection as above, but fence_mode "gate": no SSH, the victim's
   arbiter-gate puts it into FAULT;
 - seed: no arbiter; the seeds' split-brain ping script, run every 2 s on the master
@@ -13,7 +15,7 @@ event times), and from the incident the arbiter recorded:
 - fence: victim's VIP deleted - incident opened;
 - window: victim's VIP deleted - second holder's VIP added.
 
-    python -m bench.window --cuts 20 --modes poll push gate seed [--json out.json]
+    python -m bench.window --cuts 20 --modes poll push garp gate seed [--json out.json]
     python -m bench.window --modes failover --failover-reps 3   # exclusive verdicts:
                                                      # gain and cost (bench/failover.py)
 """
@@ -38,6 +40,9 @@ def configure(lab: Lab, mode: str) -> None:
     lab.set_arbiter(resolve_rounds=2, auto_release=False)
     if mode == "poll":
         lab.set_arbiter(push=False, interval=1.0, confirm_rounds=2)
+    elif mode == "garp":
+        lab.set_arbiter(push=False, interval=1.0, confirm_after=0.5)
+        lab.set_cluster(arp_interface="eth0")
     else:
         lab.set_arbiter(push=True, interval=1.0, confirm_after=0.5)
     if mode == "gate":  # reactive verdicts: this mode measures how a split is ended
@@ -161,7 +166,7 @@ def lab_path():  # type: ignore[no-untyped-def]
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cuts", type=int, default=20)
-    ap.add_argument("--modes", nargs="+", default=["poll", "push", "gate", "seed"])
+    ap.add_argument("--modes", nargs="+", default=["poll", "push", "garp", "gate", "seed"])
     ap.add_argument("--seed-observe", type=float, default=20.0)
     ap.add_argument("--failover-reps", type=int, default=3,
                     help="mode failover (bench/failover.py): runs per setup and fault, "

@@ -92,6 +92,25 @@ def test_issue_example_is_valid_and_paths_resolve(cfgdir: Path) -> None:
          "SQLAlchemy URL"),
         ("dry_run = false", 'dry_run = false\n[api]\ntokens = {ops = "pässwört-0123456789"}',
          "api.tokens", "printable ASCII"),
+        ('recover_command = "systemctl start keepalived"',
+         'recover_command = "systemctl start keepalived"\nfence_levels = ["ssh", "agent"]',
+         "clusters[0]", "fence_levels has agent but fence_agent is not set"),
+        ('recover_command = "systemctl start keepalived"',
+         'recover_command = "systemctl start keepalived"\nfence_levels = ["ssh", "ssh"]',
+         "clusters[0].fence_levels", "listed twice"),
+        ('recover_command = "systemctl start keepalived"',
+         'recover_command = "systemctl start keepalived"\nfence_levels = ["ipmi"]',
+         "clusters[0].fence_levels[0]", "'ssh', 'vip-del', 'gate' or 'agent'"),
+        ('fence_command = "pkill keepalived"',
+         'fence_command = "pkill keepalived"\nagent_options = { action = "reboot" }',
+         "clusters[0].nodes[1].agent_options", "set by the arbiter itself"),
+        ('recover_command = "systemctl start keepalived"',
+         'recover_command = "systemctl start keepalived"\narp_interface = "eth0; rm"',
+         "clusters[0].arp_interface", "String should match pattern"),
+        ("dry_run = false", 'dry_run = false\n[notify]\nsmtp_host = "mail"',
+         "notify", "notify.mail_from is required"),
+        ("dry_run = false", 'dry_run = false\n[notify]\n[[notify.webhooks]]\nurl = "ftp://x"',
+         "notify.webhooks[0].url", "not an http:// or https:// URL"),
     ],
 )
 def test_bad_config_names_the_field(cfgdir: Path, old: str, new: str, path: str,
@@ -194,7 +213,7 @@ def test_cli_check_against_simulated_nodes(tmp_path: Path, scenario: str, code: 
 def test_cli_db_upgrade_and_incidents(cfgdir: Path) -> None:
     p = write(cfgdir, GOOD)
     up = run_cli("db", "upgrade", "-c", str(p))
-    assert up.returncode == 0 and "revision 0006" in up.stdout
+    assert up.returncode == 0 and "revision 0007" in up.stdout
     inc = run_cli("incidents", "-c", str(p))
     assert inc.returncode == 0 and "no incidents" in inc.stdout
     # refused as the API refuses them, naming the parameter

@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from arbiter.fence import execute
+from arbiter.fence_levels import FenceContext, execute
 from arbiter.model import FenceMethod, FencePlan, VictimAction
 from arbiter.probe.collect import collect_command, parse_collect
 from arbiter.probe.ssh import SshPool, Target
@@ -107,7 +107,7 @@ async def _fence(site: SimSite, tmp_path: Path, method: FenceMethod) -> list[Att
 
     pool = pool_for(site)
     try:
-        outcome = await execute(cfg, cluster, order, pool, record)
+        outcome = await execute(FenceContext(cfg, cluster, pool, record), order)
     finally:
         await pool.close()
     recs.append(AttemptRecord("outcome", "outcome", outcome.summary, outcome.ok, None, "",
@@ -154,9 +154,13 @@ async def test_stale_vip_is_removed_without_stopping_anything(
 async def test_fence_against_dead_sshd_fails_cleanly(site: SimSite, tmp_path: Path) -> None:
     await site.stop_node("lb2")
     recs = await _fence(site, tmp_path, FenceMethod.STOP_KEEPALIVED)
-    assert [r.step for r in recs] == ["fence_command", "outcome"]
+    # each level tried and recorded with its level: ssh cannot run the stop, vip-del
+    # cannot read the addresses; the fence failed at every level
+    assert [(r.step, r.level) for r in recs] == [
+        ("fence_command", "ssh"), ("escalate", "vip-del"), ("outcome", None)]
     assert not recs[0].ok and "connect failed" in (recs[0].error or "")
-    assert not recs[-1].ok
+    assert "could not read addresses" in (recs[1].error or "")
+    assert not recs[-1].ok and "failed at every level (lb2: ssh/vip-del)" in recs[-1].command
 
 
 @pytest.mark.parametrize("bad", ["", "@@addr\nnot json\n@@keepalived\nrunning\n@@gw\n@@end\n"])

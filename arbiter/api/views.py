@@ -47,6 +47,17 @@ def verdict(view: View, cluster: ClusterConfig, node: str, vip: str | None,
     return {**body, "holder": holder, "verdict": verdict_.value, "reason": reason}
 
 
+def arp_view(iface: str | None, sight: Any) -> dict[str, Any] | None:
+    if iface is None:
+        return None
+    if sight is None:
+        return {"interface": iface, "error": "no round yet", "answers": {}}
+    own = dict(sight.owners)
+    return {"interface": iface, "error": sight.error,
+            "answers": {v: [{"mac": m, "node": own.get(m)} for m in macs]
+                        for v, macs in sight.answers}}
+
+
 def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None = None,
            gate_warnings: dict[str, dict[str, str]] | None = None) -> dict:
     """``gates``: each cluster's gate wiring (GateLog.wiring), and the warnings for
@@ -94,6 +105,9 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
             "holders": {v: list(h) for v, h in ca.holders} if ca else {},
             "split_vips": list(ca.split_vips) if ca else [],
             "orphan_vips": list(ca.orphan_vips) if ca else [],
+            # the ARP view beside the SSH holders (null: no arp_interface)
+            "arp": arp_view(c.arp_interface, obs.arp if obs else None),
+            "conflicts": {v: list(m) for v, m in ca.conflicts} if ca else {},
             "split_streak": hist.split_streak,
             "reason": ca.reason if ca else None,
             "incident": None if inc is None else {

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from arbiter.config.fencing import AgentRule, ClusterFencing, NodeFencing
 from arbiter.config.ha import HASection
 from arbiter.config.notify import NotifySection
 
@@ -194,7 +195,7 @@ class APISection(_Strict):
         return self
 
 
-class NodeConfig(_Strict):
+class NodeConfig(_Strict, NodeFencing):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     address: IPAddr
     priority: int = Field(100, ge=0, le=255)
@@ -217,7 +218,7 @@ class NodeConfig(_Strict):
         return _ip(v, "address")
 
 
-class ClusterConfig(_Strict):
+class ClusterConfig(_Strict, ClusterFencing, AgentRule):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     vips: list[IPAddr] = Field(min_length=1)
     gateways: list[IPAddr] = Field(default_factory=list)
@@ -244,6 +245,13 @@ class ClusterConfig(_Strict):
         description="with [ha]: the lease this cluster is led under; several arbiters can "
         "each lead some shards of a large site",
     )
+    arp_interface: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.:@-]{1,15}$",
+        description="the arbiter's interface on the directors' segment: probe and listen "
+        "for ARP answers for the VIPs (needs CAP_NET_RAW; unset: no ARP view)",
+    )
+    arp_timeout: float = Field(0.2, gt=0, le=5,
+                               description="seconds to collect ARP answers each round")
     nodes: list[NodeConfig] = Field(min_length=2)
 
     @field_validator("vips", "gateways")
@@ -291,6 +299,12 @@ class ClusterConfig(_Strict):
 
     def recover_command_for(self, node: NodeConfig) -> str:
         return node.recover_command or self.recover_command
+
+    def levels_for(self, node: NodeConfig) -> tuple[str, ...]:
+        return tuple(node.fence_levels or self.fence_levels)
+
+    def agent_options_for(self, node: NodeConfig) -> dict[str, str]:
+        return {**self.fence_agent_options, **node.agent_options}
 
 
 class Config(_Strict):

@@ -28,6 +28,8 @@ class EventKind(StrEnum):
     TILT_RESOLVED = "tilt_resolved"
     ORPHAN_VIP = "orphan_vip"
     ORPHAN_VIP_RESOLVED = "orphan_vip_resolved"
+    VIP_CONFLICT = "vip_conflict"
+    VIP_CONFLICT_RESOLVED = "vip_conflict_resolved"
     TEST = "test"  # `arbiter notify test`: never written to the outbox
 
 
@@ -44,6 +46,7 @@ SEVERITY: dict[EventKind, str] = {
     EventKind.ARBITER_ISOLATED: "critical",
     EventKind.TILT: "warning",
     EventKind.ORPHAN_VIP: "critical",
+    EventKind.VIP_CONFLICT: "critical",
     EventKind.TEST: "info",
 }
 
@@ -55,6 +58,7 @@ RESOLVES: dict[EventKind, EventKind] = {
     EventKind.ARBITER_ISOLATED_RESOLVED: EventKind.ARBITER_ISOLATED,
     EventKind.TILT_RESOLVED: EventKind.TILT,
     EventKind.ORPHAN_VIP_RESOLVED: EventKind.ORPHAN_VIP,
+    EventKind.VIP_CONFLICT_RESOLVED: EventKind.VIP_CONFLICT,
 }
 
 
@@ -66,7 +70,8 @@ def severity(kind: EventKind) -> str:
 def on_open(incident_kind: str) -> EventKind | None:
     """The event an incident of this kind raises when it opens."""
     return {"split_brain": EventKind.SPLIT_BRAIN, "orphan_vip": EventKind.ORPHAN_VIP,
-            "arbiter_isolated": EventKind.ARBITER_ISOLATED}.get(incident_kind)
+            "arbiter_isolated": EventKind.ARBITER_ISOLATED,
+            "vip_conflict": EventKind.VIP_CONFLICT}.get(incident_kind)
 
 
 def on_change(incident_kind: str, src: str, dst: str) -> EventKind | None:
@@ -80,6 +85,7 @@ def on_change(incident_kind: str, src: str, dst: str) -> EventKind | None:
     if dst == "resolved" and src != "resolved":
         return {"split_brain": EventKind.SPLIT_BRAIN_RESOLVED,
                 "orphan_vip": EventKind.ORPHAN_VIP_RESOLVED,
+                "vip_conflict": EventKind.VIP_CONFLICT_RESOLVED,
                 "arbiter_isolated": EventKind.ARBITER_ISOLATED_RESOLVED}.get(incident_kind)
     return None
 
@@ -111,6 +117,8 @@ def title(event: EventKind, cluster: str | None, incident: dict[str, Any] | None
         EventKind.TILT_RESOLVED: f"resolved: {where} out of TILT",
         EventKind.ORPHAN_VIP: f"{where}: {vips} held by no node",
         EventKind.ORPHAN_VIP_RESOLVED: f"resolved: {vips} held again in {where}",
+        EventKind.VIP_CONFLICT: f"ADDRESS CONFLICT in {where}: a foreign MAC answers for {vips}",
+        EventKind.VIP_CONFLICT_RESOLVED: f"resolved: address conflict on {vips} in {where}",
         EventKind.TEST: f"test notification from {where}",
     }[event]
 

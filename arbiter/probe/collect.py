@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -59,6 +60,7 @@ class NodeFacts:
     keepalived_running: bool
     gateways: tuple[tuple[str, bool], ...]
     peers: tuple[tuple[str, bool], ...] = ()
+    macs: tuple[str, ...] = ()  # link-layer addresses of its Ethernet links
 
 
 class CollectParseError(ValueError):
@@ -74,6 +76,7 @@ def _updown(lines: list[str]) -> dict[str, bool]:
     return seen
 
 
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 MAX_COLLECT_CHARS = 1 << 20  # a real `ip -j addr` of a busy director is a few KiB
 MAX_ADDRESSES = 4096
 
@@ -98,6 +101,8 @@ class _AddrInfo(BaseModel):
 class _Link(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     ifname: str = Field("?", max_length=64)
+    link_type: str | None = Field(None, max_length=32)
+    address: str | None = Field(None, max_length=64)  # the MAC, for link_type ether
     addr_info: list[_AddrInfo] = Field(default_factory=list, max_length=MAX_ADDRESSES)
 
 
@@ -160,4 +165,7 @@ def parse_collect(
         keepalived_running=ka == ["running"],
         gateways=tuple((g, seen.get(g, False)) for g in gateways),
         peers=tuple((p, peer_seen.get(p, False)) for p in peers or []),
+        macs=tuple(sorted({link.address.lower() for link in links
+                           if link.link_type == "ether" and link.address
+                           and _MAC.fullmatch(link.address)})),
     )

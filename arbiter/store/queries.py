@@ -71,7 +71,8 @@ def get_incident(s: Session, incident_id: int) -> dict[str, Any] | None:
     out["decision"] = inc.decision
     out["fence_attempts"] = [
         {
-            "attempt": a.attempt, "node": a.node, "step": a.step, "command": a.command,
+            "attempt": a.attempt, "node": a.node, "level": a.level, "step": a.step,
+            "command": a.command,
             "ok": a.ok, "exit_status": a.exit_status, "output": a.output,
             "error": a.error, "started_at": iso(a.started_at),
             "finished_at": iso(a.finished_at), "duration_ms": round(a.duration_ms, 1),

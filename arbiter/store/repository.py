@@ -56,6 +56,7 @@ class AttemptRecord:
     error: str | None
     started_at: datetime
     finished_at: datetime
+    level: str | None = None  # the fencing level it belongs to (ssh, vip-del, gate, agent)
 
     @property
     def duration_ms(self) -> float:
@@ -327,7 +328,7 @@ class Repository:
             command=rec.command, ok=rec.ok, exit_status=rec.exit_status,
             output=rec.output[-OUTPUT_EXCERPT:], error=rec.error,
             started_at=rec.started_at, finished_at=rec.finished_at,
-            duration_ms=rec.duration_ms,
+            duration_ms=rec.duration_ms, level=rec.level,
         ))))
 
     def release(self, incident_id: int, at: datetime, by: str, message: str,

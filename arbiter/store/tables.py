@@ -109,6 +109,7 @@ class FenceAttempt(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
     duration_ms: Mapped[float] = mapped_column(Float)
+    level: Mapped[str | None] = mapped_column(String(16))  # the fencing level
 
     incident: Mapped[Incident] = relationship(back_populates="fence_attempts")
 

@@ -75,7 +75,9 @@ class Lab:
             for k, v in values.items():
                 lines = [ln for ln in text.splitlines() if not ln.startswith(f"{k} =")]
                 i = lines.index(section)
-                lines.insert(i + 1, f"{k} = {json.dumps(v)}")
+                value = json.dumps(v) if not isinstance(v, dict) else \
+                    "{ " + ", ".join(f"{ik} = {json.dumps(iv)}" for ik, iv in v.items()) + " }"
+                lines.insert(i + 1, f"{k} = {value}")
                 text = "\n".join(lines) + "\n"
             p.write_text(text)
 

@@ -11,6 +11,7 @@ from arbiter.effects import OpenIncident
 from arbiter.memory import ARBITER, Committed
 from arbiter.model import (
     Address,
+    ArpSight,
     Assessment,
     ClusterObservation,
     History,
@@ -82,14 +83,15 @@ class Driver:
     log: list[Assessment] = field(default_factory=list)
 
     def round(self, *nodes: NodeObservation, sees_gateway: bool = True,
-              tilt: str | None = None, at: datetime | None = None) -> Assessment:
+              tilt: str | None = None, at: datetime | None = None,
+              arp: ArpSight | None = None) -> Assessment:
         """One round ``interval`` after the last, or at ``at`` (rounds woken early)."""
         if at is not None:
             self.now = at
         snap = Snapshot(
             at=self.now,
             self_check=SelfCheck(gateways=((GW, sees_gateway),), tilt_reason=tilt),
-            clusters=(ClusterObservation("web", tuple(nodes)),),
+            clusters=(ClusterObservation("web", tuple(nodes), arp),),
         )
         a = decide.assess(self.config, snap, self.history, self.now)
         committed, self.next_id = store_ids(a, self.next_id)

@@ -1,0 +1,204 @@
+"""The ARP view: which MAC addresses answer for each VIP on the arbiter's own
+segment, seen with an ``AF_PACKET`` socket (needs ``CAP_NET_RAW``).
+
+- **probe**: each round, one ARP request per VIP; every distinct MAC that answers
+  within ``arp_timeout`` is a holder as clients see it, whatever SSH says.
+- **listen**: continuously, gratuitous ARPs and unsolicited replies for the VIPs.
+  keepalived sends them the moment it becomes MASTER, so a new holder is seen in
+  milliseconds even when SSH is down; the listener wakes a round.
+
+Plain ``socket`` and ``struct``: an ARP frame is 42 bytes of fixed layout, and the
+loop's own ``add_reader`` watches the socket, so no packet library (scapy is a
+large dependency that wants its own sniffing threads) is needed.
+
+It works only where the arbiter shares the directors' layer-2 segment; behind a
+router every answer comes from the router's MAC, so the view is unavailable there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import ipaddress
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger("arbiter.arp")
+
+ETH_P_ARP = 0x0806
+PACKET_OUTGOING = 4
+SIOCGIFADDR = 0x8915
+BROADCAST = b"\xff" * 6
+ARP_REQUEST, ARP_REPLY = 1, 2
+MAX_FRAMES_PER_WAKE = 1024  # a flood costs one bounded pass per wake-up
+
+
+class ArpUnavailable(Exception):
+    """The ARP view cannot run here (no CAP_NET_RAW, no such interface); says why."""
+
+
+def mac_str(b: bytes) -> str:
+    return ":".join(f"{x:02x}" for x in b)
+
+
+def request_frame(src_mac: bytes, src_ip: bytes, target_ip: bytes) -> bytes:
+    """An Ethernet broadcast 'who has target_ip, tell src_ip', padded to 60 bytes."""
+    eth = BROADCAST + src_mac + struct.pack("!H", ETH_P_ARP)
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, ARP_REQUEST, src_mac, src_ip,
+                      b"\x00" * 6, target_ip)
+    return (eth + arp).ljust(60, b"\x00")
+
+
+@dataclass(frozen=True)
+class ArpPacket:
+    op: int
+    sender_mac: str
+    sender_ip: str
+    target_ip: str
+
+    @property
+    def gratuitous(self) -> bool:
+        return self.sender_ip == self.target_ip
+
+
+def parse_frame(frame: bytes) -> ArpPacket | None:
+    """An Ethernet ARP frame for IPv4 over Ethernet, or None for anything else."""
+    if len(frame) < 42 or frame[12:14] != b"\x08\x06":
+        return None
+    htype, ptype, hlen, plen, op, sha, spa, _tha, tpa = struct.unpack(
+        "!HHBBH6s4s6s4s", frame[14:42])
+    if (htype, ptype, hlen, plen) != (1, 0x0800, 6, 4) or op not in (ARP_REQUEST, ARP_REPLY):
+        return None
+    return ArpPacket(op, mac_str(sha), socket.inet_ntoa(spa), socket.inet_ntoa(tpa))
+
+
+def _ipv4_of(sock: socket.socket, ifname: str) -> bytes:
+    """The interface's IPv4 address, or 0.0.0.0 (an RFC 5227 probe) if it has none."""
+    try:
+        res = fcntl.ioctl(sock.fileno(), SIOCGIFADDR,
+                          struct.pack("256s", ifname.encode()[:15]))
+        return res[20:24]
+    except OSError:
+        return b"\x00" * 4
+
+
+@dataclass
+class Seen:
+    """MACs seen answering for each VIP, with when (monotonic)."""
+
+    answers: dict[str, dict[str, float]] = field(default_factory=dict)  # vip -> mac -> t
+
+    def note(self, vip: str, mac: str, t: float) -> bool:
+        """True if this MAC is new for the VIP."""
+        by = self.answers.setdefault(vip, {})
+        new = mac not in by
+        by[mac] = t
+        return new
+
+    def since(self, vip: str, t0: float) -> tuple[str, ...]:
+        return tuple(sorted(m for m, t in self.answers.get(vip, {}).items() if t >= t0))
+
+
+class ArpWatch:
+    """One interface: probes on demand, listens all the time, for a set of VIPs.
+
+    ``on_claim(vip, mac)`` is called (on the loop) for a gratuitous ARP or an
+    unsolicited reply for a VIP: a node has just claimed it."""
+
+    def __init__(self, ifname: str, vips: set[str],
+                 on_claim: Callable[[str, str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.ifname = ifname
+        self.vips = {v for v in vips if ipaddress.ip_address(v).version == 4}
+        self.on_claim = on_claim
+        self.clock = clock
+        self.seen = Seen()
+        self.claims = 0
+        self.last_claim: tuple[str, str, float] | None = None  # vip, mac, wall time
+        self._sock: socket.socket | None = None
+        self._mac = b""
+        self._ip = b""
+        self._probing_until = 0.0
+
+    @property
+    def mac(self) -> str:
+        return mac_str(self._mac)
+
+    def open(self) -> None:
+        """Open and bind the socket; ArpUnavailable (saying why) if it cannot."""
+        try:
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        except PermissionError:
+            raise ArpUnavailable("an AF_PACKET socket needs CAP_NET_RAW (run as root, or "
+                                 "AmbientCapabilities=CAP_NET_RAW in the systemd unit)") \
+                from None
+        try:
+            s.bind((self.ifname, ETH_P_ARP))
+        except OSError as exc:
+            s.close()
+            raise ArpUnavailable(f"cannot bind to interface {self.ifname!r}: "
+                                 f"{exc.strerror}") from None
+        s.setblocking(False)
+        self._mac = s.getsockname()[4]
+        self._ip = _ipv4_of(s, self.ifname)
+        self._sock = s
+
+    def start(self) -> None:
+        if self._sock is None:
+            self.open()
+        assert self._sock is not None
+        asyncio.get_running_loop().add_reader(self._sock.fileno(), self._readable)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing registered
+                asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+    def _readable(self) -> None:
+        assert self._sock is not None
+        for _ in range(MAX_FRAMES_PER_WAKE):
+            try:
+                frame, addr = self._sock.recvfrom(128)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("ARP on %s: %s", self.ifname, exc)
+                return
+            if addr[2] == PACKET_OUTGOING:
+                continue
+            self._handle(parse_frame(frame))
+
+    def _handle(self, p: ArpPacket | None) -> None:
+        if p is None or p.sender_ip not in self.vips or p.sender_mac == self.mac:
+            return
+        now = self.clock()
+        self.seen.note(p.sender_ip, p.sender_mac, now)
+        # a claim: a gratuitous ARP, or a reply nobody asked for (outside a probe)
+        if p.gratuitous or (p.op == ARP_REPLY and now > self._probing_until):
+            self.claims += 1
+            self.last_claim = (p.sender_ip, p.sender_mac, time.time())
+            if self.on_claim is not None:
+                self.on_claim(p.sender_ip, p.sender_mac)
+
+    async def probe(self, vips: list[str], timeout: float) -> dict[str, tuple[str, ...]]:
+        """Ask for each VIP once; every MAC that answered within ``timeout``."""
+        if self._sock is None:
+            raise ArpUnavailable("the ARP socket is not open")
+        wanted = [v for v in vips if v in self.vips]
+        t0 = self.clock()
+        self._probing_until = t0 + timeout + 0.05
+        for vip in wanted:
+            try:
+                self._sock.send(request_frame(self._mac, self._ip, socket.inet_aton(vip)))
+            except OSError as exc:
+                raise ArpUnavailable(f"cannot send on {self.ifname}: {exc.strerror}") \
+                    from None
+        await asyncio.sleep(timeout)
+        return {vip: self.seen.since(vip, t0) for vip in wanted}
