@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from arbiter.config import ClusterConfig, Config
 from arbiter.model import ArpSight, NodeObservation
-from arbiter.probe.arp import ArpUnavailable, ArpWatch
+from arbiter.probe.arp import ArpUnavailable, ArpWatch, off_segment
 
 log = logging.getLogger("arbiter.arp")
 
@@ -73,9 +73,23 @@ class ArpViews:
             log.info("ARP: %s claimed by %s: a round now", vip, mac)
             self.wake()
 
+    def unavailable(self, c: ClusterConfig) -> str | None:
+        """Why this cluster has no ARP view now (None: it has one)."""
+        if not c.arp_interface:
+            return None
+        w = self.watches.get(c.arp_interface)
+        if w is None:
+            return self.errors.get(c.arp_interface, "the ARP view has not started")
+        off = off_segment(c.vips, w.network)
+        if off:
+            return (f"{', '.join(off)} not on {c.arp_interface}'s subnet {w.network}: the "
+                    "ARP view works only on the directors' own segment (behind a router, "
+                    "every answer would be the router's)")
+        return None
+
     def probe(self, c: ClusterConfig) -> asyncio.Task[dict[str, tuple[str, ...]]] | None:
         """Start this round's probe of the cluster's VIPs (None: no ARP view)."""
-        if not c.arp_interface or c.arp_interface not in self.watches:
+        if not c.arp_interface or self.unavailable(c) is not None:
             return None
         return asyncio.create_task(self.watches[c.arp_interface].probe(c.vips, c.arp_timeout))
 
@@ -90,7 +104,7 @@ class ArpViews:
                     del own[m]
                 own.update(dict.fromkeys(n.macs, n.node))
         if task is None:
-            why = self.errors.get(c.arp_interface, "the ARP view has not started")
+            why = self.unavailable(c) or "the ARP view has not started"
             return ArpSight(owners=tuple(sorted(own.items())), error=why)
         try:
             answers = await task

@@ -17,12 +17,16 @@ from arbiter.api.writes import MAX_BODY
 class EventIn(BaseModel):
     """A keepalived notify call: arbiter-notify sends TYPE NAME STATE PRIORITY."""
 
-    cluster: str = Field(min_length=1, max_length=64)
-    node: str = Field(min_length=1, max_length=64)
-    type: Literal["INSTANCE", "GROUP"] = "INSTANCE"
-    instance: str = Field(min_length=1, max_length=128)
-    state: Literal["MASTER", "BACKUP", "FAULT", "STOP", "DELETED"]
-    priority: int | None = Field(None, ge=0, le=255)
+    cluster: str = Field(min_length=1, max_length=64, description="the cluster's name")
+    node: str = Field(min_length=1, max_length=64,
+                      description="the reporting node (a node token may report only itself)")
+    type: Literal["INSTANCE", "GROUP"] = Field(
+        "INSTANCE", description="keepalived's $1: a vrrp_instance or a vrrp_sync_group")
+    instance: str = Field(min_length=1, max_length=128,
+                          description="keepalived's $2: the instance or group name")
+    state: Literal["MASTER", "BACKUP", "FAULT", "STOP", "DELETED"] = Field(
+        description="keepalived's $3: the state it entered")
+    priority: int | None = Field(None, ge=0, le=255, description="keepalived's $4")
 
 
 class ReleaseIn(BaseModel):

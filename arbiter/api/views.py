@@ -49,7 +49,9 @@ def verdict(view: View, cluster: ClusterConfig, node: str, vip: str | None,
 
 def arp_view(iface: str | None, sight: Any) -> dict[str, Any] | None:
     if iface is None:
-        return None
+        return {"interface": None, "answers": {},
+                "error": "not configured: no arp_interface (the ARP view needs the arbiter "
+                         "on the directors' layer-2 segment)"}
     if sight is None:
         return {"interface": iface, "error": "no round yet", "answers": {}}
     own = dict(sight.owners)

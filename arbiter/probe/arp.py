@@ -33,6 +33,7 @@ log = logging.getLogger("arbiter.arp")
 ETH_P_ARP = 0x0806
 PACKET_OUTGOING = 4
 SIOCGIFADDR = 0x8915
+SIOCGIFNETMASK = 0x891B
 BROADCAST = b"\xff" * 6
 ARP_REQUEST, ARP_REPLY = 1, 2
 MAX_FRAMES_PER_WAKE = 1024  # a flood costs one bounded pass per wake-up
@@ -77,11 +78,11 @@ def parse_frame(frame: bytes) -> ArpPacket | None:
     return ArpPacket(op, mac_str(sha), socket.inet_ntoa(spa), socket.inet_ntoa(tpa))
 
 
-def _ipv4_of(sock: socket.socket, ifname: str) -> bytes:
-    """The interface's IPv4 address, or 0.0.0.0 (an RFC 5227 probe) if it has none."""
+def _ipv4_of(sock: socket.socket, ifname: str, request: int = SIOCGIFADDR) -> bytes:
+    """The interface's IPv4 address (or netmask), or 0.0.0.0 if it has none (then the
+    probes are RFC 5227 probes, which every host answers all the same)."""
     try:
-        res = fcntl.ioctl(sock.fileno(), SIOCGIFADDR,
-                          struct.pack("256s", ifname.encode()[:15]))
+        res = fcntl.ioctl(sock.fileno(), request, struct.pack("256s", ifname.encode()[:15]))
         return res[20:24]
     except OSError:
         return b"\x00" * 4
@@ -121,6 +122,7 @@ class ArpWatch:
         self.claims = 0
         self.last_claim: tuple[str, str, float] | None = None  # vip, mac, wall time
         self._sock: socket.socket | None = None
+        self.network: ipaddress.IPv4Network | None = None  # the interface's own subnet
         self._mac = b""
         self._ip = b""
         self._probing_until = 0.0
@@ -146,6 +148,10 @@ class ArpWatch:
         s.setblocking(False)
         self._mac = s.getsockname()[4]
         self._ip = _ipv4_of(s, self.ifname)
+        mask = _ipv4_of(s, self.ifname, SIOCGIFNETMASK)
+        if self._ip != b"\x00" * 4:
+            self.network = ipaddress.IPv4Network(
+                f"{socket.inet_ntoa(self._ip)}/{socket.inet_ntoa(mask)}", strict=False)
         self._sock = s
 
     def start(self) -> None:
@@ -202,3 +208,11 @@ class ArpWatch:
                     from None
         await asyncio.sleep(timeout)
         return {vip: self.seen.since(vip, t0) for vip in wanted}
+
+
+def off_segment(vips: list[str], network: ipaddress.IPv4Network | None) -> list[str]:
+    """VIPs outside the interface's subnet: behind a router, where ARP cannot see
+    who holds them (every answer would be the router's)."""
+    if network is None:
+        return []
+    return [v for v in vips if ipaddress.ip_address(v) not in network]

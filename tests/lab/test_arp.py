@@ -93,6 +93,10 @@ def test_a_third_host_with_the_vip_is_a_conflict_and_nothing_is_fenced(lab: Lab)
         (web,) = lab.api("/status")["clusters"]
         assert web["state"] == "degraded" and "address conflict" in web["state_reason"]
         assert web["conflicts"][VIP1], web
+        metrics = subprocess.run(["ip", "netns", "exec", lab.ns("arb"), "curl", "-sS",
+                                  "--max-time", "5", "http://127.0.0.1:8080/metrics"],
+                                 capture_output=True, text=True, timeout=10).stdout
+        assert f'arbiter_arp_answerers{{cluster="web",vip="{VIP1}"}} 2.0' in metrics
     finally:
         lab.exec("web1", f"ip addr del {VIP1}/24 dev eth0; true")
     wait_for(lambda: lab.incidents("vip_conflict")[0]["state"] == "resolved", 20,
