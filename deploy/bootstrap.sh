@@ -11,8 +11,9 @@ want_test=0
 # netbase: /etc/protocols (nftables only recommends it); e2fsprogs: chattr for the
 # store tests
 pkgs=(keepalived openssh-server openssh-client nftables iproute2 iputils-ping iputils-arping nginx curl util-linux procps python3-venv busybox dash netbase e2fsprogs)
-# chromium: tests/test_page.py drives it headless through playwright
-[[ $want_test == 1 ]] && pkgs+=(postgresql chromium)
+# chromium: tests/test_page.py drives it headless through playwright; prometheus:
+# promtool checks deploy/prometheus/arbiter-rules.yml (its service is kept from starting)
+[[ $want_test == 1 ]] && pkgs+=(postgresql chromium prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -88,3 +88,25 @@ def test_the_alert_rules_use_only_metrics_the_arbiter_exports() -> None:
                  "arbiter_vip_holders", "arbiter_split_brain_active"}  # the View's
     used = {n for r in rules for n in re.findall(r"\barbiter_[a-z_]+", r["expr"])}
     assert used and used <= exported | {f"{n}_total" for n in exported}, used - exported
+
+
+def test_promtool_accepts_the_alert_rules() -> None:
+    """Prometheus's own check of deploy/prometheus/arbiter-rules.yml (Debian's
+    prometheus package; tests/run.sh installs it)."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import pytest
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("ARBITER_LAB_REQUIRED"):
+            pytest.fail("promtool is missing (apt-get install prometheus)")
+        pytest.skip("promtool is missing (apt-get install prometheus)")
+    rules = Path(__file__).resolve().parents[1] / "deploy/prometheus/arbiter-rules.yml"
+    r = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS" in r.stdout

@@ -37,6 +37,7 @@ SIOCGIFNETMASK = 0x891B
 BROADCAST = b"\xff" * 6
 ARP_REQUEST, ARP_REPLY = 1, 2
 MAX_FRAMES_PER_WAKE = 1024  # a flood costs one bounded pass per wake-up
+MAX_MACS_PER_VIP = 64  # a spoofed flood of MACs cannot grow memory without bound
 
 
 class ArpUnavailable(Exception):
@@ -98,6 +99,8 @@ class Seen:
         """True if this MAC is new for the VIP."""
         by = self.answers.setdefault(vip, {})
         new = mac not in by
+        if new and len(by) >= MAX_MACS_PER_VIP:
+            del by[min(by, key=by.__getitem__)]  # the one heard from longest ago
         by[mac] = t
         return new
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, delete, select, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,6 +31,7 @@ from arbiter.notify import events as notify_events
 from arbiter.notify.outbox import Notice, Outbox
 from arbiter.store import queries
 from arbiter.store.engine import StoreError, make_engine, sqlite_file
+from arbiter.store.node_events import NodeEventStore
 from arbiter.store.rows import ClusterMemoryRow, IncidentRow
 from arbiter.store.tables import (
     ClusterState,
@@ -38,7 +39,6 @@ from arbiter.store.tables import (
     Heartbeat,
     Incident,
     IncidentEvent,
-    NodeEvent,
 )
 
 MAX_PAGE = queries.MAX_PAGE
@@ -197,7 +197,7 @@ def _row(i: Incident) -> IncidentRow:
     )
 
 
-class Repository:
+class Repository(NodeEventStore):
     def __init__(self, engine: Engine, guard: WriteGuard | None = None,
                  arbiter: str | None = None, outbox: Outbox | None = None):
         """``guard`` and ``arbiter`` ([ha]): the lease check run in every write that
@@ -356,27 +356,6 @@ class Repository:
 
         return self._tx(fn)
 
-    def add_node_events(self, events: Sequence[dict[str, Any]]) -> None:
-        self._tx(lambda s: s.add_all([NodeEvent(**e) for e in events]))
-
-    def prune_node_events(self, keep_per_node: int, older_than: datetime) -> int:
-        """Delete keepalived events older than ``older_than``, and beyond the newest
-        ``keep_per_node`` of each node. Returns how many rows went."""
-
-        def fn(s: Session) -> int:
-            gone = s.execute(delete(NodeEvent).where(NodeEvent.at < older_than)).rowcount
-            for cluster, node in s.execute(select(NodeEvent.cluster, NodeEvent.node).distinct()):
-                nth = s.scalar(select(NodeEvent.id).where(
-                    NodeEvent.cluster == cluster, NodeEvent.node == node)
-                    .order_by(NodeEvent.id.desc()).offset(keep_per_node).limit(1))
-                if nth is not None:
-                    gone += s.execute(delete(NodeEvent).where(
-                        NodeEvent.cluster == cluster, NodeEvent.node == node,
-                        NodeEvent.id <= nth)).rowcount
-            return gone
-
-        return self._tx(fn)
-
     # --- what a restart needs -------------------------------------------------------
     def unresolved(self) -> list[IncidentRow]:
         """Incidents still open, and fenced victims not yet released: restart state."""
@@ -415,6 +394,3 @@ class Repository:
 
     def get_incident(self, incident_id: int) -> dict[str, Any] | None:
         return self._tx(lambda s: queries.get_incident(s, incident_id))
-
-    def node_events(self, cluster: str, node: str | None = None, limit: int = 50) -> list[dict]:
-        return self._tx(lambda s: queries.node_events(s, cluster, node, limit))

@@ -84,3 +84,13 @@ def test_a_request_parses_back_to_what_was_asked(mac: bytes, src: str, dst: str)
 def test_any_bytes_parse_to_a_packet_or_none_never_an_error(data: bytes) -> None:
     p = parse_frame(data)
     assert p is None or p.op in (1, ARP_REPLY)
+
+
+def test_a_flood_of_spoofed_macs_is_bounded() -> None:
+    from arbiter.probe.arp import MAX_MACS_PER_VIP, Seen
+
+    seen = Seen()
+    for i in range(MAX_MACS_PER_VIP * 10):
+        seen.note(VIP1, f"02:00:00:00:{i // 256:02x}:{i % 256:02x}", float(i))
+    assert len(seen.answers[VIP1]) == MAX_MACS_PER_VIP
+    assert seen.since(VIP1, float(MAX_MACS_PER_VIP * 10 - 1)) == ("02:00:00:00:02:7f",)
