@@ -18,6 +18,9 @@ log = logging.getLogger("arbiter")
 EXIT_OK, EXIT_SPLIT, EXIT_ERROR = 0, 1, 2
 
 
+CONFIG_HELP = "the arbiter's TOML config (e.g. /etc/arbiter/arbiter.toml)"
+
+
 class UsageError(Exception):
     """A bad option or a state the command cannot work in: one line, exit 2."""
 
@@ -100,7 +103,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
-    from arbiter.model import IncidentState
+    from arbiter.model import IncidentKind, IncidentState
     from arbiter.store import migrate
     from arbiter.store.engine import make_engine, sqlite_file
     from arbiter.store.repository import Repository
@@ -113,6 +116,9 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     if args.cluster is not None and cfg.cluster(args.cluster) is None:
         names = ", ".join(c.name for c in cfg.clusters)
         raise UsageError(f"--cluster: unknown cluster {args.cluster!r} (the config has {names})")
+    kinds = [k.value for k in IncidentKind]
+    if args.kind is not None and args.kind not in kinds:
+        raise UsageError(f"--kind: {args.kind!r} is not one of {', '.join(kinds)}")
     url = cfg.arbiter.database
     upgrade = f"run `arbiter db upgrade -c {args.config}` first"
     if url.startswith("sqlite") and (path := sqlite_file(url)) and not path.exists():
@@ -123,7 +129,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         if migrate.current_revision(engine) != migrate.head_revision():
             raise UsageError(f"the database schema is not at the code's revision: {upgrade}")
         items, _ = Repository(engine).list_incidents(cluster=args.cluster, state=args.state,
-                                                     limit=args.limit)
+                                                     limit=args.limit, kind=args.kind)
     finally:
         engine.dispose()
     if args.json:
@@ -207,8 +213,10 @@ def parser() -> argparse.ArgumentParser:
                    help="log verbosity (default info)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("serve", help="run rounds and the HTTP API")
-    s.add_argument("-c", "--config", required=True)
+    s = sub.add_parser("serve", help="run rounds and the HTTP API until SIGTERM; exit 0 on a "
+                       "clean stop, 2 when it cannot start (config, database, listen "
+                       "address, CAP_NET_RAW for the ARP view)")
+    s.add_argument("-c", "--config", required=True, help=CONFIG_HELP)
     s.add_argument("--upgrade", action="store_true",
                    help="also upgrade a non-SQLite database schema before serving")
     s.set_defaults(func=cmd_serve)
@@ -216,7 +224,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check", help="one round, printed as a table, with what would be "
                        "fenced; exit 0 all fine, 1 a split brain is seen, 2 the arbiter "
                        "cannot judge (abstaining) or a node's SSH failed")
-    s.add_argument("-c", "--config", required=True)
+    s.add_argument("-c", "--config", required=True, help=CONFIG_HELP)
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("config", help="config tools")
@@ -233,15 +241,17 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("db", help="database tools")
     dsub = s.add_subparsers(dest="db_cmd", required=True)
     u = dsub.add_parser("upgrade", help="apply Alembic migrations")
-    u.add_argument("-c", "--config", required=True)
+    u.add_argument("-c", "--config", required=True, help=CONFIG_HELP)
     u.set_defaults(func=cmd_db_upgrade)
 
     s = sub.add_parser("incidents", help="list recent incidents")
-    s.add_argument("-c", "--config", required=True)
+    s.add_argument("-c", "--config", required=True, help=CONFIG_HELP)
     s.add_argument("--limit", type=int, default=20, help="newest N (1-500, default 20)")
     s.add_argument("--cluster", help="only this cluster (a name from the config)")
     s.add_argument("--state", help="only this state: open, decided, fencing, fenced, "
                    "fence_failed, held, watching, resolved")
+    s.add_argument("--kind", help="only this kind: split_brain, orphan_vip, "
+                   "arbiter_isolated, vip_conflict")
     s.add_argument("--json", action="store_true", help="print the rows as JSON")
     s.set_defaults(func=cmd_incidents)
 
@@ -263,7 +273,7 @@ def parser() -> argparse.ArgumentParser:
         "keepalived was stopped); exit 0 done, 1 nothing held or unknown incident, 2 error")
     s.add_argument("incident", type=int, help="incident id (GET /incidents?state=held)")
     s.add_argument("--reason", required=True, help="why: kept in the incident's timeline")
-    s.add_argument("-c", "--config", required=True)
+    s.add_argument("-c", "--config", required=True, help=CONFIG_HELP)
     s.add_argument("--as", dest="who", help="the operator (a name in [api] tokens) when "
                    "there are several")
     s.set_defaults(func=cmd_release)
@@ -273,13 +283,14 @@ def parser() -> argparse.ArgumentParser:
     n = nsub.add_parser("test", help="send a test message to every [notify] channel and "
                         "report each result; exit 0 all delivered, 1 some failed, 2 no "
                         "[notify] or a bad config")
-    n.add_argument("-c", "--config", required=True)
+    n.add_argument("-c", "--config", required=True, help=CONFIG_HELP)
     n.set_defaults(func=cmd_notify_test)
 
     s = sub.add_parser("sim", help="run simulated SSH directors on 127.0.0.x for trying things")
     s.add_argument("-o", "--out", required=True, help="directory for keys, known_hosts, config")
-    s.add_argument("--scenario", default="split", choices=["healthy", "split", "dual-master"])
-    s.add_argument("--port", type=int, default=2222)
+    s.add_argument("--scenario", default="split", choices=["healthy", "split", "dual-master"],
+                   help="what the two directors hold (default split: both hold the VIP)")
+    s.add_argument("--port", type=int, default=2222, help="their SSH port (default 2222)")
     s.add_argument("--seconds", type=float, default=0, help="stop after this long (0: never)")
     s.set_defaults(func=cmd_sim)
     return p

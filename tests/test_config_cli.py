@@ -221,6 +221,10 @@ def test_cli_db_upgrade_and_incidents(cfgdir: Path) -> None:
     assert bad.returncode == 2 and "--state" in bad.stderr and "fence_failed" in bad.stderr
     bad = run_cli("incidents", "-c", str(p), "--cluster", "nope")
     assert bad.returncode == 2 and "--cluster: unknown cluster 'nope'" in bad.stderr
+    bad = run_cli("incidents", "-c", str(p), "--kind", "split")
+    assert bad.returncode == 2 and "--kind: 'split' is not one of" in bad.stderr
+    ok = run_cli("incidents", "-c", str(p), "--kind", "vip_conflict", "--state", "open")
+    assert ok.returncode == 0 and "no incidents" in ok.stdout
 
 
 def test_cli_incidents_on_a_database_never_migrated(cfgdir: Path) -> None:
