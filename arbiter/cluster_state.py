@@ -89,3 +89,23 @@ ADVICE: dict[str, str] = {
     "degraded": "It works, but something is wrong: read the reason and fix it before the "
                 "next failure needs the arbiter.",
 }
+
+
+WORST_FIRST = ("needs-operator", "abstaining", "split", "fencing", "held", "degraded", "ok")
+# states only an operator ends, or that they must look at
+NEEDS_OPERATOR = frozenset({"needs-operator", "held", "degraded", "abstaining"})
+
+
+def overall(clusters: list[tuple[str, str, str]], dead_notifications: int) -> dict:
+    """The whole arbiter in one word (the worst cluster's), whether an operator is
+    needed, and why. ``clusters``: (name, state, reason). A dead notification needs
+    an operator too: they would not hear of the next incident."""
+    words = [w for _, w, _ in clusters]
+    word = next((w for w in WORST_FIRST if w in words), "ok")
+    reasons = [f"{name}: {w}: {why}" for name, w, why in clusters if w != "ok"]
+    if dead_notifications:
+        reasons.append(f"{dead_notifications} notification(s) given up (arbiter.notify)")
+    return {"state": word,
+            "needs_operator": bool(dead_notifications) or any(w in NEEDS_OPERATOR
+                                                               for w in words),
+            "reasons": reasons, "advice": ADVICE[word]}

@@ -18,9 +18,6 @@ from arbiter.api_client import ApiError, call, operator_token
 from arbiter.config import Config
 
 EXIT_OK, EXIT_OPERATOR, EXIT_ERROR = 0, 1, 2
-NEEDS_OPERATOR = frozenset({"needs-operator", "held", "degraded", "abstaining"})
-
-
 def _age(iso: str | None, now: datetime) -> str:
     if not iso:
         return "never"
@@ -87,11 +84,9 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
 
 
 def needs_operator(status: dict[str, Any]) -> bool:
-    """A cluster in a state only an operator ends, or notifications given up: an
-    operator who relies on them would not hear of the next incident."""
-    dead = ((status.get("arbiter") or {}).get("notify") or {}).get("dead")
-    return bool(dead) or any(c["state"] in NEEDS_OPERATOR
-                             for c in status.get("clusters", []))
+    """What /status says (``overall``: a cluster in a state only an operator ends, or
+    a notification given up)."""
+    return bool((status.get("overall") or {}).get("needs_operator"))
 
 
 def cmd_status(cfg: Config, watch: float | None, as_json: bool, count: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from arbiter.cluster_state import cluster_state
+from arbiter.cluster_state import cluster_state, overall
 from arbiter.config import ClusterConfig
 from arbiter.gate_log import GateWiring
 from arbiter.model import ClusterHistory, Verdict
@@ -130,6 +130,9 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
         })
     st = rt.stats
     return {
+        # all is well, or what needs an operator, in one place
+        "overall": overall([(c["name"], c["state"], c["state_reason"]) for c in clusters],
+                           (rt.notify or {}).get("dead", 0)),
         "arbiter": {
             "self_check": None if snap is None else {
                 "gateways": dict(snap.self_check.gateways),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from arbiter.cluster_state import cluster_state
 from tests.unit.builders import VIP1, Driver, make_config, node
 
@@ -51,3 +53,21 @@ def test_each_rule() -> None:
     d.finish_fence(ok=False)
     state, why = word(d, *CUT)
     assert state == "needs-operator" and "gave up" in why
+
+
+@pytest.mark.parametrize(("states", "dead", "word", "needs"), [
+    ([], 0, "ok", False),
+    ([("web", "ok", "fine"), ("api", "ok", "fine")], 0, "ok", False),
+    ([("web", "ok", "fine")], 2, "ok", True),  # nobody would hear of the next incident
+    ([("web", "split", "x"), ("api", "degraded", "y")], 0, "split", True),
+    ([("web", "fencing", "x")], 0, "fencing", False),
+    ([("web", "held", "x"), ("api", "needs-operator", "y")], 0, "needs-operator", True),
+    ([("web", "abstaining", "x"), ("api", "split", "y")], 0, "abstaining", True),
+])
+def test_overall_is_the_worst_cluster_and_says_why(states, dead, word, needs) -> None:  # type: ignore[no-untyped-def]
+    from arbiter.cluster_state import ADVICE, overall
+
+    o = overall(states, dead)
+    assert (o["state"], o["needs_operator"]) == (word, needs)
+    assert o["advice"] == ADVICE[word]
+    assert len(o["reasons"]) == sum(w != "ok" for _, w, _ in states) + (1 if dead else 0)
