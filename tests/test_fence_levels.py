@@ -135,3 +135,42 @@ async def test_release_powers_an_agent_fenced_node_on(site: SimSite, tmp_path: P
     done = await agent_recover(c, "lb2", record)
     assert done is not None and done["ok"] and "action=on" in done["command"]
     assert not (tmp_path / "off").exists() and recs[-1].level == "agent"
+
+
+async def test_the_gate_level_waits_for_the_denied_node_to_drop_the_vip(
+        site: SimSite, tmp_path: Path) -> None:
+    import asyncio
+
+    site.state("lb2").add("eth0", VIP1, 24)
+
+    async def gate_goes_fault() -> None:  # what keepalived does when its gate denies
+        await asyncio.sleep(0.8)
+        site.state("lb2").remove(VIP1)
+
+    task = asyncio.create_task(gate_goes_fault())
+    recs, report = await fence(site, tmp_path, ["gate"], None)
+    await task
+    assert report.ok and "lb2 by gate" in report.summary  # type: ignore[attr-defined]
+    (wait,) = recs
+    assert (wait.level, wait.step, wait.ok) == ("gate", "gate_wait", True)
+    assert "dropped" in wait.output and wait.duration_ms >= 700
+    assert "systemctl stop keepalived" not in site.state("lb2").commands  # nothing sent
+
+
+async def test_the_gate_level_gives_up_at_its_timeout(site: SimSite, tmp_path: Path) -> None:
+    site.state("lb2").add("eth0", VIP1, 24)
+    cfg = write_config(site, tmp_path)
+    c = cfg.clusters[0].model_copy(update={"fence_levels": ["gate"],
+                                           "gate_fence_timeout": 1.0})
+    recs: list[AttemptRecord] = []
+
+    async def record(r: AttemptRecord) -> None:
+        recs.append(r)
+
+    pool = pool_for(site)
+    try:
+        report = await execute(FenceContext(cfg, c, pool, record), PLAN)
+    finally:
+        await pool.close()
+    assert not report.ok and recs[-1].step == "gate_wait"
+    assert "still holds" in (recs[-1].error or "")
