@@ -9,8 +9,9 @@ from datetime import timedelta
 
 from arbiter.api_client import ApiError, base_url, call
 from arbiter.cli import EXIT_ERROR, EXIT_OK, EXIT_SPLIT
-from arbiter.config import Config
+from arbiter.config import ClusterConfig, Config
 from arbiter.fence_plan import action_words
+from arbiter.probe.agent import run_agent
 from arbiter.serve import build_arbiter
 
 
@@ -34,6 +35,7 @@ async def run_check(cfg: Config) -> int:
         print(f"ABSTAIN: {a.abstain_reason}")
     split_any = False
     ssh_failed: list[str] = []
+    agent_failed = False
     for c in cfg.clusters:
         ca = a.cluster(c.name)
         obs = snap.cluster(c.name)
@@ -82,14 +84,36 @@ async def run_check(cfg: Config) -> int:
                 print(f"  no fence would be taken: {hyp.reason}")
         for note in ca.notes:
             print(f"  note: {note}")
+        for line in await agent_report(c):
+            print(line)
+            agent_failed = agent_failed or "FAILED" in line
     for line in gate_report(cfg):
         print(line)
     if ssh_failed:
         print(f"\nSSH FAILED on {', '.join(ssh_failed)}: the arbiter can neither read "
               "their VIPs nor fence them (the error column says why)")
-    if a.abstaining or ssh_failed:
+    if agent_failed:
+        print("\nFENCE AGENT FAILED: the agent level cannot fence (see above)")
+    if a.abstaining or ssh_failed or agent_failed:
         return EXIT_ERROR
     return EXIT_SPLIT if split_any else EXIT_OK
+
+
+async def agent_report(c: ClusterConfig) -> list[str]:
+    """For an agent fencing level: ask the agent each node's power status now
+    (action=status, which changes nothing), so a wrong address or password shows
+    before the day the agent is the only way to fence."""
+    if not c.fence_agent:
+        return []
+    out = []
+    for n in c.nodes:
+        if "agent" not in c.levels_for(n):
+            continue
+        r = await run_agent(c.fence_agent, "status", c.agent_options_for(n), n.name,
+                            c.fence_agent_timeout)
+        word = "on" if r.exit_status == 0 else "OFF" if r.off else f"FAILED: {r.error}"
+        out.append(f"  fence agent {c.fence_agent} on {n.name} (status): {word}")
+    return out
 
 
 def gate_report(cfg: Config, timeout: float = 2.0) -> list[str]:

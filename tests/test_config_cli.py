@@ -273,3 +273,34 @@ def test_serve_raises_the_open_files_limit(soft: int, nodes: int, expect: int) -
                        timeout=30)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == [str(expect), str(expect)]
+
+
+def test_cli_check_asks_the_fence_agent_for_each_nodes_status(tmp_path: Path) -> None:
+    """A wrong IPMI password shows in `arbiter check`, not on the day the agent is the
+    only way to fence: status is asked of every node with an agent level."""
+    from tests.conftest import free_port
+
+    agent = tmp_path / "fence_test"
+    agent.write_text("#!/bin/sh\ninput=$(cat)\ncase \"$input\" in\n"
+                     "  *nodename=lb2*) echo 'Unable to connect/login to fencing device'\n"
+                     "    exit 1;;\nesac\nexit 0\n")
+    agent.chmod(0o755)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "arbiter.cli", "sim", "-o", str(tmp_path), "--scenario",
+         "healthy", "--port", str(free_port()), "--seconds", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert sim.stdout is not None and "simulated nodes up" in sim.stdout.readline()
+        cfg = tmp_path / "arbiter.toml"
+        cfg.write_text(cfg.read_text().replace(
+            "[[clusters]]\n", f'[[clusters]]\nfence_levels = ["ssh", "agent"]\n'
+                              f'fence_agent = "{agent}"\n', 1))
+        res = run_cli("check", "-c", str(cfg))
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"fence agent {agent} on lb1 (status): on" in res.stdout
+    assert "on lb2 (status): FAILED: status failed (exit 1): Unable to connect" in res.stdout
+    assert "FENCE AGENT FAILED" in res.stdout
