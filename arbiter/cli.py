@@ -223,7 +223,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("check", help="one round, printed as a table, with what would be "
                        "fenced; exit 0 all fine, 1 a split brain is seen, 2 the arbiter "
-                       "cannot judge (abstaining) or a node's SSH failed")
+                       "cannot judge (abstaining), a node's SSH failed, or a fence agent failed")
     s.add_argument("-c", "--config", required=True, help=CONFIG_HELP)
     s.set_defaults(func=cmd_check)
 
