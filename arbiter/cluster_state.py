@@ -109,3 +109,30 @@ def overall(clusters: list[tuple[str, str, str]], dead_notifications: int) -> di
             "needs_operator": bool(dead_notifications) or any(w in NEEDS_OPERATOR
                                                                for w in words),
             "reasons": reasons, "advice": ADVICE[word]}
+
+
+def arbiter_problems(status: dict) -> list[str]:
+    """What is wrong with the arbiter itself, in words, from /status (the page's
+    banner and `arbiter status` show the same list)."""
+    a = status["arbiter"]
+    out = []
+    if a.get("abstaining"):
+        out.append(f"Abstaining: {a['abstaining']}")
+    if a.get("tilt"):
+        out.append(f"TILT: {a['tilt']['reason']} (until {a['tilt']['until']})")
+    if a.get("db_error"):
+        out.append(f"Database: {a['db_error']}")
+    if a.get("db_file_problem"):
+        out.append(f"Database file: {a['db_file_problem']}")
+    n = a.get("notify") or {}
+    if n.get("dead"):
+        out.append(f"Notifications: {n['dead']} given up after every retry (/status "
+                   "arbiter.notify.last_dead; `arbiter notify test`)")
+    if n.get("pending") and any((c or {}).get("last_error") for c in
+                                (n.get("channels") or {}).values()):
+        out.append(f"Notifications: {n['pending']} pending, a channel is failing")
+    if n.get("error"):
+        out.append(f"Notifications: {n['error']}")
+    if a.get("last_error"):
+        out.append(f"Last round failed: {a['last_error']}")
+    return out

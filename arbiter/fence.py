@@ -80,7 +80,7 @@ async def remaining_vips(
     return tuple(a for a in facts.addresses if a.address in vips and not a.is_loopback), None
 
 
-async def _verify(
+async def verify_gone(
     runner: Runner, t: Target, vips: tuple[str, ...], bound: float, cmd_timeout: float,
     record: Record,
 ) -> tuple[bool, tuple[Address, ...]]:

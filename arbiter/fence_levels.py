@@ -29,12 +29,12 @@ from arbiter.fence import (
     FenceReport,
     Record,
     StaleTerm,
-    _verify,
     del_command,
     remaining_vips,
     run_step,
     target_for,
     verify_arp,
+    verify_gone,
 )
 from arbiter.model import FenceMethod, FencePlan, VictimAction
 from arbiter.probe.agent import AgentResult, describe, run_agent
@@ -87,7 +87,7 @@ async def _level_ssh(ctx: FenceContext, action: VictimAction, vips: tuple[str, .
     res.stopped = res.stopped or r.ok
     if r.exit_status is None:
         return False  # could not even run it: SSH is down, nothing to verify
-    gone, _ = await _verify(ctx.runner, t, vips, cfg.arbiter.fence_verify_timeout,
+    gone, _ = await verify_gone(ctx.runner, t, vips, cfg.arbiter.fence_verify_timeout,
                             cfg.ssh.command_timeout, rec)
     return gone and await verify_arp(c, action.node, vips, ctx.arp,
                                      cfg.arbiter.fence_verify_timeout, rec)
@@ -107,7 +107,7 @@ async def _level_vip_del(ctx: FenceContext, action: VictimAction, vips: tuple[st
         await run_step(ctx.runner, t, step, del_command(a), cfg.ssh.command_timeout, rec)
     bound = min(cfg.arbiter.fence_verify_timeout, 2.0)
     if left:
-        gone, _ = await _verify(ctx.runner, t, vips, bound, cfg.ssh.command_timeout, rec)
+        gone, _ = await verify_gone(ctx.runner, t, vips, bound, cfg.ssh.command_timeout, rec)
         if not gone:
             return False
     return await verify_arp(c, action.node, vips, ctx.arp, bound, rec)

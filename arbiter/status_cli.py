@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arbiter.api_client import ApiError, call, operator_token
+from arbiter.cluster_state import arbiter_problems
 from arbiter.config import Config
 
 EXIT_OK, EXIT_OPERATOR, EXIT_ERROR = 0, 1, 2
@@ -32,16 +33,7 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     out = []
     arb = status.get("arbiter", {})
-    if arb.get("abstaining"):
-        out.append(f"ARBITER ABSTAINS: {arb['abstaining']}")
-    if arb.get("db_error"):
-        out.append(f"DATABASE: {arb['db_error']}")
-    note = arb.get("notify") or {}
-    if note.get("dead"):
-        out.append(f"NOTIFICATIONS: {note['dead']} given up after every retry "
-                   "(/status arbiter.notify.last_dead; `arbiter notify test`)")
-    if note.get("error"):
-        out.append(f"NOTIFICATIONS: {note['error']}")
+    out += [f"! {p}" for p in arbiter_problems(status)] if arb else []
     ha = arb.get("ha")
     if ha:
         shards = ", ".join(f"{s}: {v['leader']} (term {v['term']})"

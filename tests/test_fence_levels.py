@@ -43,14 +43,15 @@ def calls(tmp_path: Path) -> list[str]:
 
 
 async def fence(site: SimSite, tmp_path: Path, levels: list[str], agent: Path | None,
-                abstaining: str | None = None,
-                plan: FencePlan = PLAN) -> tuple[list[AttemptRecord], object]:
+                abstaining: str | None = None, plan: FencePlan = PLAN,
+                **cluster: object) -> tuple[list[AttemptRecord], object]:
+    """Run one fence with these levels; ``cluster``: more cluster settings."""
     cfg = write_config(site, tmp_path, fence_verify_timeout=1.0)
     c = cfg.clusters[0]
     c = c.model_copy(update={
         "fence_levels": levels, "fence_agent": str(agent) if agent else None,
         "fence_agent_options": {"ip": "10.9.9.9", "password": "s3cret"},
-        "fence_agent_timeout": 2.0})
+        "fence_agent_timeout": 2.0, **cluster})
     recs: list[AttemptRecord] = []
 
     async def record(r: AttemptRecord) -> None:
@@ -159,18 +160,6 @@ async def test_the_gate_level_waits_for_the_denied_node_to_drop_the_vip(
 
 async def test_the_gate_level_gives_up_at_its_timeout(site: SimSite, tmp_path: Path) -> None:
     site.state("lb2").add("eth0", VIP1, 24)
-    cfg = write_config(site, tmp_path)
-    c = cfg.clusters[0].model_copy(update={"fence_levels": ["gate"],
-                                           "gate_fence_timeout": 1.0})
-    recs: list[AttemptRecord] = []
-
-    async def record(r: AttemptRecord) -> None:
-        recs.append(r)
-
-    pool = pool_for(site)
-    try:
-        report = await execute(FenceContext(cfg, c, pool, record), PLAN)
-    finally:
-        await pool.close()
-    assert not report.ok and recs[-1].step == "gate_wait"
+    recs, report = await fence(site, tmp_path, ["gate"], None, gate_fence_timeout=1.0)
+    assert not report.ok and recs[-1].step == "gate_wait"  # type: ignore[attr-defined]
     assert "still holds" in (recs[-1].error or "")

@@ -29,10 +29,6 @@ class Channels:
                                        follow_redirects=False,
                                        headers={"User-Agent": "keepalived-arbiter"})
 
-    @property
-    def names(self) -> list[str]:
-        return self.section.channels
-
     async def deliver(self, channel: str, payload: dict[str, Any]) -> None:
         """Deliver one notification, bounded by ``notify.timeout``; DeliveryError if not."""
         try:

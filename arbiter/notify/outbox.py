@@ -166,11 +166,3 @@ def prune(s: Session, older_than: datetime) -> int:
     """Delete sent and dead rows older than ``older_than``; pending ones stay."""
     return s.execute(delete(Notification).where(
         Notification.state != PENDING, Notification.created_at < older_than)).rowcount
-
-
-def pending_for(s: Session, incident: int) -> list[dict[str, Any]]:
-    """Every row of one incident, for its page in the API."""
-    return [{"channel": r.channel, "event": r.event, "state": r.state, "attempts": r.attempts,
-             "error": r.last_error, "sent_at": r.sent_at.isoformat() if r.sent_at else None}
-            for r in s.scalars(select(Notification).where(Notification.incident_id == incident)
-                               .order_by(Notification.id))]

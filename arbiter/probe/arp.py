@@ -95,14 +95,11 @@ class Seen:
 
     answers: dict[str, dict[str, float]] = field(default_factory=dict)  # vip -> mac -> t
 
-    def note(self, vip: str, mac: str, t: float) -> bool:
-        """True if this MAC is new for the VIP."""
+    def note(self, vip: str, mac: str, t: float) -> None:
         by = self.answers.setdefault(vip, {})
-        new = mac not in by
-        if new and len(by) >= MAX_MACS_PER_VIP:
+        if mac not in by and len(by) >= MAX_MACS_PER_VIP:
             del by[min(by, key=by.__getitem__)]  # the one heard from longest ago
         by[mac] = t
-        return new
 
     def since(self, vip: str, t0: float) -> tuple[str, ...]:
         return tuple(sorted(m for m, t in self.answers.get(vip, {}).items() if t >= t0))
@@ -122,8 +119,6 @@ class ArpWatch:
         self.on_claim = on_claim
         self.clock = clock
         self.seen = Seen()
-        self.claims = 0
-        self.last_claim: tuple[str, str, float] | None = None  # vip, mac, wall time
         self._sock: socket.socket | None = None
         self.network: ipaddress.IPv4Network | None = None  # the interface's own subnet
         self._mac = b""
@@ -190,11 +185,9 @@ class ArpWatch:
         now = self.clock()
         self.seen.note(p.sender_ip, p.sender_mac, now)
         # a claim: a gratuitous ARP, or a reply nobody asked for (outside a probe)
-        if p.gratuitous or (p.op == ARP_REPLY and now > self._probing_until):
-            self.claims += 1
-            self.last_claim = (p.sender_ip, p.sender_mac, time.time())
-            if self.on_claim is not None:
-                self.on_claim(p.sender_ip, p.sender_mac)
+        claim = p.gratuitous or (p.op == ARP_REPLY and now > self._probing_until)
+        if claim and self.on_claim is not None:
+            self.on_claim(p.sender_ip, p.sender_mac)
 
     async def probe(self, vips: list[str], timeout: float) -> dict[str, tuple[str, ...]]:
         """Ask for each VIP once; every MAC that answered within ``timeout``."""

@@ -24,7 +24,7 @@ from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from arbiter.api import views
-from arbiter.cluster_state import ADVICE
+from arbiter.cluster_state import ADVICE, arbiter_problems
 
 REFRESH_MS = 2000
 RECENT = 5  # incidents shown with their timelines
@@ -70,28 +70,6 @@ def _role(n: dict[str, Any]) -> str:
 def _gateways(n: dict[str, Any]) -> str:
     gws = n.get("gateways") or {}
     return "—" if not gws else f"{sum(bool(v) for v in gws.values())}/{len(gws)}"
-
-
-def arbiter_problems(status: dict[str, Any]) -> list[str]:
-    a = status["arbiter"]
-    out = []
-    if a.get("abstaining"):
-        out.append(f"Abstaining: {a['abstaining']}")
-    if a.get("tilt"):
-        out.append(f"TILT: {a['tilt']['reason']} (until {a['tilt']['until']})")
-    if a.get("db_error"):
-        out.append(f"Database: {a['db_error']}")
-    if a.get("db_file_problem"):
-        out.append(f"Database file: {a['db_file_problem']}")
-    n = a.get("notify") or {}
-    if n.get("dead"):
-        out.append(f"Notifications: {n['dead']} given up (see /status arbiter.notify)")
-    if n.get("pending") and any((c or {}).get("last_error") for c in
-                                (n.get("channels") or {}).values()):
-        out.append(f"Notifications: {n['pending']} pending, a channel is failing")
-    if a.get("last_error"):
-        out.append(f"Last round failed: {a['last_error']}")
-    return out
 
 
 def overall(status: dict[str, Any]) -> str:
