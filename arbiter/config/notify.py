@@ -55,7 +55,7 @@ class NotifySection(_Strict):
         description="the kinds of events sent (docs/notifications.md lists them)")
     base_url: str | None = Field(
         None, description="the arbiter's URL as operators reach it, for links in messages "
-        "(default: http://<arbiter.listen>)")
+        "(default: the listen address, loopback for a wildcard)")
     timeout: float = Field(10.0, gt=0, le=300, description="seconds one delivery may take")
     send_every: float = Field(2.0, ge=0.1, le=3600,
                               description="seconds between runs of the sender")

@@ -7,6 +7,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from arbiter.api_client import base_url as api_base_url
 from arbiter.config import Config
 from arbiter.notify import events as ev
 from arbiter.notify.channels import Channels
@@ -18,11 +19,11 @@ log = logging.getLogger("arbiter.notify")
 
 
 def base_url(cfg: Config) -> str:
+    """Links in messages: notify.base_url, else the API's own address as the CLI asks
+    it (api_client.base_url: brackets for IPv6, loopback for a wildcard listen)."""
     if cfg.notify is not None and cfg.notify.base_url:
         return cfg.notify.base_url.rstrip("/")
-    host, _, port = cfg.arbiter.listen.rpartition(":")
-    scheme = "https" if cfg.api.tls_certfile else "http"
-    return f"{scheme}://{host}:{port}"
+    return api_base_url(cfg)
 
 
 def outbox_for(cfg: Config) -> Outbox | None:
