@@ -1,7 +1,7 @@
 """The wall clock, in one place: UTC-aware datetimes for records and the policy.
 
 The loop's own timing (intervals, TILT) uses the monotonic clock; see
-``arbiter.schedule``. Both are injected where tests need to control them.
+``arbiter.policy.schedule``. Both are injected where tests need to control them.
 """
 
 from __future__ import annotations

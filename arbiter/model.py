@@ -1,7 +1,9 @@
-"""Frozen domain types shared by probes, policy, store and API.
+"""Frozen domain types shared by every layer: what was observed (Snapshot), what the
+policy remembers between rounds (History), and what it decided to fence (FencePlan).
 
-Probes produce observations (a failed probe is a value, never an exception);
-the policy turns one snapshot plus history into an assessment.
+Probes produce observations (a failed probe is a value, never an exception); the
+policy turns one snapshot plus history into an assessment (``arbiter.policy.assessment``,
+which holds the effects, so this module imports nothing of the policy's).
 """
 
 from __future__ import annotations
@@ -9,10 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from arbiter.effects import Effect
 
 
 class Health(StrEnum):
@@ -49,6 +47,26 @@ class IncidentKind(StrEnum):
     ARBITER_ISOLATED = "arbiter_isolated"
     # a MAC of no configured node answers ARP for a VIP: alerted, never fenced
     VIP_CONFLICT = "vip_conflict"
+
+
+# What is worth telling an operator (arbiter.policy.notify_events says which incident
+# change raises which; [notify] events picks among them)
+class EventKind(StrEnum):
+    SPLIT_BRAIN = "split_brain"
+    SPLIT_BRAIN_RESOLVED = "split_brain_resolved"
+    FENCE_DONE = "fence_done"
+    FENCE_FAILED = "fence_failed"
+    NODE_HELD = "node_held"
+    NODE_RELEASED = "node_released"
+    ARBITER_ISOLATED = "arbiter_isolated"
+    ARBITER_ISOLATED_RESOLVED = "arbiter_isolated_resolved"
+    TILT = "tilt"
+    TILT_RESOLVED = "tilt_resolved"
+    ORPHAN_VIP = "orphan_vip"
+    ORPHAN_VIP_RESOLVED = "orphan_vip_resolved"
+    VIP_CONFLICT = "vip_conflict"
+    VIP_CONFLICT_RESOLVED = "vip_conflict_resolved"
+    TEST = "test"  # `arbiter notify test`: never written to the outbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,65 +301,3 @@ class FencePlan:
     ranking: tuple[tuple[str, str], ...] = ()  # node -> why it ranked where it did
     dry_run: bool = False
     mode: FenceMode = FenceMode.SSH
-
-
-@dataclass(frozen=True, slots=True)
-class NodeAssessment:
-    node: str
-    health: Health
-    holds: tuple[str, ...]
-    verdict: Verdict
-    reason: str
-    # exclusive clusters: (vip, verdict, reason) for each VIP (arbiter.verdicts)
-    by_vip: tuple[tuple[str, Verdict, str], ...] = ()
-
-    def for_vip(self, vip: str | None) -> tuple[Verdict, str]:
-        for v, verdict, reason in self.by_vip:
-            if v == vip:
-                return verdict, reason
-        return self.verdict, self.reason
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterAssessment:
-    cluster: str
-    nodes: tuple[NodeAssessment, ...]
-    holders: tuple[tuple[str, tuple[str, ...]], ...]  # vip -> holders
-    split_vips: tuple[str, ...]
-    orphan_vips: tuple[str, ...]
-    reason: str
-    next_history: ClusterHistory
-    conflicts: tuple[tuple[str, tuple[str, ...]], ...] = ()  # vip -> strangers' MACs
-    fence: FencePlan | None = None  # the plan decided this round (also in a StartFence)
-    notes: tuple[str, ...] = field(default=())
-    # what to record, then do, in order (arbiter.effects); the ledger commits them
-    effects: tuple[Effect, ...] = ()
-
-    def node(self, name: str) -> NodeAssessment | None:
-        return next((n for n in self.nodes if n.node == name), None)
-
-    def holder_of(self, vip: str) -> str | None:
-        """The node clients should reach for this VIP: sole holder, or the survivor."""
-        holders = dict(self.holders).get(vip, ())
-        if len(holders) == 1:
-            return holders[0]
-        inc = self.next_history.incident
-        if inc and inc.survivor and inc.survivor in holders:
-            return inc.survivor
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class Assessment:
-    at: datetime
-    abstain_reason: str | None
-    clusters: tuple[ClusterAssessment, ...]
-    # the arbiter's own incidents (isolation): opened or resolved this round
-    effects: tuple[Effect, ...] = ()
-
-    @property
-    def abstaining(self) -> bool:
-        return self.abstain_reason is not None
-
-    def cluster(self, name: str) -> ClusterAssessment | None:
-        return next((c for c in self.clusters if c.cluster == name), None)

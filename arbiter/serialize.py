@@ -1,11 +1,12 @@
-"""Plain-JSON views of domain objects: evidence in the store, bodies in the API."""
+"""Plain-JSON views of the shared domain types: observations and fence plans, as the
+store keeps them in evidence and decisions and the API shows them."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from arbiter.model import ClusterAssessment, ClusterObservation, FencePlan, NodeObservation
+from arbiter.model import FencePlan, NodeObservation
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -31,23 +32,6 @@ def node_observation(o: NodeObservation, vips: list[str] | tuple[str, ...]) -> d
         ),
         "addresses_carried_from": iso(o.addresses_seen_at) if o.carried_forward else None,
         "observed_at": iso(o.observed_at),
-    }
-
-
-def cluster_evidence(
-    obs: ClusterObservation, ca: ClusterAssessment, vips: list[str]
-) -> dict[str, Any]:
-    return {
-        "nodes": [node_observation(n, vips) for n in obs.nodes],
-        "holders": {v: list(h) for v, h in ca.holders},
-        "split_vips": list(ca.split_vips),
-        "orphan_vips": list(ca.orphan_vips),
-        # the ARP view: the MACs that answered each VIP, and whose they are
-        "arp": None if obs.arp is None else {
-            "answers": {v: list(m) for v, m in obs.arp.answers},
-            "owners": dict(obs.arp.owners), "error": obs.arp.error},
-        "split_streak": ca.next_history.split_streak,
-        "reason": ca.reason,
     }
 
 

@@ -25,6 +25,7 @@ import threading
 import time
 
 from bench.common import median
+from bench.cuts import one_cut, summarize
 from tests.lab.labctl import VIP1, AddrEvents, Lab, steady, wait_for
 
 SETUPS = ("exclusive", "reactive", "plain")
@@ -109,8 +110,6 @@ def cut_exclusive(lab: Lab, observe: float) -> dict:
 
 
 def cut_reactive(lab: Lab, cuts: int) -> dict:
-    from bench.window import one_cut, summarize
-
     lab.set_arbiter(push=True, interval=1.0, confirm_after=0.5)  # window.py's push mode
     use(lab, "reactive")
     ev = AddrEvents(lab)

@@ -45,20 +45,19 @@ def ha_config(base: str, url: str, me: str, members: list[str], shards: int) -> 
 
 async def run_arbiter(cfg_path: str, rounds: int) -> dict:
     from arbiter import config as config_mod
-    from arbiter.ha.leadership import Leadership
     from arbiter.probe.icmp import IcmpPinger, choose_privileged
     from arbiter.probe.ssh import SshPool
-    from arbiter.service import Arbiter
+    from arbiter.round.peers import Peers
+    from arbiter.round.service import Arbiter
     from arbiter.store.engine import make_engine
-    from arbiter.store.repository import Repository
 
     cfg = config_mod.load(cfg_path)
     assert cfg.ha is not None
     engine = make_engine(cfg.arbiter.database)
-    leadership = Leadership(cfg, engine)
-    arb = Arbiter(cfg, Repository(engine), IcmpPinger(choose_privileged("auto")),
-                  SshPool(cfg.ssh.client_keys, cfg.ssh.known_hosts, cfg.ssh.connect_timeout),
-                  leadership=leadership)
+    arb = Arbiter(cfg, engine, IcmpPinger(choose_privileged("auto")),
+                  SshPool(cfg.ssh.client_keys, cfg.ssh.known_hosts, cfg.ssh.connect_timeout))
+    assert isinstance(arb.peers, Peers)
+    leadership = arb.peers.leadership
     await leadership.renew()
     await arb.restore()
     samples = []
@@ -74,8 +73,7 @@ async def run_arbiter(cfg_path: str, rounds: int) -> dict:
         leads = sorted(leadership.leading())
         status = leadership.status()
     finally:
-        await arb.close()
-        leadership.close()
+        await arb.close()  # also hands the leases back
     warm = samples[2:] or samples
     return {"warm_round_s": round(median([w for w, _ in warm]), 3),
             "cpu_s_per_round": round(median([c for _, c in warm]), 3),

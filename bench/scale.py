@@ -55,16 +55,15 @@ async def measure_arbiter(cfg_path: str, warm_rounds: int, farm_pid: int | None 
     from arbiter import config as config_mod
     from arbiter.probe.icmp import IcmpPinger, choose_privileged
     from arbiter.probe.ssh import SshPool
-    from arbiter.service import Arbiter
+    from arbiter.round.service import Arbiter
     from arbiter.store import migrate
     from arbiter.store.engine import make_engine
-    from arbiter.store.repository import Repository
 
     cfg = config_mod.load(cfg_path)
     engine = make_engine(cfg.arbiter.database)
     migrate.upgrade(engine)
     pool = SshPool(cfg.ssh.client_keys, cfg.ssh.known_hosts, cfg.ssh.connect_timeout)
-    arb = Arbiter(cfg, Repository(engine), IcmpPinger(choose_privileged("auto")), pool)
+    arb = Arbiter(cfg, engine, IcmpPinger(choose_privileged("auto")), pool)
     await arb.restore()
 
     async def one() -> tuple[float, float]:

@@ -85,8 +85,8 @@ def seed_incidents(db_url: str, n: int) -> None:
     """n fenced incidents with the evidence, decision and fence steps a real one has."""
     from datetime import UTC, datetime, timedelta
 
-    from arbiter.effects import Opened, OpenIncident, RecordDecision
     from arbiter.model import FenceMethod, FencePlan, IncidentKind, IncidentState, VictimAction
+    from arbiter.policy.effects import Opened, OpenIncident, RecordDecision
     from arbiter.store import migrate
     from arbiter.store.engine import make_engine
     from arbiter.store.repository import AttemptRecord, Repository

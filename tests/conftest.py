@@ -12,7 +12,7 @@ import pytest
 from arbiter import config as config_mod
 from arbiter.probe.icmp import IcmpPinger, choose_privileged
 from arbiter.probe.ssh import SshPool
-from arbiter.service import Arbiter
+from arbiter.round.service import Arbiter
 from arbiter.sim.node import SimSite, standard_state
 from arbiter.sim.scenario import GATEWAY, VIP1, site_config
 from arbiter.store import migrate
@@ -98,7 +98,7 @@ async def make_arbiter(tmp_path: Path):  # type: ignore[no-untyped-def]
         migrate.upgrade(engine)
         runner = SshPool(cfg.ssh.client_keys, cfg.ssh.known_hosts, cfg.ssh.connect_timeout)
         pinger = IcmpPinger(choose_privileged("auto"))
-        arb = Arbiter(cfg, Repository(engine),
+        arb = Arbiter(cfg, engine,
                       pinger_wrapper(pinger) if pinger_wrapper else pinger,
                       runner_wrapper(runner) if runner_wrapper else runner)
         made.append(arb)

@@ -9,6 +9,10 @@ PY=.venv/bin/python
 
 echo "== ruff"
 .venv/bin/ruff check arbiter tests migrations $(ls -d bench 2>/dev/null)
+# the layers (pyproject.toml [tool.importlinter]): an import up a layer, between two
+# adapters, or of I/O from the policy fails the run here
+echo "== lint-imports"
+.venv/bin/lint-imports --no-cache
 
 # A throw-away PostgreSQL cluster on 127.0.0.1, stopped again on exit.
 pgdir=$(mktemp -d /tmp/arbiter-pg.XXXXXX)
@@ -37,6 +41,8 @@ if [[ $# -eq 0 ]]; then
   # Benchmark smoke runs: tiny sizes, no timing assertions; they only must not rot.
   echo "== bench smoke (numbers are not judged here; see BENCHMARKS.md)"
   # Each on its own line: under `set -e` a failing `cmd && echo ok` would not stop CI.
+  $PY -m bench.imports >/dev/null
+  echo "bench.imports: ok"
   $PY -m bench.scale --nodes 10 --warm-rounds 2
   $PY -m bench.verdict --rate 200 --seconds 2 >/dev/null
   echo "bench.verdict: ok"

@@ -265,7 +265,7 @@ def test_cli_check_unreachable_nodes_is_not_a_crash(cfgdir: Path) -> None:
 def test_serve_raises_the_open_files_limit(soft: int, nodes: int, expect: int) -> None:
     """`arbiter serve` keeps a socket per node: under a soft limit of 1024 (systemd's
     default) 1000 nodes would run out of descriptors. Run in a child with a low limit."""
-    code = ("import resource, logging; from arbiter.serve import ensure_open_files; "
+    code = ("import resource, logging; from arbiter.cli.serve import ensure_open_files; "
             f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, 16384)); "
             f"print(ensure_open_files({nodes}), "
             "resource.getrlimit(resource.RLIMIT_NOFILE)[0])")

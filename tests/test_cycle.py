@@ -11,7 +11,7 @@ from sqlalchemy import text
 from arbiter.model import IncidentState, Verdict
 from arbiter.probe.icmp import PingResult
 from arbiter.probe.ssh import CommandResult, Target
-from arbiter.service import Arbiter
+from arbiter.round.service import Arbiter
 from arbiter.sim.node import SimSite
 from arbiter.sim.scenario import GATEWAY, VIP1
 

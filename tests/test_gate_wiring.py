@@ -10,7 +10,7 @@ import pytest
 
 from arbiter.api.app import create_app, with_fast_verdict
 from arbiter.config import Config
-from arbiter.gate_log import GateLog, gate_deadline
+from arbiter.round.gate_log import GateLog, gate_deadline
 from arbiter.sim.node import SimSite
 from arbiter.sim.scenario import VIP1
 
@@ -84,7 +84,7 @@ def test_arbiter_check_reports_each_gate_from_the_running_arbiter(tmp_path) -> N
     import urllib.request
 
     from arbiter import config as config_mod
-    from arbiter.check import gate_report
+    from arbiter.cli.check import gate_report
     from bench.verdict import arbiter_server
 
     with arbiter_server(tmp_path, cluster_toml='verdict = "exclusive"\n') as (port, _):

@@ -16,13 +16,14 @@ import pytest
 from sqlalchemy import Engine, text
 
 from arbiter import config as config_mod
-from arbiter.effects import OpenIncident
 from arbiter.ha.leadership import Leadership
 from arbiter.ha.lease import NotLeader
 from arbiter.model import IncidentKind, IncidentState
+from arbiter.policy.effects import OpenIncident
 from arbiter.probe.icmp import IcmpPinger, choose_privileged
 from arbiter.probe.ssh import SshPool
-from arbiter.service import Arbiter
+from arbiter.round.peers import Peers
+from arbiter.round.service import Arbiter
 from arbiter.sim.node import SimSite
 from arbiter.sim.scenario import VIP1, site_config
 from arbiter.store import migrate
@@ -126,30 +127,27 @@ async def pair(pg: Engine, site: SimSite, tmp_path: Path,
     for name in ("a1", "a2"):
         cfg = ha_config(site, tmp_path, url, name)
         engine = make_engine(url)
-        leadership = Leadership(cfg, engine)
-        await leadership.renew()
         pinger = IcmpPinger(choose_privileged("auto"))
         if name == "a2" and follower_pinger is not None:
             pinger = follower_pinger(pinger)
-        arb = Arbiter(cfg, Repository(engine), pinger,
+        arb = Arbiter(cfg, engine, pinger,
                       SshPool(cfg.ssh.client_keys, cfg.ssh.known_hosts,
-                              cfg.ssh.connect_timeout), leadership=leadership)
+                              cfg.ssh.connect_timeout))
+        await arb.peers.start()
         await arb.restore()
         made.append(arb)
     yield made
     for arb in made:
         await arb.close()
-        assert arb.leadership is not None
-        arb.leadership.close()
         arb.repo.engine.dispose()
 
 
 async def test_only_the_leader_fences_and_a_follower_takes_over_its_hold(
         pair: list[Arbiter], site: SimSite) -> None:
     leader, follower = pair
-    assert leader.leadership and follower.leadership
-    assert leader.leadership.leading() == {"default"}
-    assert follower.leadership.leading() == frozenset()
+    assert isinstance(leader.peers, Peers) and isinstance(follower.peers, Peers)
+    assert leader.peers.leadership.leading() == {"default"}
+    assert follower.peers.leadership.leading() == frozenset()
     site.state("lb2").add("eth0", VIP1, 24)  # VRRP cut: lb2 claims the VIP too
     for _ in range(4):
         await rounds(follower, 1)
@@ -165,10 +163,10 @@ async def test_only_the_leader_fences_and_a_follower_takes_over_its_hold(
     assert follower.view.ha and follower.view.ha["shards"]["default"]["leader"] == "a1"
 
     # the leader dies: its lease runs out, the follower takes over under term 2
-    leader.leadership._leases.clear()  # noqa: SLF001 - it renews nothing any more
+    leader.peers.leadership._leases.clear()  # noqa: SLF001 - it renews nothing any more
     await asyncio.sleep(TTL + 0.2)
-    await follower.leadership.renew()
-    assert follower.leadership.term("default") == 2
+    await follower.peers.leadership.renew()
+    assert follower.peers.leadership.term("default") == 2
     await rounds(follower, 3)
     # the same incident and the same hold: no second incident, no second fence
     assert len(incidents(follower)) == 1
@@ -183,8 +181,8 @@ async def test_only_the_leader_fences_and_a_follower_takes_over_its_hold(
     await asyncio.wait_for(done, 10)
     await follower.wait_fences()
     assert site.state("lb2").term_seen == 2
-    from arbiter.ha.term_runner import TermRunner
     from arbiter.probe.ssh import Target
+    from arbiter.probe.term_runner import TermRunner
 
     stale = TermRunner(leader.runner, 1, lambda: True)
     res = await stale.run(Target("lb2", "127.0.0.12", site.port, "root"),

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from arbiter.ledger import Ledger
+from arbiter.round.ledger import Ledger
 from arbiter.store.engine import StoreError
 
 

@@ -75,17 +75,17 @@ def test_the_alert_rules_use_only_metrics_the_arbiter_exports() -> None:
 
     import yaml
 
-    from arbiter.metrics import Metrics
+    from arbiter.model import History
+    from arbiter.round.metrics import Metrics
+    from arbiter.round.view import View
+    from tests.unit.builders import make_config
 
     path = Path(__file__).resolve().parents[1] / "deploy/prometheus/arbiter-rules.yml"
     rules = [r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
     assert rules and all(r["alert"] and r["expr"] for r in rules)
-    m = Metrics()
-    m.watch_outbox(lambda: None)  # [notify]: the outbox gauges
-    exported = {fam.name for fam in m.registry.collect()}
-    exported |= {"arbiter_rounds_total", "arbiter_last_round_timestamp_seconds",
-                 "arbiter_tilt", "arbiter_isolated", "arbiter_node_reachable",
-                 "arbiter_vip_holders", "arbiter_split_brain_active"}  # the View's
+    view = View(make_config(), History())
+    m = Metrics(lambda: view, lambda: None)  # with [notify]: the outbox gauges too
+    exported = {fam.name for fam in m.registry.collect()}  # the View's gauges included
     used = {n for r in rules for n in re.findall(r"\barbiter_[a-z_]+", r["expr"])}
     assert used and used <= exported | {f"{n}_total" for n in exported}, used - exported
 

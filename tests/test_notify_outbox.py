@@ -9,17 +9,18 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from arbiter.effects import ChangeState, Opened, OpenIncident, SaveClusterMemory
-from arbiter.incident_fsm import IllegalTransition
+from arbiter.config.notify import DEFAULT_EVENTS
 from arbiter.model import IncidentKind
 from arbiter.model import IncidentState as S
-from arbiter.notify import events as ev
-from arbiter.notify import outbox
+from arbiter.policy import notify_events as ev
+from arbiter.policy.effects import ChangeState, Opened, OpenIncident, SaveClusterMemory
+from arbiter.policy.incident_fsm import IllegalTransition
+from arbiter.store import outbox
 from arbiter.store.repository import Repository
 from arbiter.store.tables import Notification
 from tests.test_store import T, decide
 
-BOX = outbox.Outbox(("smtp", "ops"), frozenset(ev.DEFAULT_EVENTS), "http://arb:8080")
+BOX = outbox.Outbox(("smtp", "ops"), frozenset(DEFAULT_EVENTS), "http://arb:8080")
 
 
 def rows(repo: Repository) -> list[Notification]:
@@ -59,7 +60,7 @@ def test_events_not_asked_for_are_not_written(repo: Repository) -> None:
 
 
 def test_a_row_is_claimed_once_retried_then_dead(repo: Repository) -> None:
-    repo.outbox = outbox.Outbox(("ops",), frozenset(ev.DEFAULT_EVENTS), "http://a")
+    repo.outbox = outbox.Outbox(("ops",), frozenset(DEFAULT_EVENTS), "http://a")
     repo.apply("web", [OpenIncident(IncidentKind.SPLIT_BRAIN, "split", ("10.0.0.100",))], T)
     (c,) = repo.transaction(lambda s: outbox.claim(s, T, hold=60))
     assert c.attempts == 1

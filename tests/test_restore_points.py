@@ -15,9 +15,6 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
-from arbiter import decide, memory
-from arbiter.effects import RecordDecision, StartFence, is_action
-from arbiter.memory import Committed
 from arbiter.model import (
     ClusterObservation,
     History,
@@ -26,6 +23,9 @@ from arbiter.model import (
     SelfCheck,
     Snapshot,
 )
+from arbiter.policy import decide, memory
+from arbiter.policy.effects import RecordDecision, StartFence, is_action
+from arbiter.policy.memory import Committed
 from arbiter.serialize import fence_plan
 from arbiter.store.repository import AttemptRecord, Repository
 from arbiter.store.tables import Base

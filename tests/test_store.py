@@ -7,8 +7,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import inspect
 
-from arbiter.effects import Opened, OpenIncident, RecordDecision, SaveClusterMemory
-from arbiter.incident_fsm import IllegalTransition
 from arbiter.model import (
     FenceMethod,
     FencePlan,
@@ -16,6 +14,8 @@ from arbiter.model import (
     IncidentState,
     VictimAction,
 )
+from arbiter.policy.effects import Opened, OpenIncident, RecordDecision, SaveClusterMemory
+from arbiter.policy.incident_fsm import IllegalTransition
 from arbiter.store import migrate
 from arbiter.store.engine import make_engine
 from arbiter.store.repository import AttemptRecord, Repository
@@ -155,7 +155,7 @@ def test_node_events_are_pruned_by_age_and_count(repo: Repository) -> None:
 
 def test_a_held_incident_resolves_on_its_operator_release_and_a_refence_persists(
         repo: Repository) -> None:
-    from arbiter.effects import ChangeState
+    from arbiter.policy.effects import ChangeState
 
     S = IncidentState
     ids = repo.apply("web", [OpenIncident(IncidentKind.SPLIT_BRAIN, "split", ("10.0.0.100",)),
@@ -169,8 +169,8 @@ def test_a_held_incident_resolves_on_its_operator_release_and_a_refence_persists
     # released automatically, then a re-claim in the same incident: the flag survives
     # in the row (a restart keeps the victim's hold for an operator), and the new hold
     # is releasable (the automatic release is over)
-    from arbiter.effects import ReleaseHold
     from arbiter.model import FenceMode, Hold
+    from arbiter.policy.effects import ReleaseHold
 
     repo.apply("web", [ReleaseHold(Hold("lb2", iid, "lb1", FenceMode.SSH, True), "healed"),
                        ChangeState(iid, S.HELD, S.WATCHING, "released automatically")],

@@ -23,7 +23,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from arbiter.api import views
 from arbiter.api.auth import Authenticator
 from arbiter.api.openapi import Bearer, bearer, reads_optionally_authed, version
 from arbiter.api.reader import Reader
@@ -41,10 +40,11 @@ from arbiter.api.schema import (
 from arbiter.api.writes import RateLimit, parse, read_body
 from arbiter.ha.lease import NotLeader
 from arbiter.model import IncidentKind, IncidentState
-from arbiter.service import Arbiter
+from arbiter.round import status as views
+from arbiter.round.service import Arbiter
+from arbiter.round.view import View
 from arbiter.store.engine import StoreError
 from arbiter.store.queries import MAX_ID, MAX_PAGE
-from arbiter.view import View
 from arbiter.web.page import docs_router, page_router
 
 log = logging.getLogger("arbiter.api")

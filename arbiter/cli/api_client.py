@@ -10,7 +10,6 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from arbiter import config as config_mod
 from arbiter.config import Config
 
 
@@ -21,13 +20,6 @@ class ApiError(Exception):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
-
-
-def base_url(cfg: Config) -> str:
-    host, port = config_mod.parse_listen(cfg.arbiter.listen)
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    scheme = "https" if cfg.api.tls_certfile else "http"
-    return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
 def operator_token(cfg: Config, name: str | None = None) -> str | None:
@@ -47,7 +39,7 @@ def operator_token(cfg: Config, name: str | None = None) -> str | None:
 
 def call(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None,
          token: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
-    url = base_url(cfg) + path
+    url = cfg.api_url + path
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:

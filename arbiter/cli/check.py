@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from arbiter.api_client import ApiError, base_url, call
-from arbiter.cli import EXIT_ERROR, EXIT_OK, EXIT_SPLIT
+from arbiter.cli.adapters import pinger_for, pool_for
+from arbiter.cli.api_client import ApiError, call
+from arbiter.cli.exits import EXIT_ERROR, EXIT_OK, EXIT_SPLIT
+from arbiter.clock import utcnow
 from arbiter.config import ClusterConfig, Config
-from arbiter.fence_plan import action_words
+from arbiter.policy.fence_plan import action_words
 from arbiter.probe.agent import run_agent
-from arbiter.serve import build_arbiter
+from arbiter.round.arp_view import ArpViews
+from arbiter.round.observer import Observer
 
 
 def _fmt_bool(v: bool | None, yes: str = "yes", no: str = "NO") -> str:
@@ -20,12 +23,13 @@ def _fmt_bool(v: bool | None, yes: str = "yes", no: str = "NO") -> str:
 
 
 async def run_check(cfg: Config) -> int:
-    from arbiter import decide
     from arbiter.model import ClusterHistory, History, IncidentMemory, IncidentState
+    from arbiter.policy import decide
 
-    arb, pool = build_arbiter(cfg)
+    pool = pool_for(cfg)
+    observer = Observer(cfg, pinger_for(cfg), pool, utcnow, ArpViews(cfg, lambda: None))
     try:
-        snap = await arb.observer.observe()
+        snap = await observer.observe()
     finally:
         await pool.close()
     a = decide.assess(cfg, snap, History(), snap.at)
@@ -123,7 +127,7 @@ def gate_report(cfg: Config, timeout: float = 2.0) -> list[str]:
     exclusive = [c for c in cfg.clusters if c.verdict == "exclusive"]
     if not exclusive:
         return []
-    url = base_url(cfg) + "/status"
+    url = cfg.api_url + "/status"
     out = [f"\ngates (exclusive verdicts), as the running arbiter at {url} saw them:"]
     try:
         status = call(cfg, "GET", "/status", token=next(iter(cfg.api.tokens.values()), None),

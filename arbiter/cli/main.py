@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 from arbiter import config as config_mod
+from arbiter.cli.exits import EXIT_ERROR, EXIT_OK
 from arbiter.config import Config, ConfigError
 
 log = logging.getLogger("arbiter")
-
-EXIT_OK, EXIT_SPLIT, EXIT_ERROR = 0, 1, 2
 
 
 CONFIG_HELP = "the arbiter's TOML config (e.g. /etc/arbiter/arbiter.toml)"
@@ -44,7 +43,7 @@ def _load(path: str) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from arbiter.serve import ensure_open_files, loop_factory, prepare_database, serve
+    from arbiter.cli.serve import ensure_open_files, loop_factory, prepare_database, serve
 
     cfg = _load(args.config)
     _setup_logging(args.log_level)
@@ -61,7 +60,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     # the table is the output: log lines (on stderr) only for errors, unless asked
     _setup_logging("error" if args.log_level == "info" else args.log_level)
-    from arbiter.check import run_check
+    from arbiter.cli.check import run_check
 
     return asyncio.run(run_check(cfg))
 
@@ -93,7 +92,7 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from arbiter.serve import prepare_database
+    from arbiter.cli.serve import prepare_database
 
     cfg = _load(args.config)
     _setup_logging(args.log_level)
@@ -148,21 +147,21 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from arbiter.status_cli import cmd_status as run
+    from arbiter.cli.status import cmd_status as run
 
     return run(config_mod.load(args.config, check_files=False),
                args.watch if args.watch else None, args.json, args.count)
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    from arbiter.status_cli import cmd_release as run
+    from arbiter.cli.status import cmd_release as run
 
     return run(config_mod.load(args.config, check_files=False), args.incident, args.reason,
                args.who)
 
 
 def cmd_notify_test(args: argparse.Namespace) -> int:
-    from arbiter.notify.setup import run_test
+    from arbiter.cli.notify import run_test
 
     cfg = config_mod.load(args.config, check_files=False)
     _setup_logging(args.log_level)

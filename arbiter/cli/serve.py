@@ -9,31 +9,22 @@ import sys
 from datetime import UTC, timedelta
 
 from arbiter import config as config_mod
+from arbiter.cli.adapters import pinger_for, pool_for
+from arbiter.cli.exits import EXIT_OK
 from arbiter.config import Config
 
 log = logging.getLogger("arbiter")
 
-EXIT_OK = 0
+
 SWITCH_INTERVAL = 0.001  # seconds; see serve
 
 
 def build_arbiter(cfg: Config):  # type: ignore[no-untyped-def]
-    from arbiter.probe.icmp import IcmpPinger, choose_privileged
-    from arbiter.probe.ssh import SshPool
-    from arbiter.service import Arbiter
-    from arbiter.store.repository import Repository
+    """The service over the real adapters: ICMP, the SSH pool and the database."""
+    from arbiter.round.service import Arbiter
+    from arbiter.store.engine import make_engine
 
-    privileged = choose_privileged(cfg.arbiter.icmp_privileged)
-    log.info("ICMP: %s sockets", "raw (privileged)" if privileged else "unprivileged datagram")
-    pool = SshPool(cfg.ssh.client_keys, cfg.ssh.known_hosts, cfg.ssh.connect_timeout,
-                   cfg.ssh.keepalive_interval)
-    repo = Repository.from_url(cfg.arbiter.database)
-    leadership = None
-    if cfg.ha is not None:
-        from arbiter.ha.leadership import Leadership
-
-        leadership = Leadership(cfg, repo.engine)
-    return Arbiter(cfg, repo, IcmpPinger(privileged), pool, leadership=leadership), pool
+    return Arbiter(cfg, make_engine(cfg.arbiter.database), pinger_for(cfg), pool_for(cfg))
 
 
 def prepare_database(url: str, auto: bool) -> str:
@@ -69,16 +60,12 @@ async def serve(cfg: Config) -> int:
                                     else socket.AF_INET, reuse_port=False)
     except OSError as exc:
         raise RuntimeError(f"cannot listen on {cfg.arbiter.listen}: {exc.strerror}") from None
-    from arbiter.arp_view import preflight
+    from arbiter.round.arp_view import preflight
 
     if problems := preflight(cfg):  # the ARP view needs CAP_NET_RAW: say so, and stop
         raise config_mod.ConfigError(problems, "(the ARP view)")
-    arb, pool = build_arbiter(cfg)
-    from arbiter.notify import setup as notify_setup
-
-    sender = notify_setup.attach(arb, cfg)  # [notify]: the outbox and its sender
-    if arb.leadership is not None:
-        await arb.leadership.renew()  # lead (or follow) from the first round on
+    arb = build_arbiter(cfg)
+    await arb.peers.start()  # [ha]: lead (or follow) from the first round on
     await arb.restore()
     # The event loop answers the gates' /verdict while worker threads build incident
     # pages and /status. Each time the loop wakes it must take the GIL back from a
@@ -97,13 +84,13 @@ async def serve(cfg: Config) -> int:
     # exclusive verdicts without a wired gate protect nothing: say so in the journal
     sched.add_job(lambda: arb.gates.log_changes(arb.config), "interval", seconds=5,
                   id="gate-watch", max_instances=1, coalesce=True)
-    if arb.leadership is not None and cfg.ha is not None:
-        # each renewal bounded well under the TTL (Leadership.renew); a late one is
-        # skipped, not queued behind the one still running
-        sched.add_job(arb.leadership.renew, "interval", seconds=cfg.ha.renew_every,
-                      id="lease", max_instances=1, coalesce=True, misfire_grace_time=None)
-    if sender is not None:
-        notify_setup.schedule(sched, sender)
+    arb.peers.schedule(sched)  # [ha]: the lease renewals
+    if arb.sender is not None:  # [notify]: deliver every send_every, prune daily
+        sender = arb.sender
+        sched.add_job(sender.run_once, "interval", seconds=sender.section.send_every,
+                      id="notify-send", max_instances=1, coalesce=True, misfire_grace_time=None)
+        sched.add_job(sender.prune, "interval", hours=6, id="notify-retention",
+                      max_instances=1, coalesce=True)
         await sender.refresh()  # pending rows from before a restart show at once
     sched.start()
     tls = {}
@@ -119,12 +106,7 @@ async def serve(cfg: Config) -> int:
         await server.serve(sockets=[sock])
     finally:
         sched.shutdown(wait=False)
-        await arb.close()
-        if sender is not None:
-            await sender.aclose()
-        if arb.leadership is not None:
-            await arb.leadership.resign()  # after the last fence: a follower takes over now
-            arb.leadership.close()
+        await arb.close()  # the last fence, then ([ha]) the leases handed back
     return EXIT_OK
 
 

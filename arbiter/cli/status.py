@@ -14,11 +14,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from arbiter.api_client import ApiError, call, operator_token
-from arbiter.cluster_state import arbiter_problems
+from arbiter.cli.api_client import ApiError, call, operator_token
+from arbiter.cli.exits import EXIT_ERROR, EXIT_OK, EXIT_OPERATOR
 from arbiter.config import Config
+from arbiter.policy.cluster_state import arbiter_problems
 
-EXIT_OK, EXIT_OPERATOR, EXIT_ERROR = 0, 1, 2
+
 def _age(iso: str | None, now: datetime) -> str:
     if not iso:
         return "never"

@@ -7,6 +7,7 @@ without reading the source. ``schema`` holds the sections and their rules,
 """
 
 from arbiter.config.ha import HASection
+from arbiter.config.listen import parse_listen
 from arbiter.config.loading import from_dict, load
 from arbiter.config.schema import (
     DEFAULT_ANNOUNCE,
@@ -19,7 +20,6 @@ from arbiter.config.schema import (
     ConfigError,
     NodeConfig,
     SSHSection,
-    parse_listen,
 )
 
 __all__ = [

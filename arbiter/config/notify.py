@@ -1,7 +1,7 @@
 """The ``[notify]`` section: who hears about incidents, and how hard we try.
 
 Notifications are written to an outbox in the same transaction as the incident
-change they report (``arbiter.notify``); a sender job delivers them.
+change they report (``arbiter.store.outbox``); a sender job delivers them.
 """
 
 from __future__ import annotations
@@ -11,10 +11,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from arbiter.notify.events import DEFAULT_EVENTS, EventKind
+from arbiter.model import EventKind
 
 CHANNEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$"
 _MAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
+
+DEFAULT_EVENTS: tuple[EventKind, ...] = tuple(
+    k for k in EventKind if k not in (EventKind.ORPHAN_VIP, EventKind.ORPHAN_VIP_RESOLVED,
+                                      EventKind.TEST))
 
 
 class _Strict(BaseModel):

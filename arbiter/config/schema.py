@@ -7,7 +7,6 @@ errors into ``path: reason`` lines.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections import Counter
 from typing import Annotated, Literal
 
@@ -22,6 +21,7 @@ from pydantic import (
 
 from arbiter.config.fencing import AgentRule, ClusterFencing, NodeFencing
 from arbiter.config.ha import HASection
+from arbiter.config.listen import listen_url, parse_listen
 from arbiter.config.notify import NotifySection
 
 DEFAULT_FENCE = "systemctl stop keepalived"
@@ -387,16 +387,17 @@ class Config(_Strict):
     def shards(self) -> list[str]:
         return sorted({c.shard for c in self.clusters})
 
+    @property
+    def api_url(self) -> str:
+        """The API as a client on this host reaches it (the CLI, links in messages)."""
+        return listen_url(self.arbiter.listen, bool(self.api.tls_certfile))
+
+    @property
+    def links_url(self) -> str:
+        """Where links in notifications lead: ``notify.base_url``, else ``api_url``."""
+        if self.notify is not None and self.notify.base_url:
+            return self.notify.base_url.rstrip("/")
+        return self.api_url
+
     def gateways_for(self, cluster: ClusterConfig) -> list[str]:
         return cluster.gateways or self.arbiter.gateways
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", value)
-    if not m:
-        raise ValueError(f"{value!r} is not HOST:PORT")
-    host = m.group(1) or m.group(3)
-    port = int(m.group(2) or m.group(4))
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} out of range 1-65535")
-    return host, port

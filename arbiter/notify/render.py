@@ -8,7 +8,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
-from arbiter.notify.events import RESOLVES, SEVERITY, EventKind
+from arbiter.policy.notify_events import RESOLVES, SEVERITY, EventKind
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's "not ended"
 

@@ -16,7 +16,8 @@ which rule it was.
 from __future__ import annotations
 
 from arbiter.config import Config
-from arbiter.model import ClusterAssessment, ClusterHistory, Health, IncidentState
+from arbiter.model import ClusterHistory, Health, IncidentState
+from arbiter.policy.assessment import ClusterAssessment
 
 S = IncidentState
 

@@ -22,24 +22,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from arbiter import incident_fsm
 from arbiter.config import ClusterConfig, Config
-from arbiter.effects import (
-    ChangeState,
-    Effect,
-    OpenIncident,
-    RecordDecision,
-    Recover,
-    ReleaseHold,
-    SaveClusterMemory,
-    StartFence,
-    ref_of,
-)
-from arbiter.fence_plan import maybe_fence
-from arbiter.holds import auto_release, gate_progress
 from arbiter.model import (
-    Assessment,
-    ClusterAssessment,
     ClusterHistory,
     ClusterObservation,
     FenceMethod,
@@ -52,8 +36,23 @@ from arbiter.model import (
     IncidentState,
     Snapshot,
 )
-from arbiter.quorum import Quorum, compact, judge
-from arbiter.verdicts import guarded_vips, node_verdict
+from arbiter.policy import incident_fsm
+from arbiter.policy.assessment import Assessment, ClusterAssessment
+from arbiter.policy.effects import (
+    ChangeState,
+    Effect,
+    OpenIncident,
+    RecordDecision,
+    Recover,
+    ReleaseHold,
+    SaveClusterMemory,
+    StartFence,
+    ref_of,
+)
+from arbiter.policy.fence_plan import maybe_fence
+from arbiter.policy.holds import auto_release, gate_progress
+from arbiter.policy.quorum import Quorum, compact, judge
+from arbiter.policy.verdicts import guarded_vips, node_verdict
 
 S = IncidentState
 

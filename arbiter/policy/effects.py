@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arbiter import incident_fsm
 from arbiter.model import FencePlan, Hold, IncidentKind, IncidentMemory, IncidentState
+from arbiter.policy import incident_fsm
 
 
 @dataclass(frozen=True, slots=True)

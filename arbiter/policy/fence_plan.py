@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from arbiter.config import ClusterConfig, Config
-from arbiter.incident_fsm import RECLAIMABLE
 from arbiter.model import (
     ClusterHistory,
     ClusterObservation,
@@ -23,8 +22,9 @@ from arbiter.model import (
     IncidentState,
     VictimAction,
 )
-from arbiter.quorum import ClusterView
-from arbiter.survivor import deciding_rule, rank_candidates
+from arbiter.policy.incident_fsm import RECLAIMABLE
+from arbiter.policy.quorum import ClusterView
+from arbiter.policy.survivor import deciding_rule, rank_candidates
 
 # Incident states from which a (new or retried) fence may be ordered.
 _FENCEABLE = (IncidentState.OPEN, IncidentState.FENCE_FAILED)

@@ -7,9 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from arbiter import incident_fsm
 from arbiter.config import ClusterConfig, Config
-from arbiter.effects import ChangeState, Effect, ref_of
 from arbiter.model import (
     ClusterHistory,
     ClusterObservation,
@@ -17,6 +15,8 @@ from arbiter.model import (
     Hold,
     IncidentState,
 )
+from arbiter.policy import incident_fsm
+from arbiter.policy.effects import ChangeState, Effect, ref_of
 
 S = IncidentState
 

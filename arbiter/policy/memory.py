@@ -16,10 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from arbiter import incident_fsm
-from arbiter.effects import ChangeState
 from arbiter.model import (
-    Assessment,
     ClusterHistory,
     FenceMode,
     History,
@@ -28,7 +25,10 @@ from arbiter.model import (
     IncidentMemory,
     IncidentState,
 )
-from arbiter.store.rows import ClusterMemoryRow, IncidentRow
+from arbiter.policy import incident_fsm
+from arbiter.policy.assessment import Assessment
+from arbiter.policy.effects import ChangeState
+from arbiter.policy.rows import ClusterMemoryRow, IncidentRow
 
 ARBITER = None  # the key of the arbiter's own incidents (isolation) in Committed
 

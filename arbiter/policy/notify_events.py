@@ -1,5 +1,7 @@
-"""What is worth telling an operator, as data: the event kinds, which incident
-changes raise which, and the payload each carries. Pure: no I/O.
+"""What is worth telling an operator, as data: which incident changes raise which
+event (the kinds are ``arbiter.model.EventKind``), and the payload each carries.
+Pure: no I/O. The store writes them to the outbox (``arbiter.store.outbox``), and
+``arbiter.notify`` renders and delivers them.
 
 Each problem has its resolution: a split brain is resolved; a failed fence ends
 in ``fence_done`` or the incident resolved; a held node is released; an isolated
@@ -9,33 +11,12 @@ arbiter or a TILT ends.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
+
+from arbiter.model import EventKind
 
 PAYLOAD_VERSION = 1
 
-
-class EventKind(StrEnum):
-    SPLIT_BRAIN = "split_brain"
-    SPLIT_BRAIN_RESOLVED = "split_brain_resolved"
-    FENCE_DONE = "fence_done"
-    FENCE_FAILED = "fence_failed"
-    NODE_HELD = "node_held"
-    NODE_RELEASED = "node_released"
-    ARBITER_ISOLATED = "arbiter_isolated"
-    ARBITER_ISOLATED_RESOLVED = "arbiter_isolated_resolved"
-    TILT = "tilt"
-    TILT_RESOLVED = "tilt_resolved"
-    ORPHAN_VIP = "orphan_vip"
-    ORPHAN_VIP_RESOLVED = "orphan_vip_resolved"
-    VIP_CONFLICT = "vip_conflict"
-    VIP_CONFLICT_RESOLVED = "vip_conflict_resolved"
-    TEST = "test"  # `arbiter notify test`: never written to the outbox
-
-
-DEFAULT_EVENTS: tuple[EventKind, ...] = tuple(
-    k for k in EventKind if k not in (EventKind.ORPHAN_VIP, EventKind.ORPHAN_VIP_RESOLVED,
-                                      EventKind.TEST))
 
 # severity: what a pager does with it; "resolved" closes the matching alert
 SEVERITY: dict[EventKind, str] = {

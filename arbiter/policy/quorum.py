@@ -1,7 +1,7 @@
 """[ha] A quorum of vantages: the leader fences only what enough arbiters see.
 
 Pure: no I/O. Every arbiter writes a compact view of every node each round
-(``compact``); the leader reads the others' fresh ones (``arbiter.ha.views``) and
+(``compact``); the leader reads the others' fresh ones (``arbiter.store.views``) and
 the policy asks ``judge`` before it fences:
 
 - at least ``need`` views, its own included, must see one of the split VIPs held by

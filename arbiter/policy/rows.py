@@ -1,4 +1,6 @@
-"""Typed rows the store hands to the restore (no SQLAlchemy objects leave the store)."""
+"""The restore's input: typed rows the store hands over (``memory.restore`` reads them;
+no SQLAlchemy object leaves the store). They belong to the policy's side of the seam:
+the store (an adapter) builds them, the policy never imports the store."""
 
 from __future__ import annotations
 

@@ -2,18 +2,16 @@
 
 Pure bookkeeping: every method takes the times it needs (monotonic seconds,
 wall-clock seconds, a UTC datetime), so tests drive it with fake clocks and the
-service passes the real ones. It never sleeps itself.
+service passes the real ones. It never sleeps, and it logs nothing: it returns
+what happened (TILT entered, a round overran), and the loop says so.
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 
-from arbiter.incident_fsm import RECLAIMABLE
 from arbiter.model import History, IncidentState
-
-log = logging.getLogger("arbiter.schedule")
+from arbiter.policy.incident_fsm import RECLAIMABLE
 
 
 class Tilt:
@@ -28,7 +26,6 @@ class Tilt:
     def enter(self, reason: str, now: datetime) -> None:
         self.until = now + timedelta(seconds=self.period)
         self.reason = reason
-        log.warning("TILT: %s; fencing suspended for %.0fs", reason, self.period)
 
     def active(self, now: datetime) -> str | None:
         if self.until is not None and now < self.until:
@@ -49,19 +46,22 @@ class Scheduler:
     def round_starts(self, mono: float, wall: float, now: datetime) -> str | None:
         """A round starts now. Enter TILT if it starts late by more than tilt_after
         (a stalled loop: SIGSTOP, VM pause) or the wall clock moved differently from
-        the monotonic one. Returns the TILT reason in force, if any."""
+        the monotonic one. Returns why TILT was entered just now, if it was."""
         if self.next_at is None:
             self.next_at = mono
         lateness = mono - self.next_at
         drift = 0.0
         if self._last is not None:
             drift = abs((wall - self._last[1]) - (mono - self._last[0]))
+        entered = None
         if lateness > self.tilt_after:
-            self.tilt.enter(f"round started {lateness:.1f}s late", now)
+            entered = f"round started {lateness:.1f}s late"
         elif drift > self.tilt_after:
-            self.tilt.enter(f"wall clock jumped by {drift:.1f}s", now)
+            entered = f"wall clock jumped by {drift:.1f}s"
+        if entered is not None:
+            self.tilt.enter(entered, now)
         self._last = (mono, wall)
-        return self.tilt.active(now)
+        return entered
 
     def round_ends(self, started: float, ended: float) -> bool:
         """Schedule the next round; True if this one overran the interval."""
@@ -69,8 +69,6 @@ class Scheduler:
         self.next_at += self.interval
         if ended > self.next_at:
             self.overruns += 1
-            log.warning("round took %.2fs, longer than interval %.2fs; next round starts now",
-                        ended - started, self.interval)
             self.next_at = ended
             return True
         return False

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from arbiter.config import ClusterConfig
 from arbiter.model import ClusterHistory, ClusterObservation, NodeObservation
-from arbiter.quorum import ClusterView, compact
+from arbiter.policy.quorum import ClusterView, compact
 
 
 def survivor_key(

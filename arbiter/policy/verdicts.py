@@ -20,10 +20,10 @@ from arbiter.model import (
     ClusterObservation,
     Health,
     IncidentState,
-    NodeAssessment,
     NodeObservation,
     Verdict,
 )
+from arbiter.policy.assessment import NodeAssessment
 
 
 def healthy_holder(o: NodeObservation, vip: str) -> str | None:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from arbiter.clock import utcnow
 from arbiter.config import ClusterConfig, Config
-from arbiter.ha.term_runner import is_stale_term
 from arbiter.model import Address, FencePlan
 from arbiter.probe.collect import CollectParseError, collect_command, parse_collect
 from arbiter.probe.ssh import Runner, Target
+from arbiter.probe.term_runner import is_stale_term
 from arbiter.store.repository import AttemptRecord
 
 Record = Callable[[AttemptRecord], Awaitable[None]]

@@ -23,7 +23,10 @@ from dataclasses import dataclass
 
 from arbiter.clock import utcnow
 from arbiter.config import ClusterConfig, Config
-from arbiter.fence import (
+from arbiter.model import FenceMethod, FencePlan, VictimAction
+from arbiter.probe.agent import AgentResult, describe, run_agent
+from arbiter.probe.ssh import Runner
+from arbiter.round.fence import (
     VERIFY_POLL,
     ArpCheck,
     FenceReport,
@@ -36,9 +39,6 @@ from arbiter.fence import (
     verify_arp,
     verify_gone,
 )
-from arbiter.model import FenceMethod, FencePlan, VictimAction
-from arbiter.probe.agent import AgentResult, describe, run_agent
-from arbiter.probe.ssh import Runner
 from arbiter.store.repository import AttemptRecord
 
 

@@ -21,7 +21,10 @@ from typing import Any
 
 from arbiter.clock import Clock, utcnow
 from arbiter.config import ClusterConfig, Config
-from arbiter.fence import (
+from arbiter.model import FencePlan, Hold
+from arbiter.probe.ssh import Runner
+from arbiter.probe.term_runner import ANNOUNCE, is_stale_term
+from arbiter.round.fence import (
     ArpCheck,
     FenceReport,
     Record,
@@ -30,12 +33,9 @@ from arbiter.fence import (
     run_step,
     target_for,
 )
-from arbiter.fence_levels import FenceContext, agent_recover, execute
-from arbiter.ha.term_runner import ANNOUNCE, TermRunner, is_stale_term
-from arbiter.ledger import Ledger
-from arbiter.metrics import Metrics
-from arbiter.model import FencePlan, Hold
-from arbiter.probe.ssh import Runner
+from arbiter.round.fence_levels import FenceContext, agent_recover, execute
+from arbiter.round.ledger import Ledger
+from arbiter.round.metrics import Metrics
 from arbiter.store.repository import AttemptRecord
 
 log = logging.getLogger("arbiter.fencer")
@@ -52,7 +52,15 @@ class FenceFinished:
 class Fencer:
     def __init__(self, config: Config, runner: Runner, ledger: Ledger,
                  wake: Callable[[], None], clock: Clock = utcnow,
-                 metrics: Metrics | None = None):
+                 metrics: Metrics | None = None,
+                 runner_for: Callable[[str, Runner], Runner] | None = None,
+                 arp_check: ArpCheck | None = None,
+                 abstaining: Callable[[], str | None] | None = None):
+        """``runner_for``: the runner of one cluster's fence or recover ([ha]: with the
+        leader's term in front of each command; by default ``runner`` itself).
+        ``arp_check``: the ARP view's check that a victim's MAC no longer answers.
+        ``abstaining``: why the arbiter abstains now (None: it does not); no fence
+        agent runs then."""
         self.config = config
         self.runner = runner
         self.ledger = ledger
@@ -66,21 +74,12 @@ class Fencer:
         self._fencing_incident: dict[str, int] = {}
         self._pending: set[asyncio.Event] = set()
         self._finished: list[FenceFinished] = []
-        # [ha] the term this arbiter leads a cluster's shard under now (None: it does not)
-        self.term_of: Callable[[str], int | None] | None = None
-        # the ARP view's check that a victim's MAC no longer answers (service wires it)
-        self.arp_check: ArpCheck | None = None
-        # why the arbiter abstains now (None: it does not): no agent runs then
-        self.abstaining: Callable[[], str | None] | None = None
+        self.runner_for = runner_for
+        self.arp_check = arp_check
+        self.abstaining = abstaining
 
     def _runner_for(self, cluster: str) -> Runner:
-        """[ha] The runner of one fence or recover: its commands carry the term of now,
-        and stop once this arbiter no longer leads under it."""
-        term_of = self.term_of
-        if term_of is None:
-            return self.runner
-        term = term_of(cluster)
-        return TermRunner(self.runner, term, lambda: term_of(cluster) == term)
+        return self.runner_for(cluster, self.runner) if self.runner_for else self.runner
 
     # --- lifecycle -------------------------------------------------------------
     def start(self) -> None:

@@ -15,13 +15,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from arbiter import memory
 from arbiter.clock import Clock
 from arbiter.config import Config
-from arbiter.fencer import Fencer
 from arbiter.ha.lease import NotLeader
-from arbiter.ledger import Ledger
 from arbiter.model import History
+from arbiter.policy import memory
+from arbiter.round.fencer import Fencer
+from arbiter.round.ledger import Ledger
 from arbiter.store.engine import StoreError
 
 log = logging.getLogger("arbiter.intents")

@@ -25,7 +25,10 @@ from datetime import datetime
 from typing import Any
 
 from arbiter.clock import Clock, utcnow
-from arbiter.effects import (
+from arbiter.ha.lease import NotLeader
+from arbiter.model import ClusterObservation, IncidentState, Snapshot
+from arbiter.policy.assessment import Assessment, ClusterAssessment
+from arbiter.policy.effects import (
     ChangeState,
     OpenIncident,
     RecordDecision,
@@ -33,14 +36,12 @@ from arbiter.effects import (
     ReleaseHold,
     is_action,
 )
-from arbiter.ha.lease import NotLeader
-from arbiter.incident_fsm import IllegalTransition
-from arbiter.memory import ARBITER, Committed
-from arbiter.model import Assessment, IncidentState, Snapshot
-from arbiter.serialize import cluster_evidence, fence_plan
+from arbiter.policy.incident_fsm import IllegalTransition
+from arbiter.policy.memory import ARBITER, Committed
+from arbiter.policy.rows import ClusterMemoryRow, IncidentRow
+from arbiter.serialize import fence_plan, node_observation
 from arbiter.store.engine import DB_TIMEOUT, StoreError
 from arbiter.store.repository import AttemptRecord, Repository
-from arbiter.store.rows import ClusterMemoryRow, IncidentRow
 
 log = logging.getLogger("arbiter.ledger")
 
@@ -51,7 +52,10 @@ EXECUTOR_THREADS = 8
 
 
 class Ledger:
-    def __init__(self, repo: Repository, clock: Clock = utcnow, timeout: float = DB_TIMEOUT):
+    def __init__(self, repo: Repository, clock: Clock = utcnow, timeout: float = DB_TIMEOUT,
+                 leads: Callable[[str], bool] | None = None):
+        """``leads`` ([ha]): whether this arbiter leads a cluster's shard now; the
+        commit records nothing of a cluster it does not lead."""
         self.repo = repo
         self.clock = clock
         self.timeout = timeout
@@ -73,8 +77,7 @@ class Ledger:
         # whereas the asyncio future wait_for awaited is done the moment it is cancelled)
         self._unsettled: set[concurrent.futures.Future[Any]] = set()
         self.file_problem: str | None = None  # the SQLite file deleted or replaced
-        # [ha] whether this arbiter leads a cluster's shard now (None: no [ha], it does)
-        self.leads: Callable[[str], bool] | None = None
+        self.leads = leads
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """One repository call off the event loop, bounded in time. A StoreError (a
@@ -260,3 +263,21 @@ def _log_committed(cluster: str | None, e: RecordEffect) -> None:
                  e.message)
     elif isinstance(e, ReleaseHold):
         log.info("%s %s", where, e.why)
+
+
+def cluster_evidence(
+    obs: ClusterObservation, ca: ClusterAssessment, vips: list[str]
+) -> dict[str, Any]:
+    """What an incident opened or decided this round keeps as its evidence."""
+    return {
+        "nodes": [node_observation(n, vips) for n in obs.nodes],
+        "holders": {v: list(h) for v, h in ca.holders},
+        "split_vips": list(ca.split_vips),
+        "orphan_vips": list(ca.orphan_vips),
+        # the ARP view: the MACs that answered each VIP, and whose they are
+        "arp": None if obs.arp is None else {
+            "answers": {v: list(m) for v, m in obs.arp.answers},
+            "owners": dict(obs.arp.owners), "error": obs.arp.error},
+        "split_streak": ca.next_history.split_streak,
+        "reason": ca.reason,
+    }

@@ -22,9 +22,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from arbiter.effects import OpenIncident
 from arbiter.model import IncidentKind
-from arbiter.view import View
+from arbiter.policy.effects import OpenIncident
+from arbiter.round.view import View
 
 ROUND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -43,9 +43,11 @@ def ssh_error_kind(error: str) -> str:
 
 
 class Metrics:
-    """The counters and the histogram, in a registry of their own (one per app)."""
+    """The counters and the histogram, in a registry of their own (one per app), and
+    the state read at scrape time: from ``view`` (the View current then) and, with
+    ``[notify]``, ``outbox`` (the pending and dead notifications the sender last read)."""
 
-    def __init__(self) -> None:
+    def __init__(self, view: Callable[[], View], outbox: Callable[[], Any] | None = None):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.round_seconds = Histogram("arbiter_round_duration_seconds",
@@ -63,13 +65,12 @@ class Metrics:
         self.notifications = Counter("arbiter_notification_deliveries",
                                      "Notification deliveries tried, by channel and outcome",
                                      ["channel", "outcome"], registry=r)
+        r.register(ViewCollector(view))
+        if outbox is not None:
+            r.register(OutboxCollector(outbox))
 
     def notification_result(self, channel: str, ok: bool) -> None:
         self.notifications.labels(channel, "sent" if ok else "failed").inc()
-
-    def watch_outbox(self, counts: Callable[[], Any]) -> None:
-        """Pending and dead notifications, as the sender last read them."""
-        self.registry.register(OutboxCollector(counts))
 
     def count_round(self, snap: Any, a: Any, failed: frozenset[str | None]) -> None:
         """The round's events: split brains opened (committed ones), SSH errors by kind."""
@@ -82,10 +83,6 @@ class Metrics:
             for n in obs.nodes:
                 if n.ssh_error:
                     self.ssh_errors.labels(ssh_error_kind(n.ssh_error)).inc()
-
-    def watch(self, view: Callable[[], View]) -> None:
-        """Read the state gauges from the View current at each scrape."""
-        self.registry.register(ViewCollector(view))
 
 
 class ViewCollector(Collector):

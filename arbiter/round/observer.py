@@ -12,14 +12,14 @@ import asyncio
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from arbiter.arp_view import ArpViews
 from arbiter.clock import Clock, utcnow
 from arbiter.config import ClusterConfig, Config
-from arbiter.fence import target_for
 from arbiter.model import ClusterObservation, NodeObservation, SelfCheck, Snapshot
 from arbiter.probe.collect import CollectParseError, NodeFacts, collect_command, parse_collect
 from arbiter.probe.icmp import Pinger, PingResult
 from arbiter.probe.ssh import Runner, Target
+from arbiter.round.arp_view import ArpViews
+from arbiter.round.fence import target_for
 
 NodeKey = tuple[str, str]  # (cluster, node)
 

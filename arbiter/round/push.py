@@ -13,9 +13,9 @@ from typing import Any
 
 from arbiter.clock import Clock, utcnow
 from arbiter.config import ClusterConfig, Config
-from arbiter.fence import target_for
 from arbiter.probe.collect import MONITOR
 from arbiter.probe.ssh import Runner
+from arbiter.round.fence import target_for
 
 log = logging.getLogger("arbiter.push")
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from arbiter.clock import Clock, utcnow
 from arbiter.config.notify import NotifySection
-from arbiter.ledger import Ledger
-from arbiter.notify import outbox
 from arbiter.notify.channels import Channels, DeliveryError
+from arbiter.round.ledger import Ledger
+from arbiter.store import outbox
 from arbiter.store.engine import StoreError
 
 log = logging.getLogger("arbiter.notify")
@@ -165,7 +165,7 @@ async def send_test(section: NotifySection, channels: Channels,
                     base_url: str, arbiter: str | None) -> list[tuple[str, str | None]]:
     """`arbiter notify test`: one test message to every channel, straight (no outbox).
     Returns (channel, error or None) for each."""
-    from arbiter.notify import events as ev
+    from arbiter.policy import notify_events as ev
 
     now = utcnow()
     out = []

@@ -15,11 +15,12 @@ Operator releases and keepalived events arrive from the API as intents: they are
 queued, the loop is woken, and the next round carries them out under the same
 round lock as everything else (Patroni's API works the same way).
 
-With ``[ha]`` (``Leadership``), every arbiter runs every round, but only the leader
-of a cluster's shard records and acts on it. For the other clusters the memory is
-read back from the store at the start of each round, and once more in the round
-that leadership is taken over, so a new leader starts from what the old one
-recorded (incidents, holds, incumbents), as after a restart.
+With ``[ha]``, every arbiter runs every round, but only the leader of a cluster's
+shard records and acts on it. For the other clusters the memory is read back from
+the store at the start of each round, and once more in the round that leadership is
+taken over, so a new leader starts from what the old one recorded (incidents,
+holds, incumbents), as after a restart. All of that is ``Peers`` (``peers.py``);
+without ``[ha]`` it is ``Alone``, and the loop never asks which.
 """
 
 from __future__ import annotations
@@ -32,30 +33,36 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from arbiter import decide, memory
-from arbiter.arp_view import ArpViews
+from sqlalchemy import Engine
+
 from arbiter.clock import Clock, utcnow
 from arbiter.config import Config
-from arbiter.effects import ChangeState, Recover, StartFence
-from arbiter.fencer import Fencer
-from arbiter.gate_log import GateLog
 from arbiter.ha.leadership import Leadership
-from arbiter.ha.vantages import Vantages
-from arbiter.intents import EventIntent, Intents, ReleaseIntent
-from arbiter.ledger import Ledger
-from arbiter.memory import Committed
-from arbiter.metrics import Metrics
-from arbiter.model import Assessment, History
-from arbiter.notify.sender import Sender
-from arbiter.notify.setup import TiltNotices
-from arbiter.observer import Observer
+from arbiter.model import History
+from arbiter.notify.channels import Channels
+from arbiter.policy import decide, memory
+from arbiter.policy.assessment import Assessment
+from arbiter.policy.effects import ChangeState, Recover, StartFence
+from arbiter.policy.memory import Committed
+from arbiter.policy.schedule import Scheduler, confirm_due
 from arbiter.probe.icmp import Pinger
 from arbiter.probe.ssh import Runner
-from arbiter.push import PushWatcher
-from arbiter.schedule import Scheduler, confirm_due
+from arbiter.round.arp_view import ArpViews
+from arbiter.round.fencer import Fencer
+from arbiter.round.gate_log import GateLog
+from arbiter.round.intents import EventIntent, Intents, ReleaseIntent
+from arbiter.round.ledger import Ledger
+from arbiter.round.metrics import Metrics
+from arbiter.round.observer import Observer
+from arbiter.round.peers import Alone, Peers
+from arbiter.round.push import PushWatcher
+from arbiter.round.sender import Sender
+from arbiter.round.tilt_notices import TiltNotices
+from arbiter.round.vantages import Vantages
+from arbiter.round.view import PushStats, RoundStats, View
 from arbiter.store.engine import StoreError
+from arbiter.store.outbox import outbox_for
 from arbiter.store.repository import Repository
-from arbiter.view import PushStats, RoundStats, View
 
 log = logging.getLogger("arbiter.service")
 
@@ -70,40 +77,53 @@ def settle_heap() -> None:
 
 
 class Arbiter:
-    def __init__(self, config: Config, repo: Repository, pinger: Pinger, runner: Runner,
+    """The service. Its constructor builds every unit with its collaborators, from the
+    config and four adapters: the database (``engine``), ICMP (``pinger``), SSH
+    (``runner``), and, with ``[notify]``, the channels built from the config. With
+    ``[ha]`` the leases and the view exchange come in as ``Peers``, otherwise
+    ``Alone``: the loop never asks which."""
+
+    def __init__(self, config: Config, engine: Engine, pinger: Pinger, runner: Runner,
                  clock: Clock = utcnow, mono: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time, leadership: Leadership | None = None):
+                 wall: Callable[[], float] = time.time):
         self.clock, self.mono, self.wall = clock, mono, wall
+        self._config = config
         self._wake = asyncio.Event()
-        self.metrics = Metrics()
-        self.ledger = Ledger(repo, clock)
+        self.history = History()
+        self.view = View(config, self.history)
+        leadership = Leadership(config, engine, mono) if config.ha is not None else None
+        repo = Repository(engine, guard=leadership,
+                          arbiter=leadership.me if leadership is not None else None,
+                          outbox=outbox_for(config))
+        self.sender: Sender | None = None
+        self.metrics = Metrics(lambda: self.view,
+                               (lambda: self.sender.counts if self.sender else None)
+                               if config.notify is not None else None)
+        self.ledger = Ledger(repo, clock, leads=leadership.leads if leadership else None)
+        self.peers: Alone | Peers = Alone() if leadership is None else Peers(
+            config, leadership, Vantages(config, self.ledger, engine))
         self.arp = ArpViews(config, self.wake)
         self.observer = Observer(config, pinger, runner, clock, self.arp)
-        self.fencer = Fencer(config, runner, self.ledger, self.wake, clock, self.metrics)
-        self.fencer.arp_check = self.arp.still_answering
-        self.fencer.abstaining = lambda: self.view.staleness(self.clock()) or (
-            self.view.assessment.abstain_reason if self.view.assessment else "no round yet")
+        self.fencer = Fencer(config, runner, self.ledger, self.wake, clock, self.metrics,
+                             runner_for=self.peers.runner_for,
+                             arp_check=self.arp.still_answering, abstaining=self._abstaining)
         self.push = PushWatcher(config, runner, self.wake, clock)
         a = config.arbiter
         self.scheduler = Scheduler(a.interval, a.min_round_gap, config.tilt_after, a.tilt_period)
-        self.history = History()
-        self.view = View(config, self.history)
-        self.metrics.watch(lambda: self.view)
-        self._config = config
         self.intents = Intents(self.ledger, self.fencer, clock)
         self.gates = GateLog(mono)  # the API notes each /verdict answer here
+        if config.notify is not None:  # [notify]: delivers what the outbox holds
+            self.sender = Sender(config.notify, self.ledger, Channels(config.notify), clock,
+                                 on_result=self.metrics.notification_result)
+        self.tilt_notices = TiltNotices(self.ledger)
         self._stats = RoundStats()
         self._last_error: str | None = None
         self._round_lock = asyncio.Lock()
-        self.leadership = leadership
-        self.vantages = Vantages(config, self.ledger, repo.engine) if leadership else None
-        self._led: frozenset[str] = frozenset()  # shards led at the last round
-        self.notifier: Sender | None = None  # [notify] (arbiter.notify.setup.attach)
-        self.tilt_notices = TiltNotices()
-        if leadership is not None:
-            repo.guard, repo.arbiter = leadership, leadership.me
-            self.ledger.leads = leadership.leads
-            self.fencer.term_of = leadership.term_of
+
+    def _abstaining(self) -> str | None:
+        """Why the arbiter abstains now (None: it does not); no fence agent runs then."""
+        return self.view.staleness(self.clock()) or (
+            self.view.assessment.abstain_reason if self.view.assessment else "no round yet")
 
     @property
     def config(self) -> Config:
@@ -113,8 +133,7 @@ class Arbiter:
     def config(self, config: Config) -> None:
         self._config = config
         self.observer.config = self.fencer.config = self.push.config = self.arp.config = config
-        if self.vantages is not None:
-            self.vantages.config = config
+        self.peers.configure(config)
         self.view = replace(self.view, config=config)
 
     @property
@@ -135,9 +154,8 @@ class Arbiter:
             [c.name for c in self.config.clusters], rows, memories,
             self.fencer.incidents_in_flight())
         of = {r.id: r.cluster for r in rows}
-        if self.leadership is not None:
-            # a cluster another arbiter leads is theirs to write: their fence may be running
-            changes = tuple(c for c in changes if self.leadership.leads(of[c.incident] or ""))
+        # [ha] a cluster another arbiter leads is theirs to write: their fence may be running
+        changes = tuple(c for c in changes if self.peers.leads(of[c.incident] or ""))
         if only is not None:
             for cl in only:
                 self.history = memory.with_cluster(self.history, cl, history.cluster(cl))
@@ -154,32 +172,15 @@ class Arbiter:
             await self.ledger.call(self.repo.apply, cl, group, self.clock())
         self._publish()
 
-    async def _follow(self) -> None:
-        """[ha] Read back the memory of every cluster whose shard another arbiter leads,
-        or that this one has only just taken over."""
-        assert self.leadership is not None
-        led = self.leadership.leading()
-        taken = led - self._led
-        stale = frozenset(c.name for c in self.config.clusters
-                          if c.shard not in led or c.shard in taken)
-        if stale:
-            try:
-                await self.restore(stale)
-            except StoreError:
-                return  # db_error is shown; past lease_ttl the verdicts abstain (View)
-        self._led = led
-        if taken:
-            log.warning("[ha] took over shard(s) %s: memory read from the store",
-                        ", ".join(sorted(taken)))
-            for c in self.config.clusters:
-                if c.shard in taken:
-                    self.fencer.announce_term(c)
-
     async def close(self) -> None:
-        """Stop watching, wait for every fence and recover, close the connections."""
+        """Stop watching, wait for every fence and recover, close the connections, then
+        ([ha]) hand the leases back: a follower takes over now, not after a lease."""
         await self.push.stop()
         await self.fencer.close()
         await self.runner.close()
+        if self.sender is not None:
+            await self.sender.aclose()
+        await self.peers.stop()
 
     # --- intents from the API ----------------------------------------------------
     def release(self, incident: int, by: str) -> asyncio.Future[dict[str, Any]]:
@@ -207,13 +208,12 @@ class Arbiter:
                 self.history = memory.with_cluster(self.history, f.cluster, hist)
             if self.ledger.unknown_outcome:
                 await self._reread_memory()
-            if self.leadership is not None:
-                await self._follow()
+            await self.peers.follow(self.config, self.restore, self.fencer.announce_term)
             self.history = await self.intents.carry_out(self.config, self.history)
             tilt = self.scheduler.tilt
-            await self.tilt_notices.check(self, tilt.until, tilt.reason, self.clock())
+            await self.tilt_notices.check(tilt.until, tilt.reason, self.clock())
             snap = await self.observer.observe(tilt.active(self.clock()))
-            quorum = await self.vantages.exchange(snap) if self.vantages else None
+            quorum = await self.peers.exchange(snap)
             assessment = decide.assess(self.config, snap, self.history, snap.at, quorum)
             committed = await self.ledger.commit(snap, assessment)
             self.metrics.count_round(snap, assessment, committed.failed)
@@ -274,12 +274,8 @@ class Arbiter:
             tilt_until=tilt.until, tilt_reason=tilt.reason,
             last_error=self._last_error, last_seen=dict(self.observer.last_seen),
             last_event=dict(self.intents.last_event), gateway_view=dict(self.observer.gateway_view),
-            ha={**self.leadership.status(), "views": dict(self.vantages.members)}
-            if self.leadership and self.vantages else None,
-            ha_blind=self.leadership.blind() if self.leadership else None,
-            terms={s: self.leadership.term_seen_in(s) for s in self.config.shards}
-            if self.leadership else {},
-            notify=self.notifier.as_json() if self.notifier else None,
+            ha=self.peers.status(), ha_blind=self.peers.blind(), terms=self.peers.terms(),
+            notify=self.sender.as_json() if self.sender else None,
         )
 
     # --- the loop ---------------------------------------------------------------
@@ -304,14 +300,18 @@ class Arbiter:
         sched = self.scheduler
         while not stop.is_set():
             start, start_at = self.mono(), self.clock()
-            sched.round_starts(start, self.wall(), start_at)
+            if tilted := sched.round_starts(start, self.wall(), start_at):
+                log.warning("TILT: %s; fencing suspended for %.0fs", tilted,
+                            sched.tilt.period)
             try:
                 await self.run_round()
             except Exception as exc:  # noqa: BLE001 - the loop must survive its own bugs
                 log.exception("round failed")
                 self._last_error = f"{type(exc).__name__}: {exc}"
                 self._publish()
-            sched.round_ends(start, self.mono())
+            if sched.round_ends(start, self.mono()):
+                log.warning("round took %.2fs, longer than interval %.2fs; next round starts "
+                            "now", self.mono() - start, sched.interval)
             self._wake.clear()
             due = confirm_due(self.history, self.config.confirm_span, start_at)
             confirm_in = (due - self.clock()).total_seconds() if due is not None else None

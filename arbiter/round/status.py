@@ -1,16 +1,18 @@
-"""Response bodies built from the arbiter's View. No I/O, no side effects."""
+"""The /status document and the other bodies built from the arbiter's View, as the API
+answers them and the status page renders them (``arbiter.web``). No I/O, no side
+effects."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from arbiter.cluster_state import cluster_state, overall
 from arbiter.config import ClusterConfig
-from arbiter.gate_log import GateWiring
 from arbiter.model import ClusterHistory, Verdict
+from arbiter.policy.cluster_state import cluster_state, overall
+from arbiter.round.gate_log import GateWiring
+from arbiter.round.view import View
 from arbiter.serialize import iso, node_observation
-from arbiter.view import View
 
 
 def verdict(view: View, cluster: ClusterConfig, node: str, vip: str | None,

@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import Engine
 
 from arbiter.config import Config
-from arbiter.decide import abstain_reason_of
-from arbiter.ha import views
-from arbiter.ledger import Ledger
 from arbiter.model import ClusterObservation, Snapshot
-from arbiter.quorum import ClusterView, NodeView, Quorum, compact
+from arbiter.policy.decide import abstain_reason_of
+from arbiter.policy.quorum import ClusterView, NodeView, Quorum, compact
+from arbiter.round.ledger import Ledger
+from arbiter.store import views
 from arbiter.store.engine import StoreError
 
 

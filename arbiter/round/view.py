@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from arbiter.config import Config
-from arbiter.model import Assessment, History, Snapshot
+from arbiter.model import History, Snapshot
+from arbiter.policy.assessment import Assessment
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from arbiter.notify import events as ev
+from arbiter.config import Config
+from arbiter.policy import notify_events as ev
 from arbiter.store.tables import Incident, IncidentEvent, Notification
 
 PENDING, SENT, DEAD = "pending", "sent", "dead"
@@ -79,6 +80,16 @@ class Outbox:
                 cluster=cluster, payload={**p, "dedup_key": key}, state=PENDING, attempts=0,
                 next_at=at, created_at=at))
         return len(self.channels)
+
+
+def outbox_for(config: Config) -> Outbox | None:
+    """The outbox of a config's ``[notify]`` (None without it): its channels and
+    events, links to ``Config.links_url``, and ([ha]) this arbiter's name."""
+    n = config.notify
+    if n is None:
+        return None
+    return Outbox(tuple(n.channels), frozenset(n.events), config.links_url,
+                  config.ha.name if config.ha is not None else None)
 
 
 def incident_fields(inc: Incident) -> dict[str, Any]:

@@ -16,8 +16,10 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from arbiter import incident_fsm
-from arbiter.effects import (
+from arbiter.model import FenceMode, IncidentKind, IncidentState
+from arbiter.policy import incident_fsm
+from arbiter.policy import notify_events as notify_events
+from arbiter.policy.effects import (
     ChangeState,
     IncidentRef,
     OpenIncident,
@@ -26,13 +28,11 @@ from arbiter.effects import (
     ReleaseHold,
     SaveClusterMemory,
 )
-from arbiter.model import FenceMode, IncidentKind, IncidentState
-from arbiter.notify import events as notify_events
-from arbiter.notify.outbox import Notice, Outbox
+from arbiter.policy.rows import ClusterMemoryRow, IncidentRow
 from arbiter.store import queries
 from arbiter.store.engine import StoreError, make_engine, sqlite_file
 from arbiter.store.node_events import NodeEventStore
-from arbiter.store.rows import ClusterMemoryRow, IncidentRow
+from arbiter.store.outbox import Notice, Outbox
 from arbiter.store.tables import (
     ClusterState,
     FenceAttempt,

@@ -186,7 +186,7 @@ class Lease(Base):
 
 class ArbiterView(Base):
     """[ha]: what one arbiter saw of every node of a shard in its last round, written
-    each round with the database's clock (``arbiter.ha.views``). ``usable`` is false
+    each round with the database's clock (``arbiter.store.views``). ``usable`` is false
     while that arbiter is isolated or in TILT: such a view counts as no view."""
 
     __tablename__ = "arbiter_views"

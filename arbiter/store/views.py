@@ -4,7 +4,7 @@
 database's ``now()``) and reads every arbiter's back in the same transaction,
 with each row's age by the same clock: one round trip per round, and no clock
 shared between arbiters. What to make of the rows is the policy's
-(``arbiter.quorum``).
+(``arbiter.policy.quorum``).
 """
 
 from __future__ import annotations

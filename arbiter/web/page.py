@@ -23,8 +23,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
-from arbiter.api import views
-from arbiter.cluster_state import ADVICE, arbiter_problems
+from arbiter.policy.cluster_state import ADVICE, arbiter_problems
+from arbiter.round import status as views
 
 REFRESH_MS = 2000
 RECENT = 5  # incidents shown with their timelines

@@ -5,14 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from arbiter import decide, memory
 from arbiter.config import Config, from_dict
-from arbiter.effects import OpenIncident
-from arbiter.memory import ARBITER, Committed
 from arbiter.model import (
     Address,
     ArpSight,
-    Assessment,
     ClusterObservation,
     History,
     IncidentKind,
@@ -20,6 +16,10 @@ from arbiter.model import (
     SelfCheck,
     Snapshot,
 )
+from arbiter.policy import decide, memory
+from arbiter.policy.assessment import Assessment
+from arbiter.policy.effects import OpenIncident
+from arbiter.policy.memory import ARBITER, Committed
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 GW = "10.0.0.254"  # never contacted: pure tests do no I/O

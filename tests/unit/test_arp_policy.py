@@ -9,8 +9,8 @@ import socket
 from hypothesis import given
 from hypothesis import strategies as st
 
-from arbiter.effects import ChangeState, OpenIncident, RecordDecision, StartFence
 from arbiter.model import ArpSight, IncidentKind, IncidentState
+from arbiter.policy.effects import ChangeState, OpenIncident, RecordDecision, StartFence
 from arbiter.probe.arp import ARP_REPLY, parse_frame, request_frame
 from tests.unit.builders import VIP1, Driver, effects_of, make_config, node
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from arbiter.cluster_state import cluster_state
+from arbiter.policy.cluster_state import cluster_state
 from tests.unit.builders import VIP1, Driver, make_config, node
 
 HEALTHY = (node("lb1", (VIP1,)), node("lb2"))
@@ -65,7 +65,7 @@ def test_each_rule() -> None:
     ([("web", "abstaining", "x"), ("api", "split", "y")], 0, "abstaining", True),
 ])
 def test_overall_is_the_worst_cluster_and_says_why(states, dead, word, needs) -> None:  # type: ignore[no-untyped-def]
-    from arbiter.cluster_state import ADVICE, overall
+    from arbiter.policy.cluster_state import ADVICE, overall
 
     o = overall(states, dead)
     assert (o["state"], o["needs_operator"]) == (word, needs)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from arbiter import incident_fsm
-from arbiter.effects import ChangeState, RecordDecision
-from arbiter.incident_fsm import TRANSITIONS, IllegalTransition
 from arbiter.model import IncidentMemory, IncidentState
+from arbiter.policy import incident_fsm
+from arbiter.policy.effects import ChangeState, RecordDecision
+from arbiter.policy.incident_fsm import TRANSITIONS, IllegalTransition
 from tests.unit.builders import Driver, make_config
 from tests.unit.test_invariants import scenario
 

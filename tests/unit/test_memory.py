@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from arbiter import memory
-from arbiter.effects import ChangeState
-from arbiter.memory import Committed
 from arbiter.model import FenceMode, IncidentKind, IncidentState
-from arbiter.store.rows import ClusterMemoryRow, IncidentRow
+from arbiter.policy import memory
+from arbiter.policy.effects import ChangeState
+from arbiter.policy.memory import Committed
+from arbiter.policy.rows import ClusterMemoryRow, IncidentRow
 from tests.unit.builders import T0, VIP1, Driver, make_config, node, store_ids
 
 healthy = (node("lb1", (VIP1,)), node("lb2"))
@@ -17,8 +17,8 @@ def test_a_cluster_whose_commit_failed_keeps_its_old_memory() -> None:
     d = Driver(make_config())
     d.round(*healthy)
     before = d.history
-    from arbiter import decide
     from arbiter.model import ClusterObservation, SelfCheck, Snapshot
+    from arbiter.policy import decide
     from tests.unit.builders import GW
 
     snap = Snapshot(T0, SelfCheck(((GW, True),)), (ClusterObservation("web", cut),))

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from arbiter.notify import events as ev
+from arbiter.config.notify import DEFAULT_EVENTS
 from arbiter.notify import render
-from arbiter.notify.outbox import backoff
+from arbiter.policy import notify_events as ev
+from arbiter.store.outbox import backoff
 
 AT = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
 INCIDENT = {"id": 7, "kind": "split_brain", "state": "fenced", "vips": ["192.0.2.10"],
@@ -37,8 +38,8 @@ def test_state_changes_raise_events(kind: str, src: str, dst: str,
 
 
 def test_every_default_problem_has_its_resolution_in_the_defaults() -> None:
-    resolved = {ev.RESOLVES[e] for e in ev.DEFAULT_EVENTS if e in ev.RESOLVES}
-    problems = {e for e in ev.DEFAULT_EVENTS if e not in ev.RESOLVES}
+    resolved = {ev.RESOLVES[e] for e in DEFAULT_EVENTS if e in ev.RESOLVES}
+    problems = {e for e in DEFAULT_EVENTS if e not in ev.RESOLVES}
     assert problems <= resolved, problems - resolved
 
 

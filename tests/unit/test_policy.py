@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from arbiter.effects import ChangeState, OpenIncident, ReleaseHold
 from arbiter.model import (
     FenceMethod,
     Health,
@@ -15,6 +14,7 @@ from arbiter.model import (
     NodeObservation,
     Verdict,
 )
+from arbiter.policy.effects import ChangeState, OpenIncident, ReleaseHold
 from tests.unit.builders import VIP1, VIP2, Driver, effects_of, make_config, node
 
 
@@ -391,7 +391,7 @@ def test_auto_release_cooldown_then_operator() -> None:
 
 
 def test_split_after_release_is_a_new_incident_and_fenced_again() -> None:
-    from arbiter import memory
+    from arbiter.policy import memory
 
     d = Driver(make_config())
     d.round(*healthy)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from arbiter.config import ClusterConfig
 from arbiter.model import FenceMethod, FencePlan, VictimAction
-from arbiter.quorum import NodeView, Quorum, judge
+from arbiter.policy.quorum import NodeView, Quorum, judge
 
 VIP = "192.168.77.100"
 CLUSTER = ClusterConfig.model_validate({
@@ -72,7 +72,7 @@ def test_the_survivor_rule_counts_every_view() -> None:
     two other arbiters saw lb1 blind to its gateway, so over every view lb2 sees more
     of its gateways and survives."""
     from arbiter.model import ClusterHistory, ClusterObservation
-    from arbiter.survivor import deciding_rule, rank_candidates
+    from arbiter.policy.survivor import deciding_rule, rank_candidates
     from tests.unit.builders import node
 
     obs = ClusterObservation("web", (node("lb1", (VIP,)), node("lb2", (VIP,))))

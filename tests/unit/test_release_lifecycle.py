@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from arbiter import memory
-from arbiter.effects import ChangeState, RecordDecision, ReleaseHold
 from arbiter.model import IncidentState, Verdict
+from arbiter.policy import memory
+from arbiter.policy.effects import ChangeState, RecordDecision, ReleaseHold
 from tests.unit.builders import VIP1, Driver, effects_of, make_config, node
 
 S = IncidentState

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from arbiter.model import ClusterHistory, History, IncidentMemory, IncidentState
-from arbiter.schedule import Scheduler, confirm_due
+from arbiter.policy.schedule import Scheduler, confirm_due
 from tests.unit.builders import T0
 
 

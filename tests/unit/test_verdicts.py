@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arbiter.model import Verdict
-from arbiter.verdicts import healthy_holder
+from arbiter.policy.verdicts import healthy_holder
 from tests.unit.builders import VIP1, VIP2, Driver, make_config, node
 from tests.unit.test_invariants import NAMES, observation
 
