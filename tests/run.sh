@@ -4,6 +4,7 @@
 # benchmark smoke runs. Installs what it needs first. Run as root on Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "== set-up: Debian packages and .venv (bootstrap --test; a first run installs, later runs check)"
 bash deploy/bootstrap.sh --test
 PY=.venv/bin/python
 

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# PID 1 of a lab host (own pid + mount namespaces, inside its network namespace).
-# Args: HOST ROLE HOSTDIR LABDIR PYTHON
+# PID 1 of a lab host (own pid, mount and UTS namespaces, inside its network namespace).
+# Args: HOST ROLE HOSTDIR ADDRESS
+# It starts the host's services, checks each one answers, then writes HOSTDIR/ready,
+# or HOSTDIR/failed with the reason: `lab up` waits for one of the two, and reports it.
+# No name lookup happens here: the host's /etc/hosts and resolv.conf are the lab's own
+# (/etc/netns, mounted by ip netns exec), and every service binds an address.
 set -eu
-h=$1 role=$2 d=$3 lab=$4 py=$5
+h=$1 role=$2 d=$3 addr=$4
 here=$(cd "$(dirname "$0")" && pwd)
+hostname "$h"  # this host's own name (its UTS namespace), listed in its /etc/hosts
 # A private /run: pid files, sshd's privsep dir and sockets are this host's alone.
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/sshd
@@ -13,6 +18,17 @@ mkdir -p /run/sshd
 awk -F: 'BEGIN { OFS = ":" } $1 == "root" { $7 = "/bin/sh" } { print }' /etc/passwd > "$d/passwd"
 mount --bind "$d/passwd" /etc/passwd
 echo "$d" > /run/lab-host-dir
+
+failed() { echo "$*" > "$d/failed"; exit 1; }
+listening() {  # PORT: a socket listens on this host's address (or any address)
+  ss -Hltn "sport = :$1" | grep -q .
+}
+wait_for() {  # WHAT CMD...: up to 5 s
+  local what=$1; shift
+  for _ in $(seq 100); do "$@" && return 0; sleep 0.05; done
+  failed "$what"
+}
+
 if [[ $role == director ]]; then
   # Scripts keepalived runs must sit on a root-owned path (enable_script_security):
   # copy them into this host's private /run rather than run them from a checkout.
@@ -24,13 +40,15 @@ if [[ $role == director ]]; then
   install -m 600 "$d/node.token" /run/arbiter/node.token
   mkdir -p /etc/keepalived
   mount --bind "$d/keepalived" /etc/keepalived   # this host's keepalived.conf at the usual path
-  /usr/sbin/sshd -f "$d/sshd_config" -E "$d/log/sshd.log"
-  nginx -c "$d/nginx.conf" -e "$d/log/nginx-error.log"
-  "$here/host-keepalived" start
+  /usr/sbin/sshd -f "$d/sshd_config" -E "$d/log/sshd.log" || failed "sshd did not start (log/sshd.log)"
+  nginx -c "$d/nginx.conf" -e "$d/log/nginx-error.log" || failed "nginx did not start (log/nginx-error.log)"
+  "$here/host-keepalived" start >/dev/null || failed "keepalived did not start (log/keepalived.log)"
+  wait_for "sshd does not listen on port 22 (log/sshd.log)" listening 22
+  wait_for "nginx does not listen on port 80 (log/nginx-error.log)" listening 80
 elif [[ $role == web ]]; then
-  # the tiny responder: says which server it is
-  setsid "$py" -m http.server 80 --bind 0.0.0.0 --directory "$d/www" >"$d/log/http.log" 2>&1 &
-  for _ in $(seq 100); do curl -s -o /dev/null --max-time 1 http://127.0.0.1/ && break; sleep 0.05; done
+  nginx -c "$d/nginx.conf" -e "$d/log/nginx-error.log" || failed "nginx did not start (log/nginx-error.log)"
+  wait_for "http://$addr/ does not answer with the host's name" \
+    sh -c "curl -s --max-time 1 http://$addr/ | grep -qx '$h'"
 fi
 touch "$d/ready"
 trap 'exit 0' TERM INT
