@@ -98,6 +98,8 @@ class NodeObservation:
     addresses_seen_at: datetime | None = None
     ssh_ms: float | None = None
     macs: tuple[str, ...] = ()  # the node's link-layer addresses (the collect's ip addr)
+    # keepalived's own view of its VRRP instances (None: not watched for this cluster)
+    keepalived: KeepalivedView | None = None
 
     @property
     def health(self) -> Health:
@@ -130,6 +132,74 @@ class NodeObservation:
         if not self.addresses:
             return ()
         return tuple(a for a in self.addresses if a.address in vips and not a.is_loopback)
+
+
+@dataclass(frozen=True, slots=True)
+class VrrpSample:
+    """One dump of one instance's counters, stamped with the arbiter's clock when it
+    arrived (nodes' clocks are never compared with each other)."""
+
+    at: datetime
+    state: str
+    advert_rcvd: int
+    advert_sent: int
+    pri_zero_sent: int = 0
+    pri_zero_rcvd: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VrrpInstance:
+    """A VRRP instance as keepalived reports it (its JSON dump), with the recent
+    history of its counters: what it hears and what it sends, compared over time."""
+
+    name: str
+    vrid: int
+    version: int  # VRRP 2 or 3
+    state: str  # INIT, BACKUP, MASTER, FAULT (keepalived's own words)
+    wantstate: str
+    base_priority: int
+    effective_priority: int
+    advert_int: float  # seconds
+    vips: tuple[str, ...]  # addresses, without prefix or device
+    interface: str
+    last_transition: float  # the node's own clock (Unix time); shown, never compared
+    samples: tuple[VrrpSample, ...]  # oldest first; the last is the current dump
+    state_since: datetime  # when the arbiter first saw the current state
+
+    @property
+    def latest(self) -> VrrpSample:
+        return self.samples[-1]
+
+    @property
+    def heard_at(self) -> datetime:
+        """The first dump that showed the current advert_rcvd: an advert arrived
+        before it, none since it."""
+        cur = self.latest.advert_rcvd
+        first = self.latest.at
+        for s in reversed(self.samples):
+            if s.advert_rcvd != cur:
+                break
+            first = s.at
+        return first
+
+
+@dataclass(frozen=True, slots=True)
+class KeepalivedView:
+    """What one node's keepalived says of itself (``arbiter.probe.keepalived``): its
+    instances, when the last dump arrived, and why the view is missing if it is."""
+
+    instances: tuple[VrrpInstance, ...] = ()
+    at: datetime | None = None  # the arbiter's time of the last dump
+    error: str | None = None  # unavailable, and why (then instances may be old or empty)
+    # False: this node can give no dump at all (no JSON support, the watch refused)
+    supported: bool = True
+
+    def instance(self, vrid: int) -> VrrpInstance | None:
+        return next((i for i in self.instances if i.vrid == vrid), None)
+
+    def holding(self, vip: str) -> VrrpInstance | None:
+        """The instance that carries ``vip`` in its virtual_ipaddress."""
+        return next((i for i in self.instances if vip in i.vips), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +301,19 @@ class Hold:
 
 
 @dataclass(frozen=True, slots=True)
+class Denial:
+    """A backup denied because it missed its master's adverts (``policy.vrrp.deaf_rule``).
+    Memory between rounds, not kept across a restart: a restarted arbiter lifts the
+    deny once and judges again, as a probe does."""
+
+    node: str
+    vrid: int
+    since: datetime  # when this deny began
+    probe_at: datetime | None = None  # a probe release under way
+    probed: datetime | None = None  # when the last probe ended
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterHistory:
     split_streak: int = 0
     split_since: datetime | None = None
@@ -248,6 +331,10 @@ class ClusterHistory:
     auto_released_at: tuple[tuple[str, datetime], ...] = ()
     epoch: int = 0
     verdicts: tuple[tuple[str, str], ...] = ()
+    denials: tuple[Denial, ...] = ()  # exclusive: backups denied for missing adverts
+    # keepalived's view shows this round's split as two masters deaf to each other
+    # (why, in words); None: no such evidence, confirmation spans confirm_min_span
+    view_split: str | None = None
 
     def incumbent_of(self, vip: str) -> str | None:
         return dict(self.incumbents).get(vip)

@@ -3,14 +3,34 @@ store keeps them in evidence and decisions and the API shows them."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from arbiter.model import FencePlan, NodeObservation
+from arbiter.model import FencePlan, KeepalivedView, NodeObservation
 
 
 def iso(dt: datetime | None) -> str | None:
     return dt.isoformat() if dt else None
+
+
+def keepalived_view(kv: KeepalivedView | None) -> dict[str, Any] | None:
+    """keepalived's own view of one node: each instance's state, priorities and
+    counters as its last dump had them (null: not watched)."""
+    if kv is None:
+        return None
+    return {
+        "error": kv.error, "supported": kv.supported, "dumped_at": iso(kv.at),
+        "instances": [{
+            "name": i.name, "vrid": i.vrid, "version": i.version, "state": i.state,
+            "wantstate": i.wantstate, "base_priority": i.base_priority,
+            "effective_priority": i.effective_priority, "advert_int": i.advert_int,
+            "interface": i.interface, "vips": list(i.vips),
+            "last_transition": datetime.fromtimestamp(i.last_transition, UTC).isoformat(),
+            "state_since": iso(i.state_since), "heard_at": iso(i.heard_at),
+            "advert_rcvd": i.latest.advert_rcvd, "advert_sent": i.latest.advert_sent,
+            "pri_zero_rcvd": i.latest.pri_zero_rcvd, "pri_zero_sent": i.latest.pri_zero_sent,
+        } for i in kv.instances],
+    }
 
 
 def node_observation(o: NodeObservation, vips: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -32,6 +52,7 @@ def node_observation(o: NodeObservation, vips: list[str] | tuple[str, ...]) -> d
         ),
         "addresses_carried_from": iso(o.addresses_seen_at) if o.carried_forward else None,
         "observed_at": iso(o.observed_at),
+        "keepalived": keepalived_view(o.keepalived),
     }
 
 

@@ -1,22 +1,25 @@
-"""Exclusive verdicts, measured on one gated lab (issue 11): what they gain and what
-they cost, beside reactive verdicts and plain keepalived.
+"""Exclusive verdicts, measured on one gated lab (issues 11 and 21): the split brain
+they prevent, and what a real failover pays for it, beside plain keepalived.
 
-- the gain: the split-brain window under a VRRP cut, exclusive against reactive push
-  (exclusive: samples with two holders, every 50 ms, and the VIP adds lb2 made);
-- the cost: failover after the master (lb1) dies: kill -9, graceful stop, link cut.
-  Under exclusive verdicts the backup waits in FAULT until the arbiter sees the master
-  unhealthy, then for the gate's rise, then for keepalived's master-down interval.
+Setups, all on one lab (`lab up --gate`: arbiter-gate, arbiter-notify and the track
+files wired into real keepalived), switched between runs:
+- plain: the arbiter stopped. Every gate falls back to its gateway ping and passes,
+  and any deny left in a track file is lifted by the gate after its TTL: keepalived
+  decides alone, as without the arbiter;
+- hold: exclusive verdicts as before issue 21 (`keepalived_view = false`, no track
+  files, the gate with `rise 2`): every backup waits in FAULT while the master is
+  healthy;
+- exclusive: exclusive verdicts on keepalived's own view (issue 21): a backup stays
+  in BACKUP and is denied, through its track file, only once it misses the adverts of
+  a healthy master that is sending (gate `rise 1`).
 
-One lab (`lab up --gate`) serves all three setups:
-- exclusive: `verdict = "exclusive"`, the arbiter running;
-- reactive: `verdict = "reactive"`, the arbiter running (push detection, SSH fence);
-- plain: the arbiter stopped, so every gate falls back to its gateway ping and passes:
-  keepalived decides alone, as without the arbiter.
+Faults on the master lb1: keepalived-kill (every keepalived process stopped, then
+killed: the VIP stays behind, stale), keepalived-stop (graceful), link-cut; and a
+VRRP cut between the directors. Times run from the fault to the first 50 ms sample in
+which lb2 holds the VIP (takeover) and in which it holds it alone (alone); a cut is
+judged by its samples with two holders.
 
-Times are from the fault to the first 50 ms sample in which lb2 holds the VIP
-(takeover), and in which it holds it alone (alone: lb1's copy gone too).
-
-    python -m bench.window --modes failover --failover-reps 3 [--json out.json]
+    python -m bench.window --modes failover --failover-reps 5 [--json out.json]
 """
 
 from __future__ import annotations
@@ -24,125 +27,97 @@ from __future__ import annotations
 import threading
 import time
 
-from bench.common import median
-from bench.cuts import one_cut, summarize
-from tests.lab.labctl import VIP1, AddrEvents, Lab, steady, wait_for
+from bench.common import median, pct
+from tests.lab.labctl import VIP1, Lab, steady, wait_for
 
-SETUPS = ("exclusive", "reactive", "plain")
-FAULTS = ("keepalived-kill", "keepalived-stop", "link-cut")
+SETUPS = ("plain", "hold", "exclusive")
+FAULTS = ("keepalived-kill", "keepalived-stop", "link-cut", "vrrp-cut")
+CUT_OBSERVE = 12.0  # seconds a VRRP cut is sampled: lb2 would claim after ~3.6 s
 
 
 def lb2_state(lab: Lab) -> str | None:
+    """lb2's VI_1 as its keepalived reports it: the keepalived view, or (with the view
+    off) the last transition arbiter-notify reported."""
     nodes = {n["name"]: n for n in lab.api("/status")["clusters"][0]["nodes"]}
-    return (nodes["lb2"]["last_event"] or {}).get("state")
+    kv = nodes["lb2"].get("keepalived") or {}
+    state = next((i["state"] for i in kv.get("instances", []) if i["name"] == "VI_1"), None)
+    return state or (nodes["lb2"]["last_event"] or {}).get("state")
 
 
 def use(lab: Lab, setup: str) -> None:
     """Bring the lab to its steady state under ``setup``: lb1 holds the VIP, lb2 waits
-    (in FAULT under exclusive verdicts, in BACKUP otherwise)."""
+    (in FAULT under hold, in BACKUP otherwise)."""
     lab.kill_arbiter()
-    # without the arbiter the gates pass on their gateway ping: plain VRRP, lb1 preempts
+    lab.reconf("--gate-rise", "2" if setup == "hold" else "1")
+    # without the arbiter the gates pass on their gateway ping, and any deny in a track
+    # file is lifted after the gate's TTL: plain VRRP, lb1 preempts
     wait_for(lambda: lab.holders()[VIP1] == ["lb1"], 30, "lb1 to hold the VIP")
+    wait_for(lambda: all(lab.exec(h, "cat /run/arbiter-verdict/VI_1").stdout.strip() == "0"
+                         for h in ("lb1", "lb2")), 10, "the track files to allow")
+    time.sleep(3.0)  # lb2's gate passes its rise: a BACKUP again
     if setup == "plain":
-        time.sleep(3.0)  # lb2's gate passes rise times: it is a BACKUP again
         return
-    lab.set_cluster(verdict=setup)
+    lab.set_cluster(verdict="exclusive", keepalived_view=setup == "exclusive",
+                    track_files=setup == "exclusive")
     steady(lab)
-    if setup == "exclusive":  # denied now: lb2's keepalived reports FAULT
-        wait_for(lambda: lb2_state(lab) == "FAULT", 15, "lb2 in FAULT")
-    else:  # allowed: it stays the BACKUP it became while the arbiter was down
-        wait_for(lambda: lab.verdict("lb2")["verdict"] == "allow", 15, "lb2 allowed")
+    want = "FAULT" if setup == "hold" else "BACKUP"
+    wait_for(lambda: lb2_state(lab) == want, 15, f"lb2 in {want}")
 
 
-def measure(lab: Lab, fault: str, observe: float) -> dict:
-    # the fault command returns once it is done (a graceful stop waits for keepalived
-    # to exit, as systemctl does): sample from the moment it is sent
+def sample(lab: Lab, fault: str, observe: float) -> dict:
+    """Inject ``fault`` on lb1 and sample the holders every 50 ms."""
     inject = threading.Thread(target=lab.fault, args=(fault, "lb1"))
     t0 = time.monotonic()
     inject.start()
     takeover = alone = None
+    samples = dual = 0
     end = t0 + observe
-    while time.monotonic() < end and alone is None:
+    while time.monotonic() < end:
         h = lab.holders()[VIP1]
         now = time.monotonic() - t0
+        samples += 1
+        dual += len(h) > 1
         if "lb2" in h and takeover is None:
             takeover = round(now, 2)
-        if h == ["lb2"]:
+        if h == ["lb2"] and alone is None:
             alone = round(now, 2)
+            if fault != "vrrp-cut":
+                break
         time.sleep(0.05)
     inject.join()
-    lab.heal(fault, "lb1")
-    return {"takeover_s": takeover, "alone_s": alone}
+    return {"takeover_s": takeover, "alone_s": alone, "samples": samples,
+            "samples_with_two_holders": dual}
 
 
-def close_incidents(lab: Lab) -> None:
-    """Let the arbiter close what the fault opened (releasing any hold), so that the
-    next run starts clean: a restart would otherwise keep lb1 a victim."""
+def settle(lab: Lab, fault: str, setup: str) -> None:
+    """Heal, then let the arbiter close what the fault opened (releasing any hold)."""
+    lab.heal(fault, "lb1" if fault != "vrrp-cut" else "")
+    if setup == "plain":
+        return
     ops = lab.token("ops")
     for i in lab.incidents():
         if i["held_nodes"]:
             lab.post(f"/incidents/{i['id']}/release", {"reason": "bench"}, ops)
-    wait_for(lambda: lab.api("/status")["clusters"][0]["incident"] is None, 30,
+    wait_for(lambda: lab.api("/status")["clusters"][0]["incident"] is None, 40,
              "the incident to close")
 
 
-def cut_exclusive(lab: Lab, observe: float) -> dict:
-    use(lab, "exclusive")
-    ev = AddrEvents(lab)
-    try:
-        lab.fault("vrrp-cut")
-        samples = dual = 0
-        end = time.monotonic() + observe
-        while time.monotonic() < end:
-            samples += 1
-            dual += len(lab.holders()[VIP1]) > 1
-            time.sleep(0.05)
-        adds = 0
-        while not ev.q.empty():
-            host, kind, _ = ev.q.get_nowait()
-            adds += host == "lb2" and kind == "add"
-    finally:
-        ev.close()
-        lab.heal("vrrp-cut")
-    return {"observed_s": observe, "samples": samples, "samples_with_two_holders": dual,
-            "vip_adds_on_lb2": adds,
-            "split_brain_incidents": len(lab.incidents("split_brain"))}
-
-
-def cut_reactive(lab: Lab, cuts: int) -> dict:
-    lab.set_arbiter(push=True, interval=1.0, confirm_after=0.5)  # window.py's push mode
-    use(lab, "reactive")
-    ev = AddrEvents(lab)
-    rows, last = [], max((i["id"] for i in lab.incidents()), default=0)
-    try:
-        for _ in range(cuts):
-            r = one_cut(lab, ev, last)
-            last = r["incident"]
-            rows.append(r)
-    finally:
-        ev.close()
-    return summarize(rows)
-
-
-def run(reps: int, observe: float, faults: tuple[str, ...] = FAULTS) -> dict:
-    lab = Lab("active-backup+gate")
+def run(reps: int, observe: float, faults: tuple[str, ...] = FAULTS,
+        up: tuple[str, ...] = (), setups: tuple[str, ...] = SETUPS) -> dict:
+    lab = Lab("active-backup+gate", up)
     try:
         lab.set_arbiter(auto_release=False, resolve_rounds=2)
-        out: dict = {"window": {"exclusive": cut_exclusive(lab, observe),
-                                "reactive_push": cut_reactive(lab, reps)}}
-        print(f"window: {out['window']}", flush=True)
-        fo: dict = {}
-        for setup in SETUPS:
+        out: dict = {"lab": list(up) or ["advert_int 1", "VRRPv2"]}
+        for setup in setups:
             for fault in faults:
                 rows = []
                 for _ in range(reps):
                     use(lab, setup)
-                    rows.append(measure(lab, fault, observe))
-                    if setup != "plain":
-                        close_incidents(lab)
-                    print(f"failover {setup} {fault}: {rows[-1]}", flush=True)
-                fo.setdefault(setup, {})[fault] = summary(rows)
-        out["failover"] = fo
+                    rows.append(sample(lab, fault, CUT_OBSERVE if fault == "vrrp-cut"
+                                       else observe))
+                    settle(lab, fault, setup)
+                    print(f"{setup} {fault}: {rows[-1]}", flush=True)
+                out.setdefault(setup, {})[fault] = summary(rows)
         return out
     except Exception:
         lab.dump_logs()
@@ -153,10 +128,10 @@ def run(reps: int, observe: float, faults: tuple[str, ...] = FAULTS) -> dict:
 
 def summary(rows: list[dict]) -> dict:
     out: dict = {"runs": rows}
-    for k in ("takeover_s", "alone_s"):
+    for k in ("takeover_s", "alone_s", "samples_with_two_holders"):
         vals = [r[k] for r in rows if r[k] is not None]
-        out[k] = round(median(vals), 2) if vals else None
-        missed = len(rows) - len(vals)
-        if missed:
-            out[f"{k}_never"] = missed
+        out[k] = {"median": round(median(vals), 2), "p95": round(pct(vals, 95), 2)} \
+            if vals else None
+        if len(vals) < len(rows):
+            out[f"{k}_never"] = len(rows) - len(vals)
     return out

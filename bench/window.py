@@ -16,8 +16,9 @@ event times), and from the incident the arbiter recorded:
 - window: victim's VIP deleted - second holder's VIP added.
 
     python -m bench.window --cuts 20 --modes poll push garp gate seed [--json out.json]
-    python -m bench.window --modes failover --failover-reps 3   # exclusive verdicts:
+    python -m bench.window --modes failover --failover-reps 5   # exclusive verdicts:
                                                      # gain and cost (bench/failover.py)
+    python -m bench.window --modes failover --failover-advert-int 0.5  # and VRRPv3 at 0.5 s
 """
 
 from __future__ import annotations
@@ -132,6 +133,11 @@ def main() -> int:
     ap.add_argument("--failover-observe", type=float, default=20.0,
                     help="mode failover: seconds each fault and the exclusive cut are watched")
     ap.add_argument("--failover-faults", nargs="+", default=None)
+    ap.add_argument("--failover-setups", nargs="+", default=None,
+                    help="mode failover: plain, hold (exclusive before issue 21), exclusive")
+    ap.add_argument("--failover-advert-int", type=float, default=None,
+                    help="mode failover: also run plain and exclusive on a VRRPv3 lab with "
+                    "this advert_int (e.g. 0.5)")
     ap.add_argument("--json")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -143,8 +149,15 @@ def main() -> int:
             if m == "failover":
                 from bench import failover
 
-                out[m] = failover.run(a.failover_reps, a.failover_observe,
-                                      tuple(a.failover_faults or failover.FAULTS))
+                faults = tuple(a.failover_faults or failover.FAULTS)
+                out[m] = failover.run(a.failover_reps, a.failover_observe, faults,
+                                      setups=tuple(a.failover_setups or failover.SETUPS))
+                if a.failover_advert_int:
+                    ai = f"{a.failover_advert_int:g}"
+                    out[f"{m}-advert-int-{ai}"] = failover.run(
+                        a.failover_reps, a.failover_observe, faults,
+                        up=("--advert-int", ai, "--vrrp-version", "3"),
+                        setups=("plain", "exclusive"))
             else:
                 out[m] = run_seed(a.seed_observe) if m == "seed" else run_mode(m, a.cuts)
             print(f"{m}: {out[m]}", flush=True)

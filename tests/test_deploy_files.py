@@ -28,9 +28,13 @@ def test_keepalived_accepts_snippet_with_gate_and_notify(conf: Path, tmp_path: P
     assert "arbiter-notify" in text
     if conf.stem == "dual-master":  # a gate per instance, each asking about its own VIP
         assert "chk_arbiter_vi1 weight 0" in text and "chk_arbiter_vi2 weight 0" in text
-        assert text.count("arbiter-gate --vip ") == 2
+        assert text.count("arbiter-gate --track /run/arbiter-verdict/VI_") == 2
+        assert text.count(" --vip 192.168.77.") == 2
     else:
         assert "chk_arbiter weight 0" in text
+    # each instance tracks its own track file (track_files = true), with weight 0
+    assert text.count("track_file {") == text.count("vrrp_instance ")
+    assert text.count(" weight 0\n    }") >= text.count("vrrp_instance ")
     # Install the scripts where the snippets expect them, in a private mount namespace,
     # so keepalived's script security checks see them exactly as on a director.
     script = f"""

@@ -24,7 +24,10 @@ class FakeClock:
 
 
 def exclusive(cfg: Config) -> Config:
-    web = cfg.clusters[0].model_copy(update={"verdict": "exclusive"})
+    # the simulated directors stream no keepalived dump: the rule that holds every
+    # backup (keepalived's view is tested in tests/unit/test_vrrp_policy.py and the lab)
+    web = cfg.clusters[0].model_copy(update={"verdict": "exclusive",
+                                             "keepalived_view": False})
     return cfg.model_copy(update={"clusters": [web]})
 
 
@@ -87,7 +90,8 @@ def test_arbiter_check_reports_each_gate_from_the_running_arbiter(tmp_path) -> N
     from arbiter.cli.check import gate_report
     from bench.verdict import arbiter_server
 
-    with arbiter_server(tmp_path, cluster_toml='verdict = "exclusive"\n') as (port, _):
+    toml = 'verdict = "exclusive"\nkeepalived_view = false\n'  # the sim streams no dump
+    with arbiter_server(tmp_path, cluster_toml=toml) as (port, _):
         cfg = config_mod.load(tmp_path / "arbiter.toml")
         before = gate_report(cfg)
         url = f"http://127.0.0.1:{port}/verdict?cluster=web&node=lb2&vip={VIP1}&format=text"

@@ -76,7 +76,7 @@ def shells(tmp_path: Path) -> list[tuple[str, list[str], dict[str, str]]]:
         bindir = tmp_path / "bb"
         bindir.mkdir(exist_ok=True)
         for applet in ("sh", "wget", "ping", "cat", "logger", "printf", "grep", "timeout",
-                       "head", "mkdir", "mv"):  # busybox has no flock
+                       "head", "mkdir", "mv", "date", "stat"):  # busybox has no flock
             link = bindir / applet
             if not link.exists():
                 link.symlink_to(bb)
@@ -270,3 +270,185 @@ def test_wrapper_lets_vip_removal_through_to_ip(wrapper_conf: Path) -> None:
     p = wrap(wrapper_conf, "ip addr del 10.0.0.100/24 dev lo")
     assert p.returncode not in (0, 126)
     assert "refused" not in p.stderr
+
+
+# --- keepalived track files and the keepalived watch (issue 21) --------------------------
+
+@pytest.fixture
+def track_conf(tmp_path: Path) -> tuple[Path, Path]:
+    d = tmp_path / "verdict"
+    d.mkdir()
+    c = tmp_path / "wrapper.conf"
+    c.write_text(f"vip 10.0.0.100\nsudo no\ntrack_dir {d}\n")
+    return c, d
+
+
+def test_wrapper_writes_a_verdict_into_a_track_file(track_conf: tuple[Path, Path]) -> None:
+    from arbiter.round.track_files import track_command
+
+    conf, d = track_conf
+    for value in (True, False, True):
+        p = wrap(conf, track_command(str(d), "VI_1", value))
+        assert p.returncode == 0, p.stderr
+        assert (d / "VI_1").read_text() == ("1\n" if value else "0\n")
+    # with a term ([ha]): kept, then written
+    p = wrap(conf, f"@@term 3 {track_command(str(d), 'VI_2', True)}")
+    assert p.returncode == 0 and (d / "VI_2").read_text() == "1\n", p.stderr
+
+
+@pytest.mark.parametrize("bad", [
+    "echo 1 > /etc/passwd",
+    "echo 1 > {d}/../escape",
+    "echo 1 > {d}/a/b",
+    "echo 2 > {d}/VI_1",
+    "echo 1 > {d}/VI_1; id",
+    "echo 1 > {d}/.hidden",
+    "echo 1 >{d}/VI_1",
+])
+def test_wrapper_refuses_any_other_write(track_conf: tuple[Path, Path], bad: str) -> None:
+    conf, d = track_conf
+    p = wrap(conf, bad.format(d=d))
+    assert p.returncode == 126 and "refused" in p.stderr, (bad, p.stderr)
+    assert not (d / "VI_1").exists() and not (d.parent / "escape").exists()
+
+
+def test_wrapper_refuses_track_writes_without_track_dir(wrapper_conf: Path,
+                                                         tmp_path: Path) -> None:
+    p = wrap(wrapper_conf, f"echo 1 > {tmp_path}/VI_1")
+    assert p.returncode == 126 and "no track_dir" in p.stderr
+    assert not (tmp_path / "VI_1").exists()
+
+
+DUMP = ('[{"data": {"iname": "VI_1", "vrid": 51, "version": 2, "state": 1, '
+        '"wantstate": 1, "base_priority": 90, "effective_priority": 90, "adver_int": 1, '
+        '"last_transition": 1796409391.9, "ifp_ifname": "eth0", '
+        '"vips": ["192.168.77.100/24 dev eth0 scope global"]}, '
+        '"stats": {"advert_rcvd": N, "advert_sent": 0, "pri_zero_rcvd": 0, '
+        '"pri_zero_sent": 0}}]')
+
+
+def watch_lines(argv: list[str], env: dict[str, str], want: int,
+                timeout: float = 15) -> list[str]:
+    """The first ``want`` lines of a never-ending watch, then it is stopped (its whole
+    process group, by id)."""
+    import select
+    import signal
+    import time
+
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    lines: list[str] = []
+    end = time.monotonic() + timeout
+    try:
+        assert p.stdout is not None
+        while len(lines) < want and time.monotonic() < end:
+            r, _, _ = select.select([p.stdout], [], [], 0.5)
+            if r:
+                line = p.stdout.readline()
+                if not line:
+                    break
+                lines.append(line.rstrip("\n"))
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(5)
+    return lines
+
+
+def fake_keepalived(tmp: Path) -> tuple[Path, Path]:
+    """A stand-in for keepalived's JSON signal: a process whose pid is in a pid file and
+    which writes /tmp/keepalived.json (a private /tmp) each time it gets signal 36, with
+    advert_rcvd counting up. Real keepalived is exercised by the lab tests."""
+    (tmp / "dump.tmpl").write_text(DUMP)
+    script = tmp / "fake-keepalived"
+    script.write_text(
+        "#!/bin/bash\nn=0\n"
+        f"trap 'n=$((n+1)); sed \"s/N/$n/\" {tmp}/dump.tmpl > /tmp/keepalived.json' 36\n"
+        "while :; do sleep 0.05; done\n")
+    script.chmod(0o755)
+    return script, tmp / "keepalived.pid"
+
+
+@pytest.fixture
+def outside_tmp() -> Iterator[Path]:
+    """A directory that a tmpfs mounted over /tmp does not hide."""
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="arbiter-test-", dir="/var/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_wrapper_runs_its_own_keepalived_watch(outside_tmp: Path) -> None:
+    """The watch under the wrapper: its own loop signals the pid from its config's
+    pid file and prints each dump, which the arbiter's parser takes. Run in a mount
+    namespace of its own (a private /tmp), as root."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a private /tmp (unshare -m)")
+    from arbiter.probe.keepalived import watch_command
+
+    script, pidfile = fake_keepalived(outside_tmp)
+    conf = outside_tmp / "wrapper.conf"
+    conf.write_text(f"sudo no\nkeepalived_pid {pidfile}\n")
+    inner = (f"mount -t tmpfs t /tmp; {script} & echo $! > {pidfile}; sleep 0.3; "
+             f"exec dash {WRAPPER} {conf}")
+    lines = watch_lines(["unshare", "--mount", "--propagation", "private", "bash", "-c", inner],
+                        {**os.environ, "SSH_ORIGINAL_COMMAND": watch_command(0.1)}, 12)
+    assert lines[0] == "@@arbiter-keepalived v1 0.1", lines
+    from arbiter.probe.keepalived import parse_dump
+
+    dumps, block = [], None
+    for line in lines[1:]:
+        if line == "@@kv":
+            block = []
+        elif line == "@@kv-end" and block is not None:
+            dumps.append(parse_dump("\n".join(block)))
+            block = None
+        elif block is not None:
+            block.append(line)
+    assert len(dumps) >= 2, lines
+    counts = [d[0].advert_rcvd for d in dumps]
+    assert counts == sorted(counts) and counts[-1] > counts[0]  # a fresh dump each time
+    assert dumps[0][0].state == "BACKUP" and dumps[0][0].vips == ("192.168.77.100",)
+
+
+def test_the_keepalived_watch_says_why_there_is_no_dump(tmp_path: Path) -> None:
+    from arbiter.probe.keepalived import watch_command
+
+    conf = tmp_path / "wrapper.conf"
+    conf.write_text(f"sudo no\nkeepalived_pid {tmp_path}/none.pid\n")
+    env = {**os.environ, "SSH_ORIGINAL_COMMAND": watch_command(0.1)}
+    lines = watch_lines(["dash", str(WRAPPER), str(conf)], env, 2)
+    assert lines[1] == "@@kv-error keepalived is not running"
+    # a keepalived that prints no signal number (1.x, or built without JSON)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "keepalived").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "keepalived").chmod(0o755)
+    env["PATH"] = f"{fake}:/usr/bin:/bin"
+    lines = watch_lines(["dash", str(WRAPPER), str(conf)], env, 2)
+    assert lines[1].startswith("@@kv-error keepalived has no JSON dump")
+    p = wrap(conf, watch_command(0.1).replace("v1 0.1", "v1 0.1; id"))
+    assert p.returncode == 126 and "refused" in p.stderr
+
+
+def test_gate_lifts_a_deny_nobody_refreshed(arbiter_url: str, tmp_path: Path) -> None:
+    """--track: a deny older than ARBITER_GATE_DENY_TTL is lifted (the arbiter that
+    wrote it is gone); a fresh one stays. Under dash and busybox."""
+    import time
+
+    Arbiter.answer = "allow"
+    for name, argv, env in shells(tmp_path):
+        track = tmp_path / f"VI_1-{name}"
+        track.write_text("1\n")
+        os.utime(track, (time.time() - 10, time.time() - 10))
+        p = subprocess.run([*argv, str(GATE), "--vip", "10.0.0.100", "--track", str(track),
+                            arbiter_url, "web", "lb1", "127.0.0.1"],
+                           env={**env, "ARBITER_GATE_DENY_TTL": "3"}, capture_output=True,
+                           text=True, timeout=10)
+        assert p.returncode == 0, (name, p.stderr)
+        assert track.read_text() == "0\n", name
+        track.write_text("1\n")  # written just now: stays
+        p = subprocess.run([*argv, str(GATE), "--track", str(track), arbiter_url, "web",
+                            "lb1", "127.0.0.1"], env={**env, "ARBITER_GATE_DENY_TTL": "3"},
+                           capture_output=True, text=True, timeout=10)
+        assert p.returncode == 0 and track.read_text() == "1\n", (name, p.stderr)

@@ -85,6 +85,11 @@ async def serve(cfg: Config) -> int:
     sched.add_job(lambda: arb.gates.log_changes(arb.config), "interval", seconds=5,
                   id="gate-watch", max_instances=1, coalesce=True)
     arb.peers.schedule(sched)  # [ha]: the lease renewals
+    if any(c.track_files for c in cfg.clusters):  # a deny that stands, written again
+        from arbiter.round.track_files import REFRESH
+
+        sched.add_job(arb.track.refresh, "interval", seconds=REFRESH, id="track-refresh",
+                      max_instances=1, coalesce=True, misfire_grace_time=None)
     if arb.sender is not None:  # [notify]: deliver every send_every, prune daily
         sender = arb.sender
         sched.add_job(sender.run_once, "interval", seconds=sender.section.send_every,

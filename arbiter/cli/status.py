@@ -52,7 +52,7 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
             gws = n.get("gateways") or {}
             rows.append((
                 n["name"] + (" (held)" if n.get("held") else ""),
-                "MASTER" if holds else "backup",
+                vrrp_role(n) or ("MASTER" if holds else "backup"),
                 ",".join(holds) or "-",
                 _yes((n.get("icmp") or {}).get("ok")),
                 _yes((n.get("ssh") or {}).get("ok")),
@@ -71,9 +71,26 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
         if inc:
             out.append(f"  incident #{inc['id']}: {inc['state']}, survivor {inc['survivor']}, "
                        f"victims {', '.join(inc['victims']) or '-'}")
+        kv = c.get("keepalived") or {}
+        if kv.get("exclusive_rule"):
+            out.append(f"  exclusive: {kv['exclusive_rule']}")
+        for d in kv.get("denials") or []:
+            probe = " (probing)" if d.get("probing_since") else ""
+            out.append(f"  denied: {d['node']} on vrid {d['vrid']} since "
+                       f"{_age(d['since'], now)} ago{probe}")
         for w in c.get("warnings", []):
             out.append(f"  WARNING: {w}")
     return "\n".join(out).lstrip("\n")
+
+
+def vrrp_role(n: dict[str, Any]) -> str | None:
+    """keepalived's own word for each instance ("VI_1 MASTER"), from its view."""
+    kv = n.get("keepalived") or {}
+    if kv.get("error") and not kv.get("instances"):
+        return None
+    stale = " (stale)" if kv.get("error") else ""
+    return ", ".join(f"{i['name']} {i['state']}" for i in kv.get("instances", [])) + stale \
+        if kv.get("instances") else None
 
 
 def needs_operator(status: dict[str, Any]) -> bool:

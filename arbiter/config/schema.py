@@ -21,6 +21,7 @@ from pydantic import (
 
 from arbiter.config.fencing import AgentRule, ClusterFencing, NodeFencing
 from arbiter.config.ha import HASection
+from arbiter.config.keepalived import ClusterKeepalived
 from arbiter.config.listen import listen_url, parse_listen
 from arbiter.config.notify import NotifySection
 
@@ -111,6 +112,12 @@ class ArbiterSection(_Strict):
     release_cooldown: float = Field(
         600.0, ge=0,
         description="a node split again this soon after an automatic release waits for an operator",
+    )
+    keepalived_watch_every: float = Field(
+        0.25, ge=0.05, le=2,
+        description="seconds between keepalived dumps on each director (keepalived_view): "
+        "a backup that misses two adverts is denied within two adverts plus about twice "
+        "this",
     )
 
     @field_validator("gateways")
@@ -218,7 +225,7 @@ class NodeConfig(_Strict, NodeFencing):
         return _ip(v, "address")
 
 
-class ClusterConfig(_Strict, ClusterFencing, AgentRule):
+class ClusterConfig(_Strict, ClusterFencing, ClusterKeepalived, AgentRule):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     vips: list[IPAddr] = Field(min_length=1)
     gateways: list[IPAddr] = Field(default_factory=list)
@@ -237,8 +244,9 @@ class ClusterConfig(_Strict, ClusterFencing, AgentRule):
     verdict: Literal["reactive", "exclusive"] = Field(
         "reactive",
         description="reactive: /verdict denies only victims and held nodes; exclusive: it "
-        "also denies a node that lacks a VIP while another node holds it and is healthy, so "
-        "a backup that stops hearing adverts waits in FAULT instead of splitting the brain",
+        "also denies a backup that misses the adverts of a healthy master that is sending "
+        "(keepalived_view), before its master-down interval ends, so a VRRP cut never "
+        "splits the brain; without the view, every backup while the master is healthy",
     )
     shard: str = Field(
         "default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",

@@ -52,7 +52,8 @@ from arbiter.policy.effects import (
 from arbiter.policy.fence_plan import maybe_fence
 from arbiter.policy.holds import auto_release, gate_progress
 from arbiter.policy.quorum import Quorum, compact, judge
-from arbiter.policy.verdicts import guarded_vips, node_verdict
+from arbiter.policy.verdicts import exclusive_rulings, guarded_vips, node_verdict
+from arbiter.policy.vrrp import split_by_view
 
 S = IncidentState
 
@@ -205,6 +206,13 @@ def assess_cluster(
                     inc_map[vip] = h[0]
             nxt = nxt.with_(incumbents=tuple(sorted(inc_map.items())))
 
+    # keepalived's own view: two masters that cannot hear each other are a split, not
+    # a handover, and need no confirmation span (two observations still)
+    seen = split_by_view(cluster, obs, split_vips, holders, now,
+                         config.arbiter.keepalived_watch_every) \
+        if split_vips and abstain_reason is None and cluster.keepalived_view else None
+    nxt = nxt.with_(view_split=seen)
+
     # --- fence decision ----------------------------------------------------
     if split_vips and abstain_reason is None:
         fence, why = maybe_fence(config, cluster, obs, nxt, split_vips, holders, now,
@@ -267,9 +275,13 @@ def assess_cluster(
         effects.extend(rel_effects)  # the incident's move to WATCHING, after its releases
         effects.extend(Recover(h, "auto") for h, _ in releases if h.keepalived_stopped)
 
-    guarded = guarded_vips(cluster, obs) if cluster.verdict == "exclusive" else {}
+    guarded = guarded_vips(cluster, obs) \
+        if cluster.verdict == "exclusive" and abstain_reason is None else {}
+    rulings, denials = exclusive_rulings(cluster, obs, nxt, guarded, now,
+                                         config.arbiter.keepalived_watch_every)
+    nxt = nxt.with_(denials=denials)
     nodes = tuple(
-        node_verdict(cluster, obs.node(n.name), n.name, nxt, abstain_reason, guarded)
+        node_verdict(cluster, obs.node(n.name), n.name, nxt, abstain_reason, rulings)
         for n in cluster.nodes
     )
     verdicts = tuple((n.node, n.verdict.value) for n in nodes)

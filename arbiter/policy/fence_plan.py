@@ -49,10 +49,13 @@ def maybe_fence(
         return _reclaim(config, cluster, obs, hist, split_vips, holders)
     # Confirmation spans time as well as observations: rounds woken by events can come
     # min_round_gap apart, and a normal handover's overlap must never look confirmed.
+    # keepalived's own view can tell the two apart (``hist.view_split``): two masters
+    # that cannot hear each other need no span, only the observations.
     lasted = (now - hist.split_since).total_seconds() if hist.split_since else 0.0
     need_obs = 2 if a.confirm_after is not None else a.confirm_rounds
-    if hist.split_streak < need_obs or lasted < config.confirm_span:
-        return None, (f"waiting for confirmation ({lasted:.2f}s of {config.confirm_span:g}s, "
+    span = 0.0 if hist.view_split else config.confirm_span
+    if hist.split_streak < need_obs or lasted < span:
+        return None, (f"waiting for confirmation ({lasted:.2f}s of {span:g}s, "
                       f"{hist.split_streak} of {need_obs} observations)")
     if inc.state is IncidentState.FENCING:
         return None, "a fence is already in flight"
@@ -81,8 +84,10 @@ def maybe_fence(
         f"over {r.name} by rule: {deciding_rule(ranking[0], r, peers is not None)}"
         for r in ranking[1:]
     )
+    confirmed = f" (split confirmed by keepalived: {hist.view_split})" if hist.view_split else ""
     return _plan(config, cluster, obs, hist, survivor, victims, split_vips,
-                 f"{survivor} survives {beats}", tuple((r.name, r.why) for r in ranking))
+                 f"{survivor} survives {beats}{confirmed}",
+                 tuple((r.name, r.why) for r in ranking))
 
 
 def _reclaim(

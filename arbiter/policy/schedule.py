@@ -105,7 +105,10 @@ def confirm_due(history: History, confirm_after: float | None,
     for _, h in history.clusters:
         if h.split_since is None or h.incident is None:
             continue
-        if h.incident.state is IncidentState.OPEN and confirm_after:
+        if h.incident.state is IncidentState.OPEN and h.view_split:
+            # keepalived's view confirms it: the second observation at once
+            dues.append(h.split_since)
+        elif h.incident.state is IncidentState.OPEN and confirm_after:
             dues.append(h.split_since + timedelta(seconds=confirm_after))
         elif h.incident.state in RECLAIMABLE:
             # a victim's re-claim of a confirmed split: the second observation at once

@@ -3,9 +3,14 @@
 Two rules, in order:
 - reactive (every cluster): deny the victim of an open split-brain incident and a
   node held fenced; allow everyone else, so normal VRRP failover is never hindered;
-- exclusive (``verdict = "exclusive"``): also deny a node that lacks a VIP while
-  another node holds that VIP and is healthy. A backup that stops hearing adverts
-  then waits in FAULT instead of claiming the VIP: the split brain never starts.
+- exclusive (``verdict = "exclusive"``): also deny a backup of a VIP whose holder is
+  healthy, but only while it **misses the adverts** that holder, MASTER, is sending
+  (``policy.vrrp.deaf_rule``, from keepalived's own view). A backup that hears its
+  master stays in BACKUP with its timers running, so a real failover happens at
+  keepalived's own speed; one that stops hearing a master that is alive is denied
+  before its master-down interval ends, and the split brain never starts. Without
+  keepalived's view (``keepalived_view = false``, or a keepalived without JSON) the
+  rule falls back to denying every backup while the holder is healthy.
 
 A holder that is dead, unreachable, gateway-blind, keepalived-less or only
 carried forward from an earlier round never blocks failover. Isolation, TILT and
@@ -14,16 +19,22 @@ stale observations abstain, and the gate falls back to its own gateway ping.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from arbiter.config import ClusterConfig
 from arbiter.model import (
     ClusterHistory,
     ClusterObservation,
+    Denial,
     Health,
     IncidentState,
     NodeObservation,
     Verdict,
 )
 from arbiter.policy.assessment import NodeAssessment
+from arbiter.policy.vrrp import deaf_rule, fresh, stale_limit
+
+Rulings = dict[tuple[str, str], tuple[Verdict, str]]  # (node, vip) -> exclusive answer
 
 
 def healthy_holder(o: NodeObservation, vip: str) -> str | None:
@@ -51,13 +62,70 @@ def guarded_vips(cluster: ClusterConfig, obs: ClusterObservation) -> dict[str, t
     return out
 
 
+def without_view(cluster: ClusterConfig, obs: ClusterObservation) -> str | None:
+    """Why the exclusive rule cannot use keepalived's view for this cluster (then it
+    holds every backup while the holder is healthy), or None."""
+    if not cluster.keepalived_view:
+        return "keepalived_view = false"
+    for o in obs.nodes:
+        kv = o.keepalived
+        if kv is None:
+            return f"{o.node}: not watched"
+        if not kv.supported:
+            return f"{o.node}: {kv.error or 'keepalived view unavailable'}"
+    return None
+
+
+def exclusive_rulings(cluster: ClusterConfig, obs: ClusterObservation,
+                      hist: ClusterHistory, guarded: dict[str, tuple[str, str]],
+                      now: datetime, watch_every: float) -> tuple[Rulings, tuple[Denial, ...]]:
+    """The exclusive answer for every node that does not hold a guarded VIP, and the
+    denials to remember. Evidence first: with keepalived's view, only a backup that
+    misses its master's adverts is denied; without it, every backup is."""
+    out: Rulings = {}
+    denials: dict[tuple[str, int], Denial] = {}
+    fallback = without_view(cluster, obs)
+    known = {(d.node, d.vrid): d for d in hist.denials}
+    limit = stale_limit(watch_every)
+    for vip, (holder, why) in guarded.items():
+        ho = obs.node(holder)
+        for n in cluster.nodes:
+            if n.name == holder:
+                continue
+            if fallback is not None:
+                out[(n.name, vip)] = (Verdict.DENY, f"deny: {holder} holds {vip} and is "
+                                      f"healthy ({why}); no keepalived view ({fallback})")
+                continue
+            no = obs.node(n.name)
+            hv, nv = (ho.keepalived if ho else None), (no.keepalived if no else None)
+            master = hv.holding(vip) if hv is not None else None
+            key = (n.name, master.vrid) if master is not None else None
+            old = known.get(key) if key is not None else None
+            if not (fresh(hv, now, limit) and fresh(nv, now, limit)):
+                # no fresh evidence either way: keep a deny that stands, add none
+                if old is not None:
+                    denials[(old.node, old.vrid)] = old
+                    out[(n.name, vip)] = (Verdict.DENY, "deny: keepalived's view is stale "
+                                          "here; keeping the deny that stands")
+                else:
+                    out[(n.name, vip)] = (Verdict.ALLOW, "keepalived's view is stale here: "
+                                          "no evidence to deny on")
+                continue
+            assert hv is not None and nv is not None and master is not None and key
+            r = deaf_rule(n.name, holder, vip, nv.instance(master.vrid), master, old, now)
+            if r.denial is not None:
+                denials[key] = r.denial
+            out[(n.name, vip)] = (Verdict.DENY if r.deny else Verdict.ALLOW, r.reason)
+    return out, tuple(sorted(denials.values(), key=lambda d: (d.node, d.vrid)))
+
+
 def node_verdict(
     cluster: ClusterConfig,
     o: NodeObservation | None,
     name: str,
     hist: ClusterHistory,
     abstain_reason: str | None,
-    guarded: dict[str, tuple[str, str]],
+    rulings: Rulings,
 ) -> NodeAssessment:
     """The node's answer without ``vip`` (its only VIP, or all of them), and, in
     exclusive mode, one answer per VIP in ``by_vip``."""
@@ -66,16 +134,16 @@ def node_verdict(
     base = _reactive(name, health, holds, hist, abstain_reason)
     if cluster.verdict != "exclusive" or base.verdict is not Verdict.ALLOW:
         return base
-    by_vip = tuple((v, *_exclusive(name, v, holds, guarded, base)) for v in cluster.vips)
+    by_vip = tuple((v, *_exclusive(name, v, holds, rulings)) for v in cluster.vips)
     if len(cluster.vips) == 1:
         _, verdict, reason = by_vip[0]
-    elif not holds and all(v in guarded for v in cluster.vips):
+    elif not holds and all(rulings.get((name, v), (Verdict.ALLOW,))[0] is Verdict.DENY
+                           for v in cluster.vips):
         # Without ?vip=, a node is denied only when it holds nothing and every VIP
-        # has a healthy holder: a dual-master node that holds one VIP must never be
-        # put into FAULT (dropping that VIP) for the other one. Per-VIP gates say more.
+        # denies it: a dual-master node that holds one VIP must never be put into
+        # FAULT (dropping that VIP) for the other one. Per-VIP gates say more.
         verdict = Verdict.DENY
-        reason = "deny: " + "; ".join(f"{guarded[v][0]} holds {v} and is healthy "
-                                      f"({guarded[v][1]})" for v in cluster.vips)
+        reason = "; ".join(rulings[(name, v)][1] for v in cluster.vips)
     else:
         verdict, reason = base.verdict, base.reason + (
             " (exclusive: ask with ?vip= for an answer per VIP)")
@@ -83,14 +151,11 @@ def node_verdict(
 
 
 def _exclusive(name: str, vip: str, holds: tuple[str, ...],
-               guarded: dict[str, tuple[str, str]],
-               base: NodeAssessment) -> tuple[Verdict, str]:
+               rulings: Rulings) -> tuple[Verdict, str]:
     if vip in holds:
         return Verdict.ALLOW, f"holds {vip}"
-    g = guarded.get(vip)
-    if g is None or g[0] == name:
-        return Verdict.ALLOW, f"no healthy holder of {vip}: failover allowed"
-    return Verdict.DENY, f"deny: {g[0]} holds {vip} and is healthy ({g[1]})"
+    return rulings.get((name, vip), (Verdict.ALLOW,
+                                     f"no healthy holder of {vip}: failover allowed"))
 
 
 def _reactive(name: str, health: Health, holds: tuple[str, ...], hist: ClusterHistory,

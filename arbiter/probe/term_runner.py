@@ -32,14 +32,18 @@ def is_stale_term(exit_status: int | None, stderr: str) -> bool:
 class TermRunner:
     """A Runner for one fence: the inner runner, with the term in front of each command."""
 
-    def __init__(self, inner: Runner, term: int | None, still_leading: Callable[[], bool]):
+    def __init__(self, inner: Runner, term: int | None, still_leading: Callable[[], bool],
+                 fence: bool = True):
+        """``fence``: this runner carries a fence or recover (not a track file write):
+        only those stop at the test-only failpoint before the command goes out."""
         self.inner, self.term, self.still_leading = inner, term, still_leading
+        self.fence = fence
 
     async def run(self, target: Target, command: str, timeout: float) -> CommandResult:
         if self.term is None or not self.still_leading():
             return CommandResult(False, None, "", "", f"not run: this arbiter no longer leads "
                                  f"(term {self.term}); the new leader decides", 0.0)
-        if command != ANNOUNCE:
+        if self.fence and command != ANNOUNCE:
             await failpoints.reach("BEFORE_FENCE_COMMAND")  # test only (lab HA tests)
         return await self.inner.run(target, with_term(self.term, command), timeout)
 

@@ -65,9 +65,15 @@ class Metrics:
         self.notifications = Counter("arbiter_notification_deliveries",
                                      "Notification deliveries tried, by channel and outcome",
                                      ["channel", "outcome"], registry=r)
+        self.track_writes = Counter("arbiter_track_writes",
+                                    "Verdicts written to keepalived track files, by outcome",
+                                    ["cluster", "outcome"], registry=r)
         r.register(ViewCollector(view))
         if outbox is not None:
             r.register(OutboxCollector(outbox))
+
+    def track_write(self, cluster: str, ok: bool) -> None:
+        self.track_writes.labels(cluster, "ok" if ok else "failed").inc()
 
     def notification_result(self, channel: str, ok: bool) -> None:
         self.notifications.labels(channel, "sent" if ok else "failed").inc()
@@ -123,16 +129,46 @@ class ViewCollector(Collector):
         active = GaugeMetricFamily("arbiter_split_brain_active",
                                    "1 while the cluster has a VIP with two holders",
                                    labels=["cluster"])
+        kv_up = GaugeMetricFamily("arbiter_keepalived_view_up",
+                                  "1 while the node's keepalived dumps arrive (keepalived_view)",
+                                  labels=["cluster", "node"])
+        kv_state = GaugeMetricFamily("arbiter_keepalived_state",
+                                     "1 for the state keepalived reports for the instance",
+                                     labels=["cluster", "node", "instance", "state"])
+        kv_prio = GaugeMetricFamily("arbiter_keepalived_priority",
+                                    "The instance's effective priority, as keepalived reports it",
+                                    labels=["cluster", "node", "instance"])
+        kv_rcvd = CounterMetricFamily("arbiter_keepalived_adverts_received",
+                                      "keepalived's own advert_rcvd counter",
+                                      labels=["cluster", "node", "instance"])
+        kv_sent = CounterMetricFamily("arbiter_keepalived_adverts_sent",
+                                      "keepalived's own advert_sent counter",
+                                      labels=["cluster", "node", "instance"])
+        denials = GaugeMetricFamily("arbiter_exclusive_denials",
+                                    "Backups denied for missing a healthy master's adverts",
+                                    labels=["cluster"])
         a = v.assessment
         for c in v.config.clusters:
             obs = v.snapshot.cluster(c.name) if v.snapshot else None
             for n in obs.nodes if obs else ():
+                kv = n.keepalived
+                if kv is not None:
+                    kv_up.add_metric([c.name, n.node], float(kv.error is None))
+                    for i in kv.instances:
+                        for s in ("INIT", "BACKUP", "MASTER", "FAULT"):
+                            kv_state.add_metric([c.name, n.node, i.name, s],
+                                                float(i.state == s))
+                        kv_prio.add_metric([c.name, n.node, i.name], i.effective_priority)
+                        kv_rcvd.add_metric([c.name, n.node, i.name], i.latest.advert_rcvd)
+                        kv_sent.add_metric([c.name, n.node, i.name], i.latest.advert_sent)
                 reach.add_metric([c.name, n.node, "icmp"], float(n.icmp_ok))
                 reach.add_metric([c.name, n.node, "ssh"], float(n.ssh_ok))
                 reach.add_metric([c.name, n.node, "gateway"], float(n.gateways_seen > 0))
             if obs is not None and obs.arp is not None and obs.arp.error is None:
                 for vip in c.vips:
                     arp.add_metric([c.name, vip], float(len(obs.arp.macs(vip))))
+            if c.verdict == "exclusive":
+                denials.add_metric([c.name], len(v.history.cluster(c.name).denials))
             ca = a.cluster(c.name) if a else None
             if ca is None:
                 continue
@@ -143,6 +179,7 @@ class ViewCollector(Collector):
         yield holders
         yield arp
         yield active
+        yield from (kv_up, kv_state, kv_prio, kv_rcvd, kv_sent, denials)
 
 
 class OutboxCollector(Collector):

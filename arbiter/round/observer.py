@@ -20,6 +20,7 @@ from arbiter.probe.icmp import Pinger, PingResult
 from arbiter.probe.ssh import Runner, Target
 from arbiter.round.arp_view import ArpViews
 from arbiter.round.fence import target_for
+from arbiter.round.keepalived_view import KeepalivedViews
 
 NodeKey = tuple[str, str]  # (cluster, node)
 
@@ -56,9 +57,10 @@ def carry_forward(
 
 class Observer:
     def __init__(self, config: Config, pinger: Pinger, runner: Runner, clock: Clock = utcnow,
-                 arp: ArpViews | None = None):
+                 arp: ArpViews | None = None, keepalived: KeepalivedViews | None = None):
         self.config = config
         self.arp = arp  # the ARP view of clusters with an arp_interface
+        self.keepalived = keepalived  # keepalived's own view, streamed between rounds
         self.pinger = pinger
         self.runner = runner
         self.clock = clock
@@ -102,6 +104,7 @@ class Observer:
                     gateways=facts.gateways if facts else (),
                     peers=facts.peers if facts else (),
                     macs=facts.macs if facts else (),
+                    keepalived=self.keepalived.view(c, n.name) if self.keepalived else None,
                 )
                 o = carry_forward(self._prev.get(key), o, cfg.arbiter.degraded_hold)
                 self._prev[key] = o

@@ -52,7 +52,7 @@ class Alone:
     def term_of(self, cluster: str) -> int | None:
         return None
 
-    def runner_for(self, cluster: str, runner: Runner) -> Runner:
+    def runner_for(self, cluster: str, runner: Runner, fence: bool = True) -> Runner:
         return runner
 
     async def start(self) -> None:
@@ -102,11 +102,12 @@ class Peers:
     def term_of(self, cluster: str) -> int | None:
         return self.leadership.term_of(cluster)
 
-    def runner_for(self, cluster: str, runner: Runner) -> Runner:
-        """The runner of one fence or recover: its commands carry the term of now, and
-        stop once this arbiter no longer leads under it (fencing at the resource)."""
+    def runner_for(self, cluster: str, runner: Runner, fence: bool = True) -> Runner:
+        """The runner of one fence, recover or track file write (``fence`` False): its
+        commands carry the term of now, and stop once this arbiter no longer leads
+        under it (fencing at the resource)."""
         term = self.term_of(cluster)
-        return TermRunner(runner, term, lambda: self.term_of(cluster) == term)
+        return TermRunner(runner, term, lambda: self.term_of(cluster) == term, fence)
 
     async def start(self) -> None:
         """Renew once before the first round: lead (or follow) from it on."""

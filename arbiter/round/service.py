@@ -51,6 +51,7 @@ from arbiter.round.arp_view import ArpViews
 from arbiter.round.fencer import Fencer
 from arbiter.round.gate_log import GateLog
 from arbiter.round.intents import EventIntent, Intents, ReleaseIntent
+from arbiter.round.keepalived_view import KeepalivedViews
 from arbiter.round.ledger import Ledger
 from arbiter.round.metrics import Metrics
 from arbiter.round.observer import Observer
@@ -58,6 +59,7 @@ from arbiter.round.peers import Alone, Peers
 from arbiter.round.push import PushWatcher
 from arbiter.round.sender import Sender
 from arbiter.round.tilt_notices import TiltNotices
+from arbiter.round.track_files import TrackFiles
 from arbiter.round.vantages import Vantages
 from arbiter.round.view import PushStats, RoundStats, View
 from arbiter.store.engine import StoreError
@@ -103,11 +105,14 @@ class Arbiter:
         self.peers: Alone | Peers = Alone() if leadership is None else Peers(
             config, leadership, Vantages(config, self.ledger, engine))
         self.arp = ArpViews(config, self.wake)
-        self.observer = Observer(config, pinger, runner, clock, self.arp)
+        self.keepalived = KeepalivedViews(config, runner, self.wake, clock)
+        self.observer = Observer(config, pinger, runner, clock, self.arp, self.keepalived)
         self.fencer = Fencer(config, runner, self.ledger, self.wake, clock, self.metrics,
                              runner_for=self.peers.runner_for,
                              arp_check=self.arp.still_answering, abstaining=self._abstaining)
         self.push = PushWatcher(config, runner, self.wake, clock)
+        self.track = TrackFiles(config, runner, self.peers.runner_for, self.peers.leads, clock,
+                                on_write=self.metrics.track_write)
         a = config.arbiter
         self.scheduler = Scheduler(a.interval, a.min_round_gap, config.tilt_after, a.tilt_period)
         self.intents = Intents(self.ledger, self.fencer, clock)
@@ -133,6 +138,7 @@ class Arbiter:
     def config(self, config: Config) -> None:
         self._config = config
         self.observer.config = self.fencer.config = self.push.config = self.arp.config = config
+        self.keepalived.config = self.track.config = config
         self.peers.configure(config)
         self.view = replace(self.view, config=config)
 
@@ -176,6 +182,7 @@ class Arbiter:
         """Stop watching, wait for every fence and recover, close the connections, then
         ([ha]) hand the leases back: a follower takes over now, not after a lease."""
         await self.push.stop()
+        await self.track.close()
         await self.fencer.close()
         await self.runner.close()
         if self.sender is not None:
@@ -219,6 +226,7 @@ class Arbiter:
             self.metrics.count_round(snap, assessment, committed.failed)
             self.history = memory.fold(self.history, assessment, committed)
             self._act(assessment, committed)
+            self.track.after_round(snap, assessment, committed.failed)
             s = self._stats
             self._stats = RoundStats(started_at, self.clock(),
                                      (time.perf_counter() - started) * 1000, s.count + 1,
@@ -276,6 +284,7 @@ class Arbiter:
             last_event=dict(self.intents.last_event), gateway_view=dict(self.observer.gateway_view),
             ha=self.peers.status(), ha_blind=self.peers.blind(), terms=self.peers.terms(),
             notify=self.sender.as_json() if self.sender else None,
+            track=self.track.statuses(),
         )
 
     # --- the loop ---------------------------------------------------------------
@@ -289,10 +298,12 @@ class Arbiter:
         if self.config.arbiter.push:
             self.push.start()
         self.arp.start()
+        self.keepalived.start()
         try:
             await self._loop(stop)
         finally:
             self.arp.stop()
+            await self.keepalived.stop()
             await self.push.stop()
             await self.fencer.wait_idle()
 

@@ -10,6 +10,8 @@ from typing import Any
 from arbiter.config import ClusterConfig
 from arbiter.model import ClusterHistory, Verdict
 from arbiter.policy.cluster_state import cluster_state, overall
+from arbiter.policy.verdicts import without_view
+from arbiter.policy.vrrp import budget_warnings
 from arbiter.round.gate_log import GateWiring
 from arbiter.round.view import View
 from arbiter.serialize import iso, node_observation
@@ -72,7 +74,7 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
     snap, a = rt.snapshot, rt.assessment
     stale = view.staleness(now)
     clusters = []
-    for c in config.clusters:
+    for index, c in enumerate(config.clusters):
         hist = history.cluster(c.name)
         ca = a.cluster(c.name) if a else None
         obs = snap.cluster(c.name) if snap else None
@@ -93,9 +95,14 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
             entry["gate"] = None if w is None else {
                 "wired": w.wired, "summary": f"gate: {w.summary}",
                 "asked_ago_s": w.asked_ago, "verdict": w.verdict}
+            # what the track files on this node say now ([clusters] track_files)
+            entry["track"] = dict(view.track.get((c.name, n.name), {})) \
+                if c.track_files else None
             nodes.append(entry)
         inc = hist.incident
         warnings = list(gate_warnings.get(c.name, {}).values())
+        if obs is not None:
+            warnings += budget_warnings(c, index, obs, config.arbiter.keepalived_watch_every)
         word, why = cluster_state(config, hist, ca, stale or (a.abstain_reason if a else None),
                                   warnings, rt.db_error)
         clusters.append({
@@ -103,6 +110,17 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
             "state": word,
             "state_reason": why,
             "verdict_mode": c.verdict,
+            # keepalived's own view: which exclusive rule is in force, and who is denied
+            "keepalived": {
+                "view": c.keepalived_view, "track_files": c.track_files,
+                "exclusive_rule": None if c.verdict != "exclusive" else (
+                    "deny a backup that misses a healthy master's adverts"
+                    if obs is None or (why := without_view(c, obs)) is None
+                    else f"deny every backup while the holder is healthy ({why})"),
+                "denials": [{"node": d.node, "vrid": d.vrid, "since": iso(d.since),
+                             "probing_since": iso(d.probe_at)} for d in hist.denials],
+                "split_seen": hist.view_split,
+            },
             "warnings": warnings,
             "vips": c.vips,
             "gateways": {g: (gateway_view or {}).get(g) for g in config.gateways_for(c)},

@@ -58,6 +58,8 @@ class View:
     terms: Mapping[str, int] = field(default_factory=dict)
     ha_blind: str | None = None  # [ha] why the shared state cannot be trusted now
     notify: Mapping[str, Any] | None = None  # [notify] the sender's state
+    # track files: (cluster, node) -> instance -> what was written (round.track_files)
+    track: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
 
     def staleness(self, now: datetime) -> str | None:
         """Why the latest observations cannot be trusted for a verdict, or None."""

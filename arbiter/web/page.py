@@ -56,7 +56,12 @@ def _yes(v: bool | None) -> str:
 
 
 def _role(n: dict[str, Any]) -> str:
-    """keepalived's own word when arbiter-notify reported it, else what SSH showed."""
+    """keepalived's own word: its view, or what arbiter-notify reported, else what SSH
+    showed."""
+    kv = n.get("keepalived") or {}
+    if kv.get("instances"):
+        return ", ".join(f"{i['name']} {i['state']}" for i in kv["instances"]) + (
+            " (stale)" if kv.get("error") else "")
     ev = n.get("last_event") or {}
     if ev.get("state"):
         return f"{ev['state']} (notify)"

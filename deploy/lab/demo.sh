@@ -71,7 +71,7 @@ echo "verdicts: lb1 $(bash $LAB api '/verdict?cluster=web&node=lb1&format=text')
 sleep 1.5  # keepalived exits just after dropping the VIP; the survivor's gratuitous ARP
 echo "lb2's keepalived: $(bash $LAB exec lb2 pidof keepalived >/dev/null && echo running || echo stopped); a client through the VIP: $(ip netns exec al-$LAB_ID-arb curl -s --max-time 2 http://192.168.77.100/)"
 
-say "5. the same cut with exclusive verdicts: lab up --gate (arbiter-gate + notify in keepalived)"
+say "5. the same cut with exclusive verdicts: lab up --gate (arbiter-gate, track files and notify in keepalived)"
 bash $LAB down 2>/dev/null
 echo "the first lab ($LAB_ID) is torn down; a second one comes up with the gate wired"
 step_t=$(date +%s)
@@ -80,18 +80,39 @@ export LAB_ID
 for _ in $(seq 100); do [[ $(holders lb1) == 1 ]] && break; sleep 0.1; done
 bash $LAB arbiter start
 echo "lab $LAB_ID up, arbiter started $(done_in)"
-for _ in $(seq 100); do  # lb2's gate is told "deny" while lb1 is healthy: FAULT
-  bash $LAB api /status | grep -q '"state":"FAULT"' && break
-  sleep 0.1
-done
-echo "lb2 asks before it may claim the VIP: $(bash $LAB api "/verdict?cluster=web&node=lb2&vip=192.168.77.100" | $py -c 'import json,sys; v=json.load(sys.stdin); print(v["reason"])')"
+verdict_lb2() { bash $LAB api "/verdict?cluster=web&node=lb2&vip=192.168.77.100" | $py -c 'import json,sys; v=json.load(sys.stdin); print(v["verdict"] + ": " + v["reason"].removeprefix("deny: "))'; }
+for _ in $(seq 100); do verdict_lb2 | grep -q "^allow: hears" && break; sleep 0.1; done
+echo "lb2 hears lb1's adverts, so it stays BACKUP with its timers running: $(verdict_lb2)"
 bash $LAB fault vrrp-cut
-dual=0 n=0
+dual=0 n=0 denied=""
+t0=$(date +%s.%N)
 for _ in $(seq 160); do  # 8 s, every 50 ms
   n=$((n + 1))
   [[ $(holders lb1) == 1 && $(holders lb2) == 1 ]] && dual=$((dual + 1))
+  [[ -z $denied && $(bash $LAB exec lb2 cat /run/arbiter-verdict/VI_1) == 1 ]] && denied=$(since)
   sleep 0.05
 done
-echo "VRRP cut, sampled every 50 ms for 8 s: $dual of $n samples show two holders; lb2 waits in FAULT"
+echo "${denied}lb2 stopped hearing lb1, which is alive and sending: denied through its track file (FAULT)"
+echo "VRRP cut, sampled every 50 ms for 8 s: $dual of $n samples show two holders"
+echo "why: $(verdict_lb2)"
 echo "split-brain incidents: $(bash $LAB api '/incidents?kind=split_brain' | $py -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')"
+
+say "6. the cut heals: lb2 is allowed again without an operator"
+bash $LAB heal vrrp-cut
+t0=$(date +%s.%N)
+# a denied backup counts no adverts in FAULT: a probe lifts its deny once every 10 s,
+# and in BACKUP it hears lb1 again
+for _ in $(seq 300); do verdict_lb2 | grep -q "allowed$" && break; sleep 0.1; done  # at most 30 s
+echo "$(since)$(verdict_lb2) (a probe lifts a deny once every 10 s to test the cut)"
+
+say "7. a real failover under exclusive verdicts: every keepalived process on lb1 killed (-9)"
+bash $LAB fault keepalived-kill lb1
+t0=$(date +%s.%N)
+took=""
+for _ in $(seq 300); do  # at most 15 s
+  [[ -z $took && $(holders lb2) == 1 ]] && { took=$(since); echo "${took}lb2 holds 192.168.77.100: nobody denied it, since lb1 sends no adverts any more (plain keepalived: ~3.6 s)"; }
+  [[ -n $took && $(holders lb1) == 0 ]] && { echo "$(since)lb1's stale copy of the VIP removed by the arbiter (ip addr del)"; break; }
+  sleep 0.05
+done
+for _ in $(seq 50); do bash $LAB api /status | grep -q '"state":"fencing"' || break; sleep 0.1; done
 bash $LAB api /status | $py deploy/lab/show.py status

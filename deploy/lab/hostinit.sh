@@ -12,6 +12,8 @@ hostname "$h"  # this host's own name (its UTS namespace), listed in its /etc/ho
 # A private /run: pid files, sshd's privsep dir and sockets are this host's alone.
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/sshd
+# and a private /tmp: keepalived writes its JSON dump to /tmp/keepalived.json
+mount -t tmpfs -o mode=1777 tmpfs /tmp
 # A host of its own has its own accounts: root's login shell is /bin/sh here, so
 # the machine's /root/.bashrc (tool shims, slow init) never runs in the arbiter's
 # SSH commands. Bind-mounted in this host's mount namespace only.
@@ -38,6 +40,10 @@ if [[ $role == director ]]; then
   chmod 755 /run/arbiter/bin/*
   cp "$d/ssh-wrapper.conf" /run/arbiter/ssh-wrapper.conf
   install -m 600 "$d/node.token" /run/arbiter/node.token
+  # the track files the arbiter writes its verdicts into (lab up --gate): allow at boot
+  mkdir -p /run/arbiter-verdict
+  echo 0 > /run/arbiter-verdict/VI_1
+  echo 0 > /run/arbiter-verdict/VI_2
   mkdir -p /etc/keepalived
   mount --bind "$d/keepalived" /etc/keepalived   # this host's keepalived.conf at the usual path
   /usr/sbin/sshd -f "$d/sshd_config" -E "$d/log/sshd.log" || failed "sshd did not start (log/sshd.log)"

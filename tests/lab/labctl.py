@@ -23,7 +23,9 @@ DIRECTORS = ("lb1", "lb2")
 
 
 class Lab:
-    def __init__(self, variant: str):
+    def __init__(self, variant: str, up: tuple[str, ...] = ()):
+        """``variant``: "active-backup", "dual-master+gate", "active-backup+ha3", ...;
+        ``up``: more `lab up` options (``--advert-int 0.5 --vrrp-version 3``)."""
         variant, _, extra = variant.partition("+")
         self.variant = variant
         self.env = {**os.environ, "PYTHON": sys.executable,
@@ -34,7 +36,7 @@ class Lab:
         if ha:
             flags += ["--ha", ha]
         self.arbiters = ("arb", "arb2", "arb3")[:int(ha)] if ha else ("arb",)
-        out = self._run("up", "--variant", variant, *flags, "--owner", str(os.getpid()))
+        out = self._run("up", "--variant", variant, *flags, *up, "--owner", str(os.getpid()))
         self.id = out.strip().splitlines()[-1]
         self.env["LAB_ID"] = self.id
         self.dir = Path(self._run("dir").strip())
@@ -102,6 +104,10 @@ class Lab:
             self._run("arbiter", "start", "--host", host)
         finally:
             self.env = saved
+
+    def reconf(self, *args: str) -> None:
+        """Rewrite the directors' keepalived.conf (e.g. ``--gate-rise 2``) and reload."""
+        self._run("reconf", *args)
 
     def kill_arbiter(self, host: str = "arb") -> None:
         self._run("arbiter", "kill", "--host", host)

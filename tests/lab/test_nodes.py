@@ -157,9 +157,15 @@ def test_a_handover_overlap_is_never_fenced(lab: Lab) -> None:
     steady(lab)
     # lb1's keepalived processes, by their pids outside the lab: signalled from here,
     # with no shell in between, so the overlap is the one chosen
+    def comm(pid: str) -> str:  # a short-lived process may be gone by the time we look
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().strip()
+        except FileNotFoundError:
+            return ""
+
     pids = [int(p) for p in subprocess.run(["ip", "netns", "pids", lab.ns("lb1")],
                                            capture_output=True, text=True).stdout.split()
-            if Path(f"/proc/{p}/comm").read_text().strip() == "keepalived"]
+            if comm(p) == "keepalived"]
     assert pids
     ev = AddrEvents(lab)
     try:

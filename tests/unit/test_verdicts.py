@@ -32,8 +32,10 @@ def test_a_backup_is_denied_while_the_holder_is_healthy() -> None:
     assert got["lb1"][0] is Verdict.ALLOW
     verdict, reason = got["lb2"]
     assert verdict is Verdict.DENY
+    # these observations carry no keepalived view: the rule holds every backup
     assert reason == (f"deny: lb1 holds {VIP1} and is healthy "
-                      "(keepalived running, sees 1/1 gateways)")
+                      "(keepalived running, sees 1/1 gateways); no keepalived view "
+                      "(lb1: not watched)")
 
 
 # (how the holder lb1 looks) -> lb2 is allowed: an unhealthy holder never blocks failover

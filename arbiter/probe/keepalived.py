@@ -1,0 +1,148 @@
+"""keepalived's own view, read from each director: its JSON dump, streamed.
+
+``watch_command`` is one POSIX sh command that runs as long as the SSH channel does:
+every ``period`` seconds it sends keepalived the JSON signal (``keepalived
+--signum=JSON``), waits for ``/tmp/keepalived.json`` to be written again, and prints
+it between ``@@kv`` and ``@@kv-end``. Without a dump it says why (``@@kv-error``):
+keepalived not running, or built without JSON (1.x). ``arbiter-ssh-wrapper``
+recognises the command by its marker and runs its own copy, taking only the period.
+
+``parse_dump`` validates one dump strictly, like the collect: it is input from a
+machine we do not control. Any failure is that node's own error.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+MARK = "@@arbiter-keepalived v1"
+DUMP, END, ERROR = "@@kv", "@@kv-end", "@@kv-error"
+MAX_DUMP_CHARS = 256 * 1024  # a dump is ~1.7 KB per instance
+MAX_INSTANCES = 256
+# keepalived's numeric states (vrrp.h); anything else is shown as it came
+STATES = {0: "INIT", 1: "BACKUP", 2: "MASTER", 3: "FAULT"}
+
+
+def watch_command(period: float) -> str:
+    """The stream of dumps, one every ``period`` seconds (0.05 to 5)."""
+    p = f"{min(5.0, max(0.05, period)):g}"
+    return (
+        f"echo '{MARK} {p}'; "
+        "sig=$(keepalived --signum=JSON 2>/dev/null); "
+        f"case $sig in ''|*[!0-9]*) echo '{ERROR} keepalived has no JSON dump "
+        "(keepalived --signum=JSON printed no number: 1.x, or built without JSON)'; "
+        "exit 0;; esac; "
+        "f=/tmp/keepalived.json; "
+        "while :; do "
+        "p=$(cat /run/keepalived.pid 2>/dev/null); "
+        "if [ -z \"$p\" ] || [ ! -d \"/proc/$p\" ]; then "
+        f"echo '{ERROR} keepalived is not running'; "
+        "else "
+        "o=$(stat -c %y \"$f\" 2>/dev/null); kill \"-$sig\" \"$p\"; i=0; "
+        "while [ $i -lt 40 ] && [ \"$(stat -c %y \"$f\" 2>/dev/null)\" = \"$o\" ]; "
+        "do sleep 0.01; i=$((i+1)); done; "
+        f"if [ $i -lt 40 ]; then sleep 0.01; echo '{DUMP}'; cat \"$f\"; echo; echo '{END}'; "
+        f"else echo '{ERROR} no dump within 0.4 s of the signal'; fi; "
+        "fi; "
+        f"sleep {p} || exit 0; "
+        "done"
+    )
+
+
+class DumpError(ValueError):
+    pass
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    iname: str = Field(max_length=64)
+    vrid: int = Field(ge=1, le=255)
+    version: int = Field(ge=2, le=3)
+    state: int = Field(ge=0, le=255)
+    wantstate: int = Field(ge=0, le=255)
+    base_priority: int = Field(ge=0, le=255)
+    effective_priority: int = Field(ge=0, le=65535)
+    adver_int: float = Field(gt=0, le=3600)
+    last_transition: float = Field(ge=0)
+    ifp_ifname: str = Field("", max_length=64)
+    vips: list[str] = Field(default_factory=list, max_length=4096)
+
+
+class _Stats(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    advert_rcvd: int = Field(ge=0)
+    advert_sent: int = Field(ge=0)
+    pri_zero_rcvd: int = Field(0, ge=0)
+    pri_zero_sent: int = Field(0, ge=0)
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    data: _Data
+    stats: _Stats
+
+
+_DUMP = TypeAdapter(list[_Entry])
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceDump:
+    """One instance of one dump, as keepalived wrote it (counters are cumulative)."""
+
+    name: str
+    vrid: int
+    version: int
+    state: str
+    wantstate: str
+    base_priority: int
+    effective_priority: int
+    advert_int: float
+    interface: str
+    vips: tuple[str, ...]
+    last_transition: float
+    advert_rcvd: int
+    advert_sent: int
+    pri_zero_rcvd: int
+    pri_zero_sent: int
+
+
+def _vip(entry: str) -> str:
+    """"10.99.0.100/24 dev d0 scope global set" -> "10.99.0.100" """
+    return entry.split()[0].split("/")[0] if entry.strip() else ""
+
+
+def parse_dump(text: str) -> tuple[InstanceDump, ...]:
+    if len(text) > MAX_DUMP_CHARS:
+        raise DumpError(f"keepalived dump is {len(text)} characters, more than "
+                        f"{MAX_DUMP_CHARS}")
+    try:
+        raw = json.loads(text)
+        entries = _DUMP.validate_python(raw)
+    except json.JSONDecodeError as exc:
+        raise DumpError(f"keepalived dump is not JSON ({exc.msg})") from None
+    except RecursionError:
+        raise DumpError("keepalived dump is nested too deeply") from None
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(str(p) for p in e.get("loc", ())) or "(top level)"
+        raise DumpError(f"keepalived dump has the wrong shape at {where}: "
+                        f"{e.get('msg')}") from None
+    if len(entries) > MAX_INSTANCES:
+        raise DumpError(f"{len(entries)} VRRP instances, more than {MAX_INSTANCES}")
+    return tuple(
+        InstanceDump(
+            name=e.data.iname, vrid=e.data.vrid, version=e.data.version,
+            state=STATES.get(e.data.state, f"STATE{e.data.state}"),
+            wantstate=STATES.get(e.data.wantstate, f"STATE{e.data.wantstate}"),
+            base_priority=e.data.base_priority,
+            effective_priority=e.data.effective_priority, advert_int=e.data.adver_int,
+            interface=e.data.ifp_ifname,
+            vips=tuple(v for v in (_vip(x) for x in e.data.vips) if v),
+            last_transition=e.data.last_transition,
+            advert_rcvd=e.stats.advert_rcvd, advert_sent=e.stats.advert_sent,
+            pri_zero_rcvd=e.stats.pri_zero_rcvd, pri_zero_sent=e.stats.pri_zero_sent,
+        )
+        for e in entries)

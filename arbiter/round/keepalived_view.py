@@ -1,0 +1,228 @@
+"""keepalived's own view of every director, kept current between rounds.
+
+One long-running stream per node (``probe.keepalived.watch_command``, over the
+pooled SSH connection, reconnected with backoff like the push watchers) delivers a
+dump every ``keepalived_watch_every`` seconds. Each dump is stamped with the
+arbiter's clock as it arrives and appended to a short history per instance; the
+round takes a frozen ``KeepalivedView`` of each node into its snapshot.
+
+A dump wakes the round when it changes what the policy would decide: an instance's
+state changed, or a backup's count of missed adverts (``policy.vrrp.missed``)
+crossed the deny threshold or went back to zero. So a backup that stops hearing its
+master is judged within one dump, not at the next scheduled round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from arbiter.clock import Clock, utcnow
+from arbiter.config import ClusterConfig, Config
+from arbiter.model import KeepalivedView, VrrpInstance, VrrpSample
+from arbiter.policy.vrrp import MISSED_TO_DENY, missed
+from arbiter.probe.keepalived import (
+    DUMP,
+    END,
+    ERROR,
+    MARK,
+    DumpError,
+    InstanceDump,
+    parse_dump,
+    watch_command,
+)
+from arbiter.probe.ssh import Runner
+from arbiter.round.fence import target_for
+
+log = logging.getLogger("arbiter.keepalived")
+
+BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
+STABLE_AFTER = 30.0
+HISTORY = timedelta(seconds=20)  # samples kept per instance: enough for a probe cycle
+HISTORY_MAX = 200
+UNSUPPORTED = "keepalived has no JSON dump"
+
+NodeKey = tuple[str, str]
+
+
+@dataclass
+class _Track:
+    """One instance's history on one node."""
+
+    samples: deque[VrrpSample] = field(default_factory=lambda: deque(maxlen=HISTORY_MAX))
+    state_since: datetime | None = None
+    last: InstanceDump | None = None
+
+
+@dataclass
+class _Node:
+    tracks: dict[str, _Track] = field(default_factory=dict)
+    at: datetime | None = None
+    error: str | None = "no dump yet"
+    supported: bool = True
+    refused: int = 0  # streams in a row that ended without a single line
+    missed: dict[str, int] = field(default_factory=dict)  # vrid -> missed, as last judged
+
+
+class KeepalivedViews:
+    def __init__(self, config: Config, runner: Runner, wake: Callable[[], None],
+                 clock: Clock = utcnow):
+        self.config = config
+        self.runner = runner
+        self.wake = wake
+        self.clock = clock
+        self.dumps = 0
+        self._nodes: dict[NodeKey, _Node] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle --------------------------------------------------------------
+    def start(self) -> None:
+        for c in self.config.clusters:
+            if not c.keepalived_view:
+                continue
+            for n in c.nodes:
+                self._tasks.append(asyncio.create_task(
+                    self._watch(c, n.name), name=f"keepalived-{c.name}-{n.name}"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+
+    @property
+    def up(self) -> int:
+        return sum(1 for n in self._nodes.values() if n.error is None)
+
+    # --- what a round takes ---------------------------------------------------------
+    def view(self, c: ClusterConfig, node: str) -> KeepalivedView | None:
+        if not c.keepalived_view:
+            return None
+        st = self._nodes.get((c.name, node))
+        if st is None:
+            return KeepalivedView(error="no dump yet")
+        return KeepalivedView(
+            instances=tuple(self._instance(t) for t in st.tracks.values()
+                            if t.last is not None and t.samples),
+            at=st.at, error=st.error, supported=st.supported)
+
+    @staticmethod
+    def _instance(t: _Track) -> VrrpInstance:
+        d = t.last
+        assert d is not None and t.state_since is not None
+        return VrrpInstance(
+            name=d.name, vrid=d.vrid, version=d.version, state=d.state,
+            wantstate=d.wantstate, base_priority=d.base_priority,
+            effective_priority=d.effective_priority, advert_int=d.advert_int,
+            vips=d.vips, interface=d.interface, last_transition=d.last_transition,
+            samples=tuple(t.samples), state_since=t.state_since)
+
+    # --- the stream ---------------------------------------------------------------
+    async def _watch(self, c: ClusterConfig, node: str) -> None:
+        t = target_for(self.config, c, node)
+        key = (c.name, node)
+        st = self._nodes.setdefault(key, _Node())
+        backoff = BACKOFF_MIN
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            lines = 0
+            block: list[str] | None = None
+            size = 0
+            async for line in self.runner.stream(
+                    t, watch_command(self.config.arbiter.keepalived_watch_every)):
+                if line == "":
+                    continue  # the stream is running
+                lines += 1
+                line = line.rstrip("\n")
+                if block is not None:
+                    if line == END:
+                        self._dump(c, node, st, "\n".join(block))
+                        block = None
+                        continue
+                    size += len(line)
+                    if size > 256 * 1024:
+                        self._error(st, "keepalived dump too large: cut off")
+                        break
+                    block.append(line)
+                elif line == DUMP:
+                    block, size = [], 0
+                elif line.startswith(ERROR):
+                    why = line[len(ERROR):].strip()[:200] or "unknown"
+                    self._error(st, why, supported=UNSUPPORTED not in why)
+                elif not line.startswith(MARK):
+                    self._error(st, f"unexpected line from the keepalived watch: "
+                                f"{line[:80]!r}")
+            st.refused = st.refused + 1 if lines == 0 else 0
+            if lines == 0:
+                self._error(st, "the keepalived watch ended at once (refused? an "
+                            "arbiter-ssh-wrapper older than this arbiter?)",
+                            supported=st.refused < 3)
+            elif st.error is None:
+                self._error(st, "the keepalived watch ended; reconnecting")
+            if loop.time() - started > STABLE_AFTER:
+                backoff = BACKOFF_MIN
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _error(self, st: _Node, why: str, supported: bool = True) -> None:
+        if why != st.error:
+            log.info("keepalived view: %s", why)
+        st.error, st.supported = why, supported
+
+    def _dump(self, c: ClusterConfig, node: str, st: _Node, text: str) -> None:
+        now = self.clock()
+        try:
+            dumps = parse_dump(text)
+        except DumpError as exc:
+            self._error(st, str(exc))
+            return
+        self.dumps += 1
+        changed = st.error is not None
+        st.error, st.supported, st.at = None, True, now
+        seen = set()
+        for d in dumps:
+            seen.add(d.name)
+            tr = st.tracks.setdefault(d.name, _Track())
+            if tr.last is None or tr.last.state != d.state or tr.last.wantstate != d.wantstate:
+                tr.state_since = now
+                changed = True
+            tr.last = d
+            tr.samples.append(VrrpSample(now, d.state, d.advert_rcvd, d.advert_sent,
+                                         d.pri_zero_sent, d.pri_zero_rcvd))
+            while tr.samples and now - tr.samples[0].at > HISTORY:
+                tr.samples.popleft()
+        for gone in set(st.tracks) - seen:
+            del st.tracks[gone]
+            changed = True
+        if self._missed_changed(c):
+            changed = True
+        if changed:
+            self.wake()
+
+    def _missed_changed(self, c: ClusterConfig) -> bool:
+        """Whether any backup's missed adverts crossed the deny threshold, either way."""
+        views = {n.name: self.view(c, n.name) for n in c.nodes}
+        masters = {i.vrid: (name, i) for name, v in views.items() if v is not None
+                   for i in v.instances if i.state == "MASTER"}
+        crossed = False
+        for name, v in views.items():
+            st = self._nodes.get((c.name, name))
+            if v is None or st is None:
+                continue
+            for inst in v.instances:
+                m = masters.get(inst.vrid)
+                now_missed = missed(inst, m[1]) if m is not None and m[0] != name else 0
+                was = st.missed.get(str(inst.vrid), 0)
+                if (now_missed >= MISSED_TO_DENY) != (was >= MISSED_TO_DENY) or \
+                        (now_missed == 0) != (was == 0):
+                    crossed = True
+                st.missed[str(inst.vrid)] = now_missed
+        return crossed
