@@ -304,3 +304,19 @@ def test_cli_check_asks_the_fence_agent_for_each_nodes_status(tmp_path: Path) ->
     assert f"fence agent {agent} on lb1 (status): on" in res.stdout
     assert "on lb2 (status): FAILED: status failed (exit 1): Unable to connect" in res.stdout
     assert "FENCE AGENT FAILED" in res.stdout
+
+
+def test_the_example_config_validates() -> None:
+    """`arbiter config example` prints a commented starting config, and `arbiter config
+    validate` accepts it as it is (off the arbiter host: --skip-files)."""
+    import tempfile
+
+    ex = run("config", "example")
+    assert ex.returncode == 0 and ex.stdout.startswith("# A starting config")
+    assert "[arbiter]" in ex.stdout and "[[clusters.nodes]]" in ex.stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
+        f.write(ex.stdout)
+        f.flush()
+        r = run("config", "validate", "--skip-files", f.name)
+    assert r.returncode == 0, r.stderr
+    assert ": OK (1 cluster(s), 2 node(s)" in r.stdout

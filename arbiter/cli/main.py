@@ -91,6 +91,13 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_config_example(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    print(resources.files("arbiter.config").joinpath("data/example.toml").read_text(), end="")
+    return EXIT_OK
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from arbiter.cli.serve import prepare_database
 
@@ -236,6 +243,9 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--skip-files", action="store_true", help="do not check that the key, "
                    "known_hosts and TLS files are readable (validating off the arbiter host)")
     v.set_defaults(func=cmd_config_validate)
+    x = csub.add_parser("example", help="print a commented starting config (every key with "
+                        "its default); `arbiter config example > /etc/arbiter/arbiter.toml`")
+    x.set_defaults(func=cmd_config_example)
 
     s = sub.add_parser("db", help="database tools")
     dsub = s.add_subparsers(dest="db_cmd", required=True)

@@ -6,6 +6,8 @@ without reading the source. ``schema`` holds the sections and their rules,
 ``loading`` reads the file.
 """
 
+from arbiter.config.arbiter import ArbiterSection
+from arbiter.config.base import ConfigError
 from arbiter.config.ha import HASection
 from arbiter.config.listen import parse_listen
 from arbiter.config.loading import from_dict, load
@@ -14,10 +16,8 @@ from arbiter.config.schema import (
     DEFAULT_FENCE,
     DEFAULT_RECOVER,
     APISection,
-    ArbiterSection,
     ClusterConfig,
     Config,
-    ConfigError,
     NodeConfig,
     SSHSection,
 )

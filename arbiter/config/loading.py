@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from arbiter.config.schema import Config, ConfigError
+from arbiter.config.base import ConfigError
+from arbiter.config.schema import Config
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
