@@ -311,12 +311,12 @@ def test_the_example_config_validates() -> None:
     validate` accepts it as it is (off the arbiter host: --skip-files)."""
     import tempfile
 
-    ex = run("config", "example")
+    ex = run_cli("config", "example")
     assert ex.returncode == 0 and ex.stdout.startswith("# A starting config")
     assert "[arbiter]" in ex.stdout and "[[clusters.nodes]]" in ex.stdout
     with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
         f.write(ex.stdout)
         f.flush()
-        r = run("config", "validate", "--skip-files", f.name)
+        r = run_cli("config", "validate", "--skip-files", f.name)
     assert r.returncode == 0, r.stderr
     assert ": OK (1 cluster(s), 2 node(s)" in r.stdout
