@@ -24,15 +24,10 @@ class UsageError(Exception):
     """A bad option or a state the command cannot work in: one line, exit 2."""
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from arbiter.cli.logs import setup
+
+    setup(level, fmt)
 
 
 def _load(path: str) -> Config:
@@ -46,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from arbiter.cli.serve import ensure_open_files, loop_factory, prepare_database, serve
 
     cfg = _load(args.config)
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, cfg.arbiter.log_format)
     url = cfg.arbiter.database
     # An embedded SQLite is ours to upgrade; a shared server database is upgraded explicitly.
     rev = prepare_database(url, auto=url.startswith("sqlite") or args.upgrade)

@@ -1,0 +1,44 @@
+"""`[arbiter] log_format = "json"`: one JSON object per line, with the fields a log
+pipeline filters on; text stays the default. Run in a subprocess: the real handler
+on the real stderr."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+CODE = """
+import logging
+from arbiter.cli.logs import setup
+setup("info", "{fmt}")
+log = logging.getLogger("arbiter.fencer")
+log.info("[web] incident #7 fence_command on lb2: ok (kill -TERM 1) 6ms")
+logging.getLogger("arbiter.ha").warning("[ha] shard default: leading under term 3")
+logging.getLogger("arbiter.track").info("plain", extra={{"cluster": "api", "node": "lb9"}})
+logging.getLogger("asyncssh").info("quiet")
+"""
+
+
+def run(fmt: str) -> list[str]:
+    p = subprocess.run([sys.executable, "-c", CODE.format(fmt=fmt)], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return p.stderr.splitlines()
+
+
+def test_json_logs_carry_the_fields_a_pipeline_filters_on() -> None:
+    lines = [json.loads(line) for line in run("json")]
+    assert len(lines) == 3  # asyncssh's INFO is kept quiet
+    fence, lease, explicit = lines
+    assert {"ts", "level", "logger", "msg"} <= set(fence)
+    assert fence["ts"].endswith("+00:00") and fence["level"] == "INFO"
+    assert (fence["cluster"], fence["node"], fence["incident"]) == ("web", "lb2", 7)
+    assert lease["term"] == 3 and "cluster" not in lease  # "[ha]" is no cluster
+    assert (explicit["cluster"], explicit["node"]) == ("api", "lb9")
+
+
+def test_text_stays_the_default_line_format() -> None:
+    (first, *_) = run("text")
+    assert " INFO    arbiter.fencer: [web] incident #7 fence_command on lb2" in first
+    assert not first.startswith("{")
