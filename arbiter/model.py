@@ -66,7 +66,31 @@ class EventKind(StrEnum):
     ORPHAN_VIP_RESOLVED = "orphan_vip_resolved"
     VIP_CONFLICT = "vip_conflict"
     VIP_CONFLICT_RESOLVED = "vip_conflict_resolved"
+    PAUSED = "paused"  # a maintenance pause began: nothing is fenced in its scope
+    PAUSED_RESOLVED = "paused_resolved"  # it ended (resumed, or its time ran out)
     TEST = "test"  # `arbiter notify test`: never written to the outbox
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A maintenance pause (`arbiter pause`): nothing is fenced in ``scope`` (a cluster,
+    or every cluster when None) until ``until``; everything is still watched, recorded
+    and notified, and verdicts keep their rule."""
+
+    id: int
+    scope: str | None
+    reason: str
+    by: str
+    started_at: datetime
+    until: datetime
+
+    def covers(self, cluster: str, now: datetime) -> bool:
+        return (self.scope is None or self.scope == cluster) and now < self.until
+
+    def describe(self) -> str:
+        where = self.scope or "every cluster"
+        return (f"paused for maintenance ({where}) by {self.by} until "
+                f"{self.until.isoformat(timespec='seconds')}: {self.reason}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,27 +17,25 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from arbiter.api.auth import Authenticator
-from arbiter.api.openapi import Bearer, bearer, reads_optionally_authed, version
+from arbiter.api.actions import actions_router
+from arbiter.api.auth import Auth
+from arbiter.api.deps import ArbiterDep, IncidentId, read_access
+from arbiter.api.openapi import bearer, reads_optionally_authed, version
 from arbiter.api.reader import Reader
 from arbiter.api.schema import (
     READ_ERRORS,
     STORE_ERRORS,
     VERDICT_PARAMS,
     VERDICT_RESPONSES,
-    WRITE_ERRORS,
-    EventIn,
-    ReleaseIn,
-    body_doc,
     error_doc,
 )
-from arbiter.api.writes import RateLimit, parse, read_body
+from arbiter.api.writes import RateLimit
 from arbiter.ha.lease import NotLeader
 from arbiter.model import IncidentKind, IncidentState
 from arbiter.round import status as views
@@ -50,19 +48,9 @@ from arbiter.web.page import docs_router, page_router
 log = logging.getLogger("arbiter.api")
 
 
-async def get_arbiter(request: Request) -> Arbiter:
-    return request.app.state.arbiter
-
-
-async def read_access(request: Request, _doc: Bearer) -> None:
-    # async: no I/O here, and a sync dependency would cost a threadpool hop per request
-    request.app.state.auth.check_read(request)
-
-
 router = APIRouter(dependencies=[Depends(read_access)])
 verdict_router = APIRouter()  # /verdict checks read access itself (it has a fast path)
 open_router = APIRouter()  # health probes stay open for load balancers and systemd
-ArbiterDep = Annotated[Arbiter, Depends(get_arbiter)]
 
 
 def _now() -> datetime:
@@ -220,7 +208,6 @@ def _since(value: str | None) -> datetime | None:
                                  "equivalent, e.g. 2026-01-31T12:00:00Z") from None
 
 
-IncidentId = Annotated[int, Path(ge=1, le=MAX_ID, description="an incident id")]
 
 
 @router.get("/incidents/{incident_id}", summary="One incident with fence attempts and evidence",
@@ -230,57 +217,6 @@ async def get_incident(request: Request, incident_id: IncidentId) -> Response:
     if body is None:
         raise HTTPException(404, f"no incident {incident_id}")
     return Response(body, media_type="application/json")
-
-
-@router.post("/events", status_code=202, summary="A keepalived state transition (arbiter-notify)",
-             openapi_extra=body_doc(EventIn, True),
-             responses={**WRITE_ERRORS, 429: error_doc("too many events from this node")})
-async def post_event(request: Request, arb: ArbiterDep) -> dict[str, Any]:
-    auth: Authenticator = request.app.state.auth
-    auth.principal(request)  # who, before a byte of the body is read
-    ev = parse(EventIn, await read_body(request))
-    assert ev is not None
-    who = auth.require_node(request, ev.cluster, ev.node)
-    cfg = arb.view.config.cluster(ev.cluster)
-    if cfg is None:
-        raise HTTPException(404, f"unknown cluster {ev.cluster!r}")
-    if cfg.node(ev.node) is None:
-        raise HTTPException(404, f"unknown node {ev.node!r} in cluster {ev.cluster!r}")
-    wait = request.app.state.event_limit.take((ev.cluster, ev.node))
-    if wait is not None:
-        raise HTTPException(429, f"too many events from {ev.cluster}/{ev.node}; retry in "
-                                 f"{wait:.1f}s", headers={"Retry-After": str(int(wait) + 1)})
-    arb.report_event(ev.cluster, ev.node, ev.instance, ev.state, ev.priority,
-                     request.client.host if request.client else None)
-    return {"queued": True, "round": "scheduled now", "by": who.name}
-
-
-RELEASE_WAIT = 30.0  # the answer waits this long for the loop to carry the release out
-
-
-@router.post("/incidents/{incident_id}/release",
-             summary="Release a held victim (operator); runs recover_command where needed",
-             openapi_extra=body_doc(ReleaseIn, False),
-             responses={**WRITE_ERRORS, 202: {"description": "queued; no round took it yet"},
-                        409: error_doc("the incident holds no node")})
-async def release_incident(request: Request, arb: ArbiterDep,
-                           incident_id: IncidentId) -> Response:
-    auth: Authenticator = request.app.state.auth
-    who = auth.require_operator(request)
-    body = parse(ReleaseIn, await read_body(request), empty_ok=True)
-    by = who.name + (f": {body.reason}" if body and body.reason else "")
-    done = arb.release(incident_id, by)  # an intent: the next round carries it out
-    try:
-        res = await asyncio.wait_for(asyncio.shield(done), RELEASE_WAIT)
-    except KeyError:
-        raise HTTPException(404, f"no incident {incident_id}") from None
-    except TimeoutError:
-        return JSONResponse({"incident": incident_id, "queued": True,
-                             "detail": "accepted; the release is carried out by the next "
-                                       "round, which has not run yet"}, status_code=202)
-    if not res["released"]:
-        raise HTTPException(409, f"incident {incident_id} holds no node (not fenced, or released)")
-    return JSONResponse(res)
 
 
 @open_router.get("/healthz", summary="The process is up")
@@ -338,9 +274,11 @@ def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "; ".join(msgs), "errors": errors}, status_code=422)
 
 
-def create_app(arbiter: Arbiter, run_loop: bool = False, reader: Reader | None = None) -> FastAPI:
+def create_app(arbiter: Arbiter, run_loop: bool = False, reader: Reader | None = None,
+               config_path: str | None = None) -> FastAPI:
     """Build the API around an Arbiter. With run_loop, the app's lifespan runs the rounds.
-    ``reader`` runs the heavy store reads (default: worker threads of this process)."""
+    ``reader`` runs the heavy store reads (default: worker threads of this process).
+    ``config_path``: the file POST /reload reads again (None: reload is refused)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -367,7 +305,8 @@ def create_app(arbiter: Arbiter, run_loop: bool = False, reader: Reader | None =
         docs_url=None, redoc_url=None,  # served from local files (arbiter.web.page)
     )
     app.state.arbiter = arbiter
-    app.state.auth = Authenticator(arbiter.config)
+    app.state.auth = Auth(arbiter)
+    app.state.config_path = config_path
     app.state.verdict_cache = VerdictCache()
     app.state.event_limit = RateLimit()
     app.state.reader = reader or Reader(arbiter.repo, lambda: arbiter.ledger.generation)
@@ -376,6 +315,7 @@ def create_app(arbiter: Arbiter, run_loop: bool = False, reader: Reader | None =
     app.add_exception_handler(NotLeader, _store_error_handler)
     app.include_router(verdict_router)
     app.include_router(router)
+    app.include_router(actions_router)
     app.include_router(open_router)
     app.include_router(page_router, dependencies=[Depends(read_access)])
     app.include_router(docs_router)

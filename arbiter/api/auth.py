@@ -10,6 +10,7 @@ import base64
 import hmac
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import HTTPException, Request
 
@@ -91,6 +92,34 @@ class Authenticator:
     def check_read(self, request: Request) -> None:
         if self.protect_reads:
             self.principal(request)
+
+
+class Auth:
+    """The Authenticator of the config in force: rebuilt when a reload swaps the config
+    (new or rotated tokens count at once; an identity check per request)."""
+
+    def __init__(self, arbiter: Any):
+        self._arbiter = arbiter
+        self._for: Config | None = None
+        self._auth: Authenticator | None = None
+
+    def _current(self) -> Authenticator:
+        cfg = self._arbiter.config
+        if cfg is not self._for or self._auth is None:
+            self._auth, self._for = Authenticator(cfg), cfg
+        return self._auth
+
+    def principal(self, request: Request) -> Principal:
+        return self._current().principal(request)
+
+    def require_operator(self, request: Request) -> Principal:
+        return self._current().require_operator(request)
+
+    def require_node(self, request: Request, cluster: str, node: str) -> Principal:
+        return self._current().require_node(request, cluster, node)
+
+    def check_read(self, request: Request) -> None:
+        self._current().check_read(request)
 
 
 def _basic_password(value: str) -> str:

@@ -33,6 +33,20 @@ class ReleaseIn(BaseModel):
     reason: str | None = Field(None, max_length=500)
 
 
+class PauseIn(BaseModel):
+    model_config = {"extra": "forbid"}
+    cluster: str | None = Field(None, max_length=64,
+                                description="the cluster to pause; none: every cluster")
+    seconds: float = Field(gt=0, description="how long; at most [arbiter] max_pause")
+    reason: str = Field(min_length=1, max_length=500, description="why: kept for the audit")
+
+
+class ResumeIn(BaseModel):
+    model_config = {"extra": "forbid"}
+    cluster: str | None = Field(None, max_length=64,
+                                description="the cluster's pause; none: every pause in force")
+
+
 class ErrorOut(BaseModel):
     detail: str = Field(description="what was wrong, naming the field or parameter")
 

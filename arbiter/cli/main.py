@@ -48,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("database schema at revision %s", rev)
     ensure_open_files(sum(len(c.nodes) for c in cfg.clusters))
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(serve(cfg))
+        return runner.run(serve(cfg, args.config))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -160,6 +160,26 @@ def cmd_release(args: argparse.Namespace) -> int:
 
     return run(config_mod.load(args.config, check_files=False), args.incident, args.reason,
                args.who)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from arbiter.cli.operate import cmd_reload as run
+
+    # read here first: an invalid file is named field by field, and nothing is sent
+    return run(config_mod.load(args.config, check_files=False), args.config, args.who)
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    from arbiter.cli.operate import cmd_pause as run
+
+    return run(config_mod.load(args.config, check_files=False), args.cluster, args.duration,
+               args.reason, args.who)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from arbiter.cli.operate import cmd_resume as run
+
+    return run(config_mod.load(args.config, check_files=False), args.cluster, args.who)
 
 
 def cmd_notify_test(args: argparse.Namespace) -> int:
@@ -281,6 +301,35 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--as", dest="who", help="the operator (a name in [api] tokens) when "
                    "there are several")
     s.set_defaults(func=cmd_release)
+
+    s = sub.add_parser(
+        "reload", help="make the running arbiter read its config file again and swap it in "
+        "between rounds (as SIGHUP and systemctl reload do); exit 0 reloaded, 1 refused "
+        "(a field that needs a restart, a cluster with a hold removed), 2 invalid file or "
+        "arbiter unreachable")
+    s.add_argument("-c", "--config", required=True, help=CONFIG_HELP + "; validated here first")
+    s.add_argument("--as", dest="who", help="the operator (a name in [api] tokens)")
+    s.set_defaults(func=cmd_reload)
+
+    s = sub.add_parser(
+        "pause", help="maintenance: watch, record and notify, but fence nothing, until the "
+        "pause ends (it always has an expiry); exit 0 paused, 2 error")
+    s.add_argument("-c", "--config", required=True, help=CONFIG_HELP)
+    s.add_argument("--cluster", help="only this cluster (default: every cluster)")
+    s.add_argument("--for", dest="duration", required=True,
+                   help="how long: 90s, 30m, 2h (at most [arbiter] max_pause)")
+    s.add_argument("--reason", required=True, help="why: kept with the pause, shown in "
+                   "/status and in every incident opened meanwhile")
+    s.add_argument("--as", dest="who", help="the operator (a name in [api] tokens)")
+    s.set_defaults(func=cmd_pause)
+
+    s = sub.add_parser("resume", help="end a maintenance pause now; exit 0 resumed, 1 no "
+                       "such pause, 2 error")
+    s.add_argument("-c", "--config", required=True, help=CONFIG_HELP)
+    s.add_argument("--cluster", help="the cluster's pause (default: the pause of every "
+                   "cluster)")
+    s.add_argument("--as", dest="who", help="the operator (a name in [api] tokens)")
+    s.set_defaults(func=cmd_resume)
 
     s = sub.add_parser("notify", help="notification tools")
     nsub = s.add_subparsers(dest="notify_cmd", required=True)

@@ -44,6 +44,8 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
     for c in status.get("clusters", []):
         out.append("")
         out.append(f"+ cluster {c['name']}: {c['state'].upper()}  {c.get('state_reason') or ''}")
+        if c.get("paused"):
+            out.append(f"  PAUSED: {c['paused']['summary']}")
         cols = ("node", "role", "VIPs held", "icmp", "ssh", "gateway", "keepalived",
                 "verdict", "seen", "gate")
         rows = []

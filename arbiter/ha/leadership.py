@@ -65,6 +65,11 @@ class Leadership:
         # renewals in a row a shard was seen without a leader, and who asked for it
         self._unled: dict[str, tuple[int, str | None]] = {}
 
+    def reconfigure(self, config: Config) -> None:
+        """A reload: which shard each cluster is in (the set of shards is unchanged;
+        round.reload refuses anything else)."""
+        self._shard_of = {c.name: c.shard for c in config.clusters}
+
     # --- what the loop asks ---------------------------------------------------
     def shard_of(self, cluster: str) -> str:
         return self._shard_of.get(cluster, "default")

@@ -34,6 +34,7 @@ from arbiter.model import (
     IncidentKind,
     IncidentMemory,
     IncidentState,
+    Pause,
     Snapshot,
 )
 from arbiter.policy import incident_fsm
@@ -59,15 +60,17 @@ S = IncidentState
 
 
 def assess(config: Config, snapshot: Snapshot, history: History, now: datetime,
-           quorum: Quorum | None = None) -> Assessment:
-    """``quorum`` ([ha]): the other arbiters' fresh views; a fence needs enough of them."""
+           quorum: Quorum | None = None, pauses: tuple[Pause, ...] = ()) -> Assessment:
+    """``quorum`` ([ha]): the other arbiters' fresh views; a fence needs enough of them.
+    ``pauses``: maintenance pauses in force; nothing is fenced in their scope."""
     abstain_reason = abstain_reason_of(snapshot)
     clusters = []
     for cluster in config.clusters:
         obs = snapshot.cluster(cluster.name) or ClusterObservation(cluster.name, ())
         clusters.append(
             assess_cluster(config, cluster, obs, history.cluster(cluster.name), abstain_reason,
-                           now, quorum)
+                           now, quorum,
+                           next((p for p in pauses if p.covers(cluster.name, now)), None))
         )
     isolated = not snapshot.self_check.sees_gateway
     effects: tuple[Effect, ...] = ()
@@ -119,6 +122,7 @@ def assess_cluster(
     abstain_reason: str | None,
     now: datetime,
     quorum: Quorum | None = None,
+    pause: Pause | None = None,
 ) -> ClusterAssessment:
     holders = holders_by_vip(cluster, obs)
     split_vips = tuple(v for v, h in holders.items() if len(h) >= 2)
@@ -154,7 +158,9 @@ def assess_cluster(
             f"{progress}"
         )
         if nxt.incident is None:
-            effects.append(OpenIncident(IncidentKind.SPLIT_BRAIN, reason, split_vips))
+            during = f"; detected during a maintenance pause: {pause.describe()}" \
+                if pause is not None else ""
+            effects.append(OpenIncident(IncidentKind.SPLIT_BRAIN, reason + during, split_vips))
             nxt = nxt.with_(incident=IncidentMemory(id=None, state=S.OPEN))
     elif split_vips:
         # Evidence gathered while we may be the isolated one is not evidence: the
@@ -223,6 +229,10 @@ def assess_cluster(
                 fence = replace(fence, reason=f"{views}: {fence.reason}")
             else:
                 why = views
+        if fence is not None and pause is not None:
+            # a pause switches fencing off, nothing else: the split stays confirmed, and
+            # is fenced in the first round after the pause ends if it is still there
+            fence, why = None, f"{pause.describe()}: not fencing until it ends"
         if why:
             reason = f"{reason}; {why}"
         if fence is not None:

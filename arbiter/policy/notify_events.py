@@ -26,6 +26,7 @@ SEVERITY: dict[EventKind, str] = {
     EventKind.FENCE_DONE: "warning",
     EventKind.ARBITER_ISOLATED: "critical",
     EventKind.TILT: "warning",
+    EventKind.PAUSED: "warning",
     EventKind.ORPHAN_VIP: "critical",
     EventKind.VIP_CONFLICT: "critical",
     EventKind.TEST: "info",
@@ -38,6 +39,7 @@ RESOLVES: dict[EventKind, EventKind] = {
     EventKind.NODE_RELEASED: EventKind.NODE_HELD,
     EventKind.ARBITER_ISOLATED_RESOLVED: EventKind.ARBITER_ISOLATED,
     EventKind.TILT_RESOLVED: EventKind.TILT,
+    EventKind.PAUSED_RESOLVED: EventKind.PAUSED,
     EventKind.ORPHAN_VIP_RESOLVED: EventKind.ORPHAN_VIP,
     EventKind.VIP_CONFLICT_RESOLVED: EventKind.VIP_CONFLICT,
 }
@@ -100,6 +102,8 @@ def title(event: EventKind, cluster: str | None, incident: dict[str, Any] | None
         EventKind.ORPHAN_VIP_RESOLVED: f"resolved: {vips} held again in {where}",
         EventKind.VIP_CONFLICT: f"ADDRESS CONFLICT in {where}: a foreign MAC answers for {vips}",
         EventKind.VIP_CONFLICT_RESOLVED: f"resolved: address conflict on {vips} in {where}",
+        EventKind.PAUSED: f"{where}: maintenance pause: nothing is fenced until it ends",
+        EventKind.PAUSED_RESOLVED: f"resolved: {where}: maintenance pause over, fencing on",
         EventKind.TEST: f"test notification from {where}",
     }[event]
 

@@ -43,6 +43,12 @@ class Scheduler:
         self.overruns = 0
         self._last: tuple[float, float] | None = None  # (monotonic, wall) at the last start
 
+    def reconfigure(self, interval: float, min_gap: float, tilt_after: float,
+                    tilt_period: float) -> None:
+        """A reload: new timings from the next round on (the schedule keeps its phase)."""
+        self.interval, self.min_gap, self.tilt_after = interval, min_gap, tilt_after
+        self.tilt.period = tilt_period
+
     def round_starts(self, mono: float, wall: float, now: datetime) -> str | None:
         """A round starts now. Enter TILT if it starts late by more than tilt_after
         (a stalled loop: SIGSTOP, VM pause) or the wall clock moved differently from

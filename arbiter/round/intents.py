@@ -22,6 +22,7 @@ from arbiter.model import History
 from arbiter.policy import memory
 from arbiter.round.fencer import Fencer
 from arbiter.round.ledger import Ledger
+from arbiter.round.pauses import Pauses
 from arbiter.store.engine import StoreError
 
 log = logging.getLogger("arbiter.intents")
@@ -37,6 +38,20 @@ class ReleaseIntent:
         default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
+@dataclass
+class PauseIntent:
+    """``seconds`` set: pause ``scope`` (None: every cluster); None: resume it (with
+    ``every``, every pause in force)."""
+
+    scope: str | None
+    seconds: float | None
+    reason: str
+    by: str
+    every: bool = False
+    done: asyncio.Future[dict[str, Any]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
 @dataclass(frozen=True)
 class EventIntent:
     cluster: str
@@ -48,14 +63,16 @@ class EventIntent:
 
 
 class Intents:
-    def __init__(self, ledger: Ledger, fencer: Fencer, clock: Clock):
+    def __init__(self, ledger: Ledger, fencer: Fencer, pauses: Pauses, clock: Clock):
         self.ledger = ledger
         self.fencer = fencer
+        self.pauses = pauses
         self.clock = clock
         self.last_event: dict[tuple[str, str], dict[str, Any]] = {}
-        self._queue: deque[ReleaseIntent | EventIntent] = deque(maxlen=INTENTS_MAX)
+        self._queue: deque[ReleaseIntent | EventIntent | PauseIntent] = \
+            deque(maxlen=INTENTS_MAX)
 
-    def add(self, intent: ReleaseIntent | EventIntent) -> None:
+    def add(self, intent: ReleaseIntent | EventIntent | PauseIntent) -> None:
         self._queue.append(intent)
 
     async def carry_out(self, config: Config, history: History) -> History:
@@ -65,11 +82,34 @@ class Intents:
             intent = self._queue.popleft()
             if isinstance(intent, EventIntent):
                 events.append(intent)
+            elif isinstance(intent, PauseIntent):
+                await self._pause(intent)
             else:
                 history = await self._release(config, history, intent)
         if events:
             await self._store_events(events)
         return history
+
+    async def _pause(self, intent: PauseIntent) -> None:
+        scope = intent.scope or "every cluster"
+        try:
+            if intent.seconds is not None:
+                p = await self.pauses.add(intent.scope, intent.seconds, intent.reason,
+                                          intent.by)
+                intent.done.set_result({"pause": p.id, "scope": scope,
+                                        "until": p.until.isoformat(), "by": p.by,
+                                        "reason": p.reason})
+            else:
+                gone = await self.pauses.end(intent.scope, intent.every, intent.by)
+                if not gone:
+                    intent.done.set_exception(LookupError(scope))
+                else:
+                    log.warning("maintenance pause(s) %s ended by %s",
+                                ", ".join(f"#{p.id}" for p in gone), intent.by)
+                    intent.done.set_result({"scope": scope, "ended": [p.id for p in gone],
+                                            "by": intent.by})
+        except StoreError as exc:
+            intent.done.set_exception(exc)
 
     async def _store_events(self, events: list[EventIntent]) -> None:
         at = self.clock()

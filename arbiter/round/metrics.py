@@ -144,6 +144,10 @@ class ViewCollector(Collector):
         kv_sent = CounterMetricFamily("arbiter_keepalived_adverts_sent",
                                       "keepalived's own advert_sent counter",
                                       labels=["cluster", "node", "instance"])
+        paused = GaugeMetricFamily("arbiter_paused",
+                                   "1 while a maintenance pause keeps the cluster from being "
+                                   "fenced", labels=["cluster"])
+        at = v.stats.finished_at
         denials = GaugeMetricFamily("arbiter_exclusive_denials",
                                     "Backups denied for missing a healthy master's adverts",
                                     labels=["cluster"])
@@ -167,6 +171,8 @@ class ViewCollector(Collector):
             if obs is not None and obs.arp is not None and obs.arp.error is None:
                 for vip in c.vips:
                     arp.add_metric([c.name, vip], float(len(obs.arp.macs(vip))))
+            paused.add_metric([c.name], float(at is not None and any(
+                p.covers(c.name, at) for p in v.pauses)))
             if c.verdict == "exclusive":
                 denials.add_metric([c.name], len(v.history.cluster(c.name).denials))
             ca = a.cluster(c.name) if a else None
@@ -179,7 +185,7 @@ class ViewCollector(Collector):
         yield holders
         yield arp
         yield active
-        yield from (kv_up, kv_state, kv_prio, kv_rcvd, kv_sent, denials)
+        yield from (kv_up, kv_state, kv_prio, kv_rcvd, kv_sent, denials, paused)
 
 
 class OutboxCollector(Collector):

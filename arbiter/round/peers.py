@@ -95,6 +95,7 @@ class Peers:
 
     def configure(self, config: Config) -> None:
         self.config = self.vantages.config = config
+        self.leadership.reconfigure(config)
 
     def leads(self, cluster: str) -> bool:
         return self.leadership.leads(cluster)

@@ -50,13 +50,15 @@ from arbiter.probe.ssh import Runner
 from arbiter.round.arp_view import ArpViews
 from arbiter.round.fencer import Fencer
 from arbiter.round.gate_log import GateLog
-from arbiter.round.intents import EventIntent, Intents, ReleaseIntent
+from arbiter.round.intents import EventIntent, Intents, PauseIntent, ReleaseIntent
 from arbiter.round.keepalived_view import KeepalivedViews
 from arbiter.round.ledger import Ledger
 from arbiter.round.metrics import Metrics
 from arbiter.round.observer import Observer
+from arbiter.round.pauses import Pauses
 from arbiter.round.peers import Alone, Peers
 from arbiter.round.push import PushWatcher
+from arbiter.round.reload import Reloading, ReloadIntent, ReloadStatus
 from arbiter.round.sender import Sender
 from arbiter.round.tilt_notices import TiltNotices
 from arbiter.round.track_files import TrackFiles
@@ -78,7 +80,7 @@ def settle_heap() -> None:
     log.debug("heap settled: %d objects frozen", gc.get_freeze_count())
 
 
-class Arbiter:
+class Arbiter(Reloading):
     """The service. Its constructor builds every unit with its collaborators, from the
     config and four adapters: the database (``engine``), ICMP (``pinger``), SSH
     (``runner``), and, with ``[notify]``, the channels built from the config. With
@@ -115,12 +117,16 @@ class Arbiter:
                                 on_write=self.metrics.track_write)
         a = config.arbiter
         self.scheduler = Scheduler(a.interval, a.min_round_gap, config.tilt_after, a.tilt_period)
-        self.intents = Intents(self.ledger, self.fencer, clock)
+        self.pauses = Pauses(self.ledger, clock)
+        self.intents = Intents(self.ledger, self.fencer, self.pauses, clock)
         self.gates = GateLog(mono)  # the API notes each /verdict answer here
         if config.notify is not None:  # [notify]: delivers what the outbox holds
             self.sender = Sender(config.notify, self.ledger, Channels(config.notify), clock,
                                  on_result=self.metrics.notification_result)
         self.tilt_notices = TiltNotices(self.ledger)
+        self.reload_status = ReloadStatus(loaded_at=clock())
+        self._reloads: list[ReloadIntent] = []
+        self._running = False  # run_forever: the watchers are started
         self._stats = RoundStats()
         self._last_error: str | None = None
         self._round_lock = asyncio.Lock()
@@ -141,6 +147,12 @@ class Arbiter:
         self.keepalived.config = self.track.config = config
         self.peers.configure(config)
         self.view = replace(self.view, config=config)
+
+    def _start_watchers(self) -> None:
+        if self.config.arbiter.push:
+            self.push.start()
+        self.arp.start()
+        self.keepalived.start()
 
     @property
     def runner(self) -> Runner:
@@ -198,6 +210,15 @@ class Arbiter:
         self.wake()
         return intent.done
 
+    def pause(self, scope: str | None, seconds: float | None, reason: str, by: str,
+              every: bool = False) -> asyncio.Future[dict[str, Any]]:
+        """An operator's pause (``seconds``) or resume (None), carried out by the next
+        round. The future gets what was done (LookupError: nothing to resume)."""
+        intent = PauseIntent(scope, seconds, reason, by, every)
+        self.intents.add(intent)
+        self.wake()
+        return intent.done
+
     def report_event(self, cluster: str, node: str, instance: str, state: str,
                      priority: int | None, source: str | None) -> None:
         """A keepalived transition from arbiter-notify: stored, and a round run now."""
@@ -215,13 +236,17 @@ class Arbiter:
                 self.history = memory.with_cluster(self.history, f.cluster, hist)
             if self.ledger.unknown_outcome:
                 await self._reread_memory()
+            if self._reloads:
+                await self._apply_reloads()
             await self.peers.follow(self.config, self.restore, self.fencer.announce_term)
             self.history = await self.intents.carry_out(self.config, self.history)
             tilt = self.scheduler.tilt
             await self.tilt_notices.check(tilt.until, tilt.reason, self.clock())
+            pauses = await self.pauses.refresh()
             snap = await self.observer.observe(tilt.active(self.clock()))
             quorum = await self.peers.exchange(snap)
-            assessment = decide.assess(self.config, snap, self.history, snap.at, quorum)
+            assessment = decide.assess(self.config, snap, self.history, snap.at, quorum,
+                                       pauses)
             committed = await self.ledger.commit(snap, assessment)
             self.metrics.count_round(snap, assessment, committed.failed)
             self.history = memory.fold(self.history, assessment, committed)
@@ -285,6 +310,8 @@ class Arbiter:
             ha=self.peers.status(), ha_blind=self.peers.blind(), terms=self.peers.terms(),
             notify=self.sender.as_json() if self.sender else None,
             track=self.track.statuses(),
+            config_status=self.reload_status.as_json(),
+            pauses=self.pauses.active,
         )
 
     # --- the loop ---------------------------------------------------------------
@@ -295,13 +322,12 @@ class Arbiter:
         await self.fencer.wait_idle(timeout)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        if self.config.arbiter.push:
-            self.push.start()
-        self.arp.start()
-        self.keepalived.start()
+        self._start_watchers()
+        self._running = True
         try:
             await self._loop(stop)
         finally:
+            self._running = False
             self.arp.stop()
             await self.keepalived.stop()
             await self.push.stop()

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from arbiter.config import ClusterConfig
-from arbiter.model import ClusterHistory, Verdict
+from arbiter.model import ClusterHistory, Pause, Verdict
 from arbiter.policy.cluster_state import cluster_state, overall
 from arbiter.policy.verdicts import without_view
 from arbiter.policy.vrrp import budget_warnings
@@ -64,6 +64,11 @@ def arp_view(iface: str | None, sight: Any) -> dict[str, Any] | None:
                         for v, macs in sight.answers}}
 
 
+def pause_json(p: Pause) -> dict[str, Any]:
+    return {"id": p.id, "scope": p.scope, "by": p.by, "reason": p.reason,
+            "since": iso(p.started_at), "until": iso(p.until), "summary": p.describe()}
+
+
 def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None = None,
            gate_warnings: dict[str, dict[str, str]] | None = None) -> dict:
     """``gates``: each cluster's gate wiring (GateLog.wiring), and the warnings for
@@ -105,8 +110,11 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
             warnings += budget_warnings(c, index, obs, config.arbiter.keepalived_watch_every)
         word, why = cluster_state(config, hist, ca, stale or (a.abstain_reason if a else None),
                                   warnings, rt.db_error)
+        pause = next((p for p in view.pauses if p.covers(c.name, now)), None)
         clusters.append({
             "name": c.name,
+            # a maintenance pause in force: watched, recorded and notified, never fenced
+            "paused": None if pause is None else pause_json(pause),
             "state": word,
             "state_reason": why,
             "verdict_mode": c.verdict,
@@ -182,6 +190,9 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
             "ha": rt.ha,
             # [notify]: each channel's last result, pending and dead notifications
             "notify": rt.notify,
+            # the config file in force and the last reload (refused ones say why)
+            "config": rt.config_status,
+            "pauses": [pause_json(p) for p in view.pauses if now < p.until],
         },
         "clusters": clusters,
     }

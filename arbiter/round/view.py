@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from arbiter.config import Config
-from arbiter.model import History, Snapshot
+from arbiter.model import History, Pause, Snapshot
 from arbiter.policy.assessment import Assessment
 
 
@@ -60,6 +60,8 @@ class View:
     notify: Mapping[str, Any] | None = None  # [notify] the sender's state
     # track files: (cluster, node) -> instance -> what was written (round.track_files)
     track: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    config_status: Mapping[str, Any] | None = None  # the config file and the last reload
+    pauses: tuple[Pause, ...] = ()  # maintenance pauses in force at the last round
 
     def staleness(self, now: datetime) -> str | None:
         """Why the latest observations cannot be trusted for a verdict, or None."""

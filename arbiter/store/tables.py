@@ -221,3 +221,26 @@ class Notification(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_notifications_state_next", "state", "next_at"),)
+
+
+class PauseRow(Base):
+    """A maintenance pause (`arbiter pause`): fencing off in ``scope`` (a cluster, or
+    every cluster when null) until ``until``, unless ended earlier. Kept after it ends:
+    who paused, why, and who resumed are an audit trail."""
+
+    __tablename__ = "pauses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    by: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_by: Mapped[str | None] = mapped_column(String(128))
+    # when the arbiter noted the start and the end (notifications), so a restart or a
+    # takeover notes each exactly once
+    noted_start: Mapped[bool] = mapped_column(Boolean, default=False)
+    noted_end: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (Index("ix_pauses_open", "ended_at", "until"),)

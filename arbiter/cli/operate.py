@@ -1,0 +1,67 @@
+"""`arbiter reload`, `arbiter pause` and `arbiter resume`: an operator's writes to the
+running arbiter, through its API (the operator token from the config)."""
+
+from __future__ import annotations
+
+import re
+
+from arbiter.cli.api_client import ApiError, call, operator_token
+from arbiter.cli.exits import EXIT_ERROR, EXIT_OK, EXIT_OPERATOR
+from arbiter.config import Config
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """"90s", "30m", "2h", "1d" or plain seconds; ValueError names the option."""
+    m = _DURATION.match(text)
+    if m is None or float(m.group(1)) <= 0:
+        raise ValueError(f"--for: {text!r} is not a duration (e.g. 90s, 30m, 2h)")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def cmd_reload(cfg: Config, path: str, who: str | None) -> int:
+    """``cfg`` was read from ``path`` here first, so its errors were already shown; the
+    running arbiter reads its own file again, and says what changed or why not."""
+    try:
+        res = call(cfg, "POST", "/reload", {}, operator_token(cfg, who), timeout=40.0)
+    except ApiError as exc:
+        print(f"error: {exc}")
+        return EXIT_OPERATOR if exc.status == 409 else EXIT_ERROR
+    if res.get("queued"):
+        print(f"{path}: validated; the next round swaps it in")
+        return EXIT_OK
+    print(f"{path}: reloaded")
+    for c in res.get("changes", []):
+        print(f"  {c}")
+    return EXIT_OK
+
+
+def cmd_pause(cfg: Config, cluster: str | None, duration: str, reason: str,
+              who: str | None) -> int:
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return EXIT_ERROR
+    body = {"cluster": cluster, "seconds": seconds, "reason": reason}
+    try:
+        res = call(cfg, "POST", "/pause", body, operator_token(cfg, who), timeout=40.0)
+    except ApiError as exc:
+        print(f"error: {exc}")
+        return EXIT_ERROR
+    print(f"paused {res['scope']} until {res['until']} by {res['by']}: nothing is fenced "
+          "there meanwhile (it is still watched, recorded and notified)")
+    return EXIT_OK
+
+
+def cmd_resume(cfg: Config, cluster: str | None, who: str | None) -> int:
+    try:
+        res = call(cfg, "POST", "/resume", {"cluster": cluster}, operator_token(cfg, who),
+                   timeout=40.0)
+    except ApiError as exc:
+        print(f"error: {exc}")
+        return EXIT_OPERATOR if exc.status == 409 else EXIT_ERROR
+    print(f"resumed {res['scope']}: fencing is on again")
+    return EXIT_OK
