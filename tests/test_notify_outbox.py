@@ -78,3 +78,29 @@ def test_a_row_is_claimed_once_retried_then_dead(repo: Repository) -> None:
     # pending rows are never pruned; dead ones are, once old enough
     assert repo.transaction(lambda s: outbox.prune(s, T)) == 0
     assert repo.transaction(lambda s: outbox.prune(s, T + timedelta(days=1))) == 1
+
+
+def test_a_pause_is_kept_ended_and_noted_once(repo: Repository) -> None:
+    """Pauses on SQLite and PostgreSQL: added, read back, ended, and each start and end
+    noted in the outbox exactly once (a second note finds nothing to do)."""
+    from arbiter.store import pauses as sql
+
+    repo.outbox = outbox.Outbox(("ops",), frozenset(DEFAULT_EVENTS), "http://a")
+    now = T
+    p = repo.transaction(lambda s: sql.add(s, "web", "firewall", "ops", now,
+                                           now + timedelta(minutes=5)))
+    assert [x.id for x in repo.transaction(lambda s: sql.active(s, now))] == [p.id]
+    assert [w for w, _ in repo.transaction(lambda s: sql.note(s, now, repo.outbox))] == ["start"]
+    assert repo.transaction(lambda s: sql.note(s, now, repo.outbox)) == []
+    # replaced by a new pause of the same scope; then ended by an operator
+    q = repo.transaction(lambda s: sql.add(s, "web", "longer", "ops", now,
+                                           now + timedelta(minutes=9)))
+    assert [x.id for x in repo.transaction(lambda s: sql.active(s, now))] == [q.id]
+    ended = repo.transaction(lambda s: sql.end(s, "web", False, "bob", now))
+    assert [x.id for x in ended] == [q.id]
+    assert repo.transaction(lambda s: sql.active(s, now)) == []
+    noted = repo.transaction(lambda s: sql.note(s, now, repo.outbox))
+    assert sorted(w for w, _ in noted) == ["end", "end", "start"]
+    events = [n.event for n in repo.transaction(
+        lambda s: list(s.scalars(select(Notification))))]
+    assert events.count("paused") == 2 and events.count("paused_resolved") == 2

@@ -84,7 +84,7 @@ class Driver:
 
     def round(self, *nodes: NodeObservation, sees_gateway: bool = True,
               tilt: str | None = None, at: datetime | None = None,
-              arp: ArpSight | None = None) -> Assessment:
+              arp: ArpSight | None = None, pauses: tuple = ()) -> Assessment:
         """One round ``interval`` after the last, or at ``at`` (rounds woken early)."""
         if at is not None:
             self.now = at
@@ -93,7 +93,7 @@ class Driver:
             self_check=SelfCheck(gateways=((GW, sees_gateway),), tilt_reason=tilt),
             clusters=(ClusterObservation("web", tuple(nodes), arp),),
         )
-        a = decide.assess(self.config, snap, self.history, self.now)
+        a = decide.assess(self.config, snap, self.history, self.now, pauses=pauses)
         committed, self.next_id = store_ids(a, self.next_id)
         self.history = memory.fold(self.history, a, committed)
         self.log.append(a)

@@ -1,0 +1,63 @@
+"""`arbiter pause`, `resume` and `reload`, and SIGHUP, as an operator runs them: real
+processes (`arbiter sim` directors, `arbiter serve`), the CLI talking to the API."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+from tests.simserve import SimServe, cli
+
+
+def status(cfg: Path) -> dict:
+    """/status through `arbiter status --json` ({} while the arbiter cannot be asked)."""
+    r = cli("status", "-c", str(cfg), "--json")
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        return {}
+
+
+def wait(pred, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_pause_resume_and_reload_from_the_command_line(tmp_path: Path) -> None:
+    with SimServe(tmp_path) as s:
+        cfg = str(s.cfg)
+        wait(lambda: status(s.cfg).get("arbiter", {}).get("last_round", {}).get("count"),
+             30, "a round")
+        p = cli("pause", "-c", cfg, "--for", "30m", "--reason", "firewall work")
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "paused every cluster until" in p.stdout
+        shown = cli("status", "-c", cfg)
+        assert "PAUSED: paused for maintenance (every cluster) by ops" in shown.stdout
+        bad = cli("pause", "-c", cfg, "--for", "soon", "--reason", "x")
+        assert bad.returncode == 2 and "--for: 'soon' is not a duration" in bad.stdout
+        r = cli("resume", "-c", cfg)
+        assert r.returncode == 0 and "resumed every cluster" in r.stdout, r.stdout
+        assert cli("resume", "-c", cfg).returncode == 1  # nothing left to resume
+        # reload: a new timing, then a file that is broken (refused, named, old stays)
+        text = s.cfg.read_text()
+        s.cfg.write_text(text.replace("interval = 1.0", "interval = 0.5"))
+        r = cli("reload", "-c", cfg)
+        assert r.returncode == 0 and "arbiter.interval 1.0 -> 0.5" in r.stdout, r.stdout
+        assert status(s.cfg)["arbiter"]["interval"] == 0.5
+        s.cfg.write_text(text.replace("priority = 90", "priority = 900"))
+        r = cli("reload", "-c", cfg)
+        assert r.returncode == 2 and "clusters[0].nodes[1].priority" in r.stderr
+        # SIGHUP (systemctl reload): the running arbiter reads its file itself
+        s.cfg.write_text(text.replace("interval = 1.0", "interval = 0.8"))
+        assert s.serve is not None
+        s.serve.send_signal(signal.SIGHUP)
+        last = wait(lambda: (status(s.cfg)["arbiter"]["config"] or {}).get("last_reload")
+                    if status(s.cfg)["arbiter"]["interval"] == 0.8 else None, 20, "SIGHUP")
+        assert last["by"] == "SIGHUP" and last["ok"] is True
