@@ -61,17 +61,20 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv >"$logs/venv.log" 2>&1 \
     || fail "$logs/venv.log" "$PY -m venv .venv" "install python3-venv (Python >= 3.11)"
 fi
-extras=""
-[[ $want_test == 1 ]] && extras="[test]"
-stamp=.venv/.installed$extras
-if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-  say "installing the arbiter and its Python packages into .venv (pip install -e .$extras)"
+# Every package from the lock file, each checked against its hash (deploy/lock/; refresh
+# with deploy/lock/refresh): two installs a month apart are the same program.
+lock=deploy/lock/requirements.txt
+[[ $want_test == 1 ]] && lock=deploy/lock/requirements-test.txt
+stamp=.venv/.installed-$(cat "$lock" pyproject.toml | sha256sum | cut -c1-16)
+if [[ ! -f $stamp ]]; then
+  say "installing the arbiter and its locked Python packages into .venv ($lock)"
   t=$(date +%s)
   hint="a TLS proxy with its own CA needs PIP_CERT=/path/to/ca.pem (or REQUESTS_CA_BUNDLE); a mirror needs PIP_INDEX_URL; then run this again"
-  .venv/bin/pip install -q --upgrade pip >"$logs/pip.log" 2>&1 \
-    || fail "$logs/pip.log" "pip install --upgrade pip (PyPI not reachable?)" "$hint"
-  .venv/bin/pip install -q -e ".$extras" >>"$logs/pip.log" 2>&1 \
-    || fail "$logs/pip.log" "pip install -e .$extras" "$hint"
+  .venv/bin/pip install -q --require-hashes -r "$lock" >"$logs/pip.log" 2>&1 \
+    || fail "$logs/pip.log" "pip install --require-hashes -r $lock" "$hint"
+  .venv/bin/pip install -q --no-deps --no-build-isolation -e . >>"$logs/pip.log" 2>&1 \
+    || fail "$logs/pip.log" "pip install -e . (the arbiter itself)" "$hint"
+  rm -f .venv/.installed*
   touch "$stamp"
   say "Python packages installed ($(took "$t"))"
 fi
