@@ -115,6 +115,23 @@ class ViewCollector(Collector):
         iso.add_metric([], 0.0 if sc is None or sc.sees_gateway else 1.0)
         yield iso
         yield from self._clusters(v)
+        yield from self._ha(v)
+
+    @staticmethod
+    def _ha(v: View) -> Iterator[Metric]:
+        """[ha]: whether this arbiter leads each shard, and the highest term it has seen
+        (nothing without [ha])."""
+        if v.ha is None:
+            return
+        leading = GaugeMetricFamily("arbiter_ha_leading",
+                                    "1 while this arbiter leads the shard", labels=["shard"])
+        term = GaugeMetricFamily("arbiter_ha_term", "The highest leader term seen for the "
+                                 "shard (it rises at every takeover)", labels=["shard"])
+        for shard, s in v.ha.get("shards", {}).items():
+            leading.add_metric([shard], float(bool(s.get("leading"))))
+            term.add_metric([shard], float(s.get("term") or 0))
+        yield leading
+        yield term
 
     def _clusters(self, v: View) -> Iterator[Metric]:
         reach = GaugeMetricFamily("arbiter_node_reachable",

@@ -18,7 +18,9 @@ from pathlib import Path
 import asyncssh
 
 from arbiter.probe.collect import MARK, MONITOR
+from arbiter.probe.keepalived import MARK as MARK_KA
 from arbiter.probe.ssh import session_line
+from arbiter.sim.keepalived import PERIOD, TRACK, PlayedKeepalived
 
 
 @dataclass
@@ -41,6 +43,8 @@ class SimState:
     flood: bool = False  # a hostile node: the collect's output never ends
     commands: list[str] = field(default_factory=list)
     term_seen: int = 0  # [ha] the highest "@@term N" seen, as arbiter-ssh-wrapper keeps it
+    # keepalived's JSON dump and the track files (arbiter.sim.keepalived)
+    keepalived: PlayedKeepalived = field(default_factory=PlayedKeepalived)
     # `ip -o monitor address` sessions: called with each line the kernel would print
     monitors: list = field(default_factory=list)
 
@@ -149,6 +153,10 @@ def respond(state: SimState, command: str) -> tuple[int, str, str]:
         return 0, "", ""
     if command.startswith("arping "):
         return 0, "", ""
+    m = TRACK.match(command)
+    if m:  # a verdict into a track file: the played keepalived goes FAULT on 1
+        state.keepalived.track[m.group(3)] = int(m.group(1))
+        return 0, "", ""
     m = _IP_DEL.match(command)
     if m:
         addr = shlex.split(m.group(1))[0].split("/")[0]
@@ -229,6 +237,22 @@ class SimNode:
             self.state.monitors.remove(q.put_nowait)
             process.exit(0)
 
+    async def _keepalived_watch(self, process: asyncssh.SSHServerProcess,
+                                period: float) -> None:
+        """The keepalived watch: a dump every ``period`` until the channel closes
+        (bounded: an hour)."""
+        st = self.state
+        process.stdout.write(f"{MARK_KA} {period:g}\n")
+        deadline = asyncio.get_running_loop().time() + 3600
+        try:
+            while asyncio.get_running_loop().time() < deadline:
+                process.stdout.write(st.keepalived.block(
+                    any(st.holds(v) for v in st.vips), st.vips, st.keepalived_running))
+                await asyncio.sleep(max(0.05, period))
+        except (asyncio.CancelledError, OSError, asyncssh.Error):
+            pass
+        process.exit(0)
+
     async def _process(self, process: asyncssh.SSHServerProcess) -> None:
         cmd = process.command or ""
         st = self.state
@@ -272,6 +296,9 @@ class SimNode:
             return
         if cmd == MONITOR:
             await self._monitor(process)
+            return
+        if (m := PERIOD.match(cmd)) is not None:
+            await self._keepalived_watch(process, float(m.group(1)))
             return
         if st.hang:
             await asyncio.sleep(3600)
