@@ -24,7 +24,8 @@ DIRECTORS = ("lb1", "lb2")
 
 class Lab:
     def __init__(self, variant: str, up: tuple[str, ...] = ()):
-        """``variant``: "active-backup", "dual-master+gate", "active-backup+ha3", ...;
+        """``variant``: "active-backup", "dual-master+gate", "active-backup+ha3",
+        "active-backup+spare" (lb3, left out of the arbiter's config), ...;
         ``up``: more `lab up` options (``--advert-int 0.5 --vrrp-version 3``)."""
         variant, _, extra = variant.partition("+")
         self.variant = variant
@@ -32,6 +33,8 @@ class Lab:
                     "ARBITER_BIN": str(Path(sys.executable).parent / "arbiter")}
         extras = extra.split("+") if extra else []
         flags = ["--gate"] if "gate" in extras else []
+        flags += ["--spare"] if "spare" in extras else []
+        self.directors = DIRECTORS + (("lb3",) if "spare" in extras else ())
         ha = next((e[2:] for e in extras if e.startswith("ha")), "")
         if ha:
             flags += ["--ha", ha]
@@ -137,7 +140,7 @@ class Lab:
     def holders(self) -> dict[str, list[str]]:
         """VIP -> directors holding it on a non-loopback interface."""
         out: dict[str, list[str]] = {VIP1: [], VIP2: []}
-        for h in DIRECTORS:
+        for h in self.directors:
             for a in self.addresses(h):
                 if a["ifname"] != "lo" and a["address"] in out:
                     out[a["address"]].append(h)
