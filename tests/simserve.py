@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -41,10 +42,13 @@ def stop(p: subprocess.Popen[str] | None) -> None:
 class SimServe:
     """Two simulated directors in a split brain, and `arbiter serve` on a free port
     with an operator token and ``auto_release = false`` (a fenced node waits for an
-    operator). ``extra``: more TOML appended to the config."""
+    operator). ``extra``: more TOML appended to the config; ``edit``: a last change to
+    its text (keys inside a section)."""
 
-    def __init__(self, tmp_path: Path, extra: str = "", seconds: int = 180):
+    def __init__(self, tmp_path: Path, extra: str = "", seconds: int = 180,
+                 edit: Callable[[str], str] | None = None):
         self.tmp_path, self.extra, self.seconds = tmp_path, extra, seconds
+        self.edit = edit or (lambda text: text)
         self.cfg = tmp_path / "arbiter.toml"
         self.listen = f"127.0.0.1:{free_port()}"
         self.url = f"http://{self.listen}"
@@ -59,7 +63,7 @@ class SimServe:
             text = re.sub(r'listen = ".*"', f'listen = "{self.listen}"', self.cfg.read_text())
             text = text.replace("[arbiter]\n", "[arbiter]\nauto_release = false\n", 1)
             text += f'\n[api]\ntokens = {{ ops = "{OPS_TOKEN}" }}\n{self.extra}'
-            self.cfg.write_text(text)
+            self.cfg.write_text(self.edit(text))
             self.start_serve()
         except BaseException:
             stop(self.sim)

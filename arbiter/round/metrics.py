@@ -70,7 +70,7 @@ class Metrics:
                                     ["cluster", "outcome"], registry=r)
         r.register(ViewCollector(view))
         if outbox is not None:
-            r.register(OutboxCollector(outbox))
+            r.register(OutboxCollector(outbox, lambda: view().config.notify))
 
     def track_write(self, cluster: str, ok: bool) -> None:
         self.track_writes.labels(cluster, "ok" if ok else "failed").inc()
@@ -114,8 +114,18 @@ class ViewCollector(Collector):
         sc = v.snapshot.self_check if v.snapshot else None
         iso.add_metric([], 0.0 if sc is None or sc.sees_gateway else 1.0)
         yield iso
+        yield from self._reload(v)
         yield from self._clusters(v)
         yield from self._ha(v)
+
+    @staticmethod
+    def _reload(v: View) -> Iterator[Metric]:
+        """The last config reload, named as Prometheus names its own."""
+        last = (v.config_status or {}).get("last_reload") or {}
+        ok = GaugeMetricFamily("arbiter_config_last_reload_successful",
+                               "0 while the last reload was refused (the old config runs)")
+        ok.add_metric([], 0.0 if last.get("ok") is False else 1.0)
+        yield ok
 
     @staticmethod
     def _ha(v: View) -> Iterator[Metric]:
@@ -206,18 +216,23 @@ class ViewCollector(Collector):
 
 
 class OutboxCollector(Collector):
-    def __init__(self, counts: Callable[[], Any]):
-        self.counts = counts
+    """Pending and dead notifications by channel, 0 for every configured channel that
+    has none (so ``sum(arbiter_outbox_dead)`` is 0, not "no data")."""
+
+    def __init__(self, counts: Callable[[], Any], notify: Callable[[], Any]):
+        self.counts, self.notify = counts, notify
 
     def collect(self) -> Iterator[Metric]:
         c = self.counts()
+        n = self.notify()
+        zero = dict.fromkeys(n.channels if n is not None else [], 0)
         pending = GaugeMetricFamily("arbiter_outbox_pending",
                                     "Notifications waiting to be delivered", labels=["channel"])
         dead = GaugeMetricFamily("arbiter_outbox_dead",
                                  "Notifications given up after notify.max_attempts",
                                  labels=["channel"])
         for fam, by in ((pending, c.pending if c else {}), (dead, c.dead if c else {})):
-            for ch, n in sorted(by.items()):
-                fam.add_metric([ch], float(n))
+            for ch, count in sorted({**zero, **by}.items()):
+                fam.add_metric([ch], float(count))
         yield pending
         yield dead
