@@ -50,6 +50,10 @@ class Runner(Protocol):
 
     def sessionless(self) -> set[tuple[str, str]]: ...
 
+    def drop(self, target: Target) -> None: ...
+
+    def trust(self, known_hosts: str) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -136,7 +140,17 @@ class SshPool:
             log.info("ssh connected to %s (%s:%d)", t.name, t.address, t.port)
             return conn
 
+    def trust(self, known_hosts: str) -> None:
+        """Read the known_hosts file again (a reload: a new director's key added).
+        Connections already open keep the key they checked; new ones use these.
+        Raises ValueError naming the file when it cannot be read."""
+        try:
+            self._known_hosts = asyncssh.read_known_hosts(known_hosts)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"ssh.known_hosts: cannot read {known_hosts}: {exc}") from exc
+
     def drop(self, t: Target) -> None:
+        """Close the connection to a node that left the config."""
         proc = self._sessions.pop(t, None)
         if proc is not None:
             proc.close()

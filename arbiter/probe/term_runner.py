@@ -57,5 +57,11 @@ class TermRunner:
     def sessionless(self) -> set[tuple[str, str]]:
         return self.inner.sessionless()
 
+    def drop(self, target: Target) -> None:
+        self.inner.drop(target)
+
+    def trust(self, known_hosts: str) -> None:
+        self.inner.trust(known_hosts)
+
     async def close(self) -> None:
         """The inner runner is shared: the service closes it."""

@@ -4,8 +4,10 @@ running, then applied by the next round under the round lock, like every intent.
 
 What a reload may not change is refused with a message naming the field, never
 half-applied: the listen address, the database, the TLS files and read protection
-(the API is built on them), the SSH keys and known_hosts, ICMP sockets, ``[ha]`` and
-``[notify]`` (their connections and leases are built once), and the log format.
+(the API is built on them), the SSH keys and the known_hosts path, ICMP sockets,
+``[ha]`` and ``[notify]`` (their connections and leases are built once), and the log
+format. The known_hosts file itself is read again at every reload, so a director
+added live can have its key added with it.
 A cluster or node that still has an open incident or a held node cannot be removed:
 releasing it first keeps the promise that no hold is ever lost.
 """
@@ -184,6 +186,12 @@ class Reloading:
                     + "; ".join(problems)))
                 continue
             old, new = self.config, intent.config
+            try:  # a director added with a reload has its key added to the file too
+                self.runner.trust(new.ssh.known_hosts)
+            except ValueError as exc:
+                intent.done.set_result(self._reloaded(
+                    intent.by, False, [], f"refused, the running config stays: {exc}"))
+                continue
             what = changes(old, new)
             restart = self._running and watched(old) != watched(new)
             if restart:
@@ -197,10 +205,8 @@ class Reloading:
             keep = {c.name for c in new.clusters}
             self.history = History(tuple((n, h) for n, h in self.history.clusters
                                          if n in keep), self.history.isolated_incident)
-            drop = getattr(self.runner, "drop", None)  # SshPool; test wrappers may not
             for t in targets(old) - targets(new):
-                if drop is not None:
-                    drop(t)  # its connection closed now; a new node connects next round
+                self.runner.drop(t)  # its connection closed now; a new one connects next round
             if restart:
                 self._start_watchers()
             intent.done.set_result(self._reloaded(intent.by, True, what, None))

@@ -24,6 +24,7 @@ echo "user: $(id -un arbiter) $(stat -c %U:%G:%a /var/lib/arbiter)"
 echo "version: $(arbiter --version)"
 echo "unit: $(test -f /lib/systemd/system/keepalived-arbiter.service && echo yes)"
 echo "node scripts: $(ls /usr/share/keepalived-arbiter/node | tr '\n' ' ')"
+echo "monitoring: $(cd /usr/share/keepalived-arbiter && ls grafana/*.json prometheus/*.yml | tr '\n' ' ')"
 echo "conf modes: $(stat -c %a:%G /etc/arbiter/arbiter.toml)" \
      "$(stat -c %a:%U /etc/arbiter/arbiter.env)"
 arbiter config validate --skip-files /etc/arbiter/arbiter.toml
@@ -62,6 +63,7 @@ def test_the_package_installs_upgrades_and_removes_cleanly(tmp_path: Path) -> No
     assert "user: arbiter arbiter:arbiter:750" in out
     assert "version: arbiter 0.1.0" in out and "unit: yes" in out
     assert "arbiter-gate arbiter-notify arbiter-ssh-wrapper" in out
+    assert "grafana/keepalived-arbiter.json prometheus/arbiter-rules.yml" in out
     assert "conf modes: 640:arbiter 600:arbiter" in out
     assert "/etc/arbiter/arbiter.toml: OK (1 cluster(s), 2 node(s)" in out
     assert "upgraded: 0.1.0-2" in out and "conffile kept: 1" in out

@@ -93,6 +93,12 @@ def test_reload_under_load_adds_a_node_changes_a_timing_and_refuses_a_broken_fil
     conf = lab.dir / "arbiter.toml"
     original = conf.read_text()
     spare = (lab.dir / "spare-node.toml").read_text()
+    # lb3's host key comes with the reload that adds it, as an operator would add it
+    known = lab.dir / "known_hosts"
+    keys = known.read_text().splitlines()
+    lb3_key = [k for k in keys if k.startswith("192.168.77.13 ")]
+    assert len(lb3_key) == 1
+    known.write_text("\n".join(k for k in keys if k not in lb3_key) + "\n")
     steady(lab)
     load = Load(lab, tmp_path / "load.json")
     try:
@@ -104,7 +110,9 @@ def test_reload_under_load_adds_a_node_changes_a_timing_and_refuses_a_broken_fil
         assert inc["held_nodes"] == ["lb2"] and lab.holders()[VIP1] == ["lb1"]
         assert "lb3" not in nodes(lab) and ssh_sessions(lab, "lb3") == 0
 
-        # 1. add lb3 (POST /reload): connected, observed, asked about, incident kept
+        # 1. add lb3 and its key (POST /reload): connected, observed, asked about,
+        # the incident kept
+        known.write_text(known.read_text() + lb3_key[0] + "\n")
         conf.write_text(original + spare)
         code, body = reload(lab)
         assert code == 200 and "web: node lb3 added" in body["changes"], body
