@@ -17,6 +17,8 @@ log.info("[web] incident #7 fence_command on lb2: ok (kill -TERM 1) 6ms")
 logging.getLogger("arbiter.ha").warning("[ha] shard default: leading under term 3")
 logging.getLogger("arbiter.track").info("plain", extra={{"cluster": "api", "node": "lb9"}})
 logging.getLogger("asyncssh").info("quiet")
+logging.getLogger("arbiter.ledger").warning("[web] split brain on 192.168.77.100 (x)")
+logging.getLogger("arbiter.ledger").warning("[web] split brain on fd00:77::100 (x)")
 """
 
 
@@ -29,13 +31,14 @@ def run(fmt: str) -> list[str]:
 
 def test_json_logs_carry_the_fields_a_pipeline_filters_on() -> None:
     lines = [json.loads(line) for line in run("json")]
-    assert len(lines) == 3  # asyncssh's INFO is kept quiet
-    fence, lease, explicit = lines
+    assert len(lines) == 5  # asyncssh's INFO is kept quiet
+    fence, lease, explicit, on_v4, on_v6 = lines
     assert {"ts", "level", "logger", "msg"} <= set(fence)
     assert fence["ts"].endswith("+00:00") and fence["level"] == "INFO"
     assert (fence["cluster"], fence["node"], fence["incident"]) == ("web", "lb2", 7)
     assert lease["term"] == 3 and "cluster" not in lease  # "[ha]" is no cluster
     assert (explicit["cluster"], explicit["node"]) == ("api", "lb9")
+    assert "node" not in on_v4 and "node" not in on_v6  # a VIP is no node
 
 
 def test_text_stays_the_default_line_format() -> None:

@@ -25,7 +25,10 @@ NOT_CLUSTERS = frozenset({"ha", "arbiter"})  # "[ha] ...", "[arbiter] ..." are n
 _CLUSTER = re.compile(r"^\[([A-Za-z0-9][A-Za-z0-9_.-]{0,62})\]")
 _INCIDENT = re.compile(r"\bincident #?(\d+)\b")
 _TERM = re.compile(r"\bterm (\d+)\b")
-_NODE = re.compile(r"\b(?:on|from|to) ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})(?:[:,;)]| \(|$)")
+# "on lb2: ok", "from lb1,", "to lb3 (": a name, never an address ("split brain on
+# 192.168.77.100 (", "on fd00::100 (" name a VIP)
+_NODE = re.compile(r"\b(?:on|from|to) (?!\d+\.\d+\.\d+\.\d+\b)"
+                   r"([A-Za-z0-9][A-Za-z0-9_.-]{0,62})(?:: |[,;)]| \(|$)")
 
 
 class Fields(logging.Filter):

@@ -24,7 +24,9 @@ echo "user: $(id -un arbiter) $(stat -c %U:%G:%a /var/lib/arbiter)"
 echo "version: $(arbiter --version)"
 echo "unit: $(test -f /lib/systemd/system/keepalived-arbiter.service && echo yes)"
 echo "node scripts: $(ls /usr/share/keepalived-arbiter/node | tr '\n' ' ')"
-echo "monitoring: $(cd /usr/share/keepalived-arbiter && ls grafana/*.json prometheus/*.yml | tr '\n' ' ')"
+cd /usr/share/keepalived-arbiter
+echo "monitoring: $(ls grafana/*.json prometheus/*.yml | tr '\n' ' ')"
+cd /srv/extra
 echo "conf modes: $(stat -c %a:%G /etc/arbiter/arbiter.toml)" \
      "$(stat -c %a:%U /etc/arbiter/arbiter.env)"
 arbiter config validate --skip-files /etc/arbiter/arbiter.toml
