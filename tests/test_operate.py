@@ -124,3 +124,12 @@ async def test_reload_never_drops_a_cluster_that_holds_a_node(
     assert r.status_code == 409
     assert "clusters: web cannot be removed while it has" in r.json()["detail"]
     assert arb.config.cluster("web") is not None and arb.history.cluster("web").held
+
+
+async def test_openapi_shows_the_pause_limit_of_the_running_config(
+        site: SimSite, make_arbiter) -> None:  # type: ignore[no-untyped-def]
+    arb = await make_arbiter(site, tokens={"ops": OPS}, max_pause=3600)
+    async with client(arb) as c:
+        doc = (await c.get("/openapi.json")).json()
+    body = doc["paths"]["/pause"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["properties"]["seconds"]["maximum"] == 3600

@@ -319,7 +319,8 @@ def create_app(arbiter: Arbiter, run_loop: bool = False, reader: Reader | None =
     app.include_router(open_router)
     app.include_router(page_router, dependencies=[Depends(read_access)])
     app.include_router(docs_router)
-    reads_optionally_authed(app, arbiter.config.api.protect_reads)
+    reads_optionally_authed(app, arbiter.config.api.protect_reads,
+                            lambda: arbiter.config.arbiter.max_pause)
     return app
 
 

@@ -86,9 +86,10 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
 
 
 def vrrp_role(n: dict[str, Any]) -> str | None:
-    """keepalived's own word for each instance ("VI_1 MASTER"), from its view."""
+    """keepalived's own word for each instance ("VI_1 MASTER"), from its view. None
+    while keepalived is not running: its last states would be stale news."""
     kv = n.get("keepalived") or {}
-    if kv.get("error") and not kv.get("instances"):
+    if n.get("keepalived_running") is False or (kv.get("error") and not kv.get("instances")):
         return None
     stale = " (stale)" if kv.get("error") else ""
     return ", ".join(f"{i['name']} {i['state']}" for i in kv.get("instances", [])) + stale \

@@ -59,7 +59,7 @@ def _role(n: dict[str, Any]) -> str:
     """keepalived's own word: its view, or what arbiter-notify reported, else what SSH
     showed."""
     kv = n.get("keepalived") or {}
-    if kv.get("instances"):
+    if kv.get("instances") and n.get("keepalived_running") is not False:
         return ", ".join(f"{i['name']} {i['state']}" for i in kv["instances"]) + (
             " (stale)" if kv.get("error") else "")
     ev = n.get("last_event") or {}
