@@ -39,16 +39,27 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'arbiter.db'}"
         return
-    base = os.environ["ARBITER_TEST_PG_URL"]
-    # A fresh schema per test: drop everything the migration created.
-    engine = make_engine(base)
+    yield fresh_pg(migrated=False)
+
+
+def fresh_pg(migrated: bool = True) -> str:
+    """The test PostgreSQL (``ARBITER_TEST_PG_URL``) with a fresh schema: everything an
+    earlier test created is dropped; ``migrated``: then migrated to the newest revision.
+    A test that needs it fails, never skips, without it ([ha] refuses SQLite)."""
+    url = os.environ.get("ARBITER_TEST_PG_URL")
+    if not url:
+        pytest.fail("ARBITER_TEST_PG_URL is not set: run through tests/run.sh, which "
+                    "starts a PostgreSQL")
+    engine = make_engine(url)
     with engine.begin() as c:
         from sqlalchemy import text
 
         c.execute(text("DROP SCHEMA public CASCADE"))
         c.execute(text("CREATE SCHEMA public"))
+    if migrated:
+        migrate.upgrade(engine)
     engine.dispose()
-    yield base
+    return url
 
 
 @pytest.fixture

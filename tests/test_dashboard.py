@@ -13,22 +13,17 @@ must fire: SplitBrain after its `for: 30s`, ArbiterPaused during a pause.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
 
-from arbiter.store import migrate
-from arbiter.store.engine import make_engine
-from tests.conftest import free_port
+from tests.conftest import free_port, fresh_pg
 from tests.simserve import OPS_TOKEN, SimServe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,18 +37,8 @@ def panel_queries() -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    url = os.environ.get("ARBITER_TEST_PG_URL")
-    if not url:
-        pytest.fail("ARBITER_TEST_PG_URL is not set: run through tests/run.sh, which "
-                    "starts a PostgreSQL ([ha] refuses SQLite)")
-    engine = make_engine(url)
-    with engine.begin() as c:
-        c.execute(text("DROP SCHEMA public CASCADE"))
-        c.execute(text("CREATE SCHEMA public"))
-    migrate.upgrade(engine)
-    engine.dispose()
-    yield url
+def pg_url() -> str:
+    return fresh_pg()
 
 
 class Receiver:

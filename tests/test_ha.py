@@ -7,7 +7,6 @@ PostgreSQL only: [ha] refuses SQLite. tests/run.sh starts a throwaway server."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,9 +25,9 @@ from arbiter.round.peers import Peers
 from arbiter.round.service import Arbiter
 from arbiter.sim.node import SimSite
 from arbiter.sim.scenario import VIP1, site_config
-from arbiter.store import migrate
 from arbiter.store.engine import make_engine
 from arbiter.store.repository import Repository
+from tests.conftest import fresh_pg
 from tests.test_cycle import IsolatedPinger, incidents, rounds
 
 TTL = 2.0  # seconds: short, so a takeover fits in a test
@@ -36,15 +35,7 @@ TTL = 2.0  # seconds: short, so a takeover fits in a test
 
 @pytest.fixture
 def pg() -> Iterator[Engine]:
-    url = os.environ.get("ARBITER_TEST_PG_URL")
-    if not url:
-        pytest.fail("ARBITER_TEST_PG_URL is not set: run through tests/run.sh, which "
-                    "starts a PostgreSQL ([ha] refuses SQLite)")
-    engine = make_engine(url)
-    with engine.begin() as c:
-        c.execute(text("DROP SCHEMA public CASCADE"))
-        c.execute(text("CREATE SCHEMA public"))
-    migrate.upgrade(engine)
+    engine = make_engine(fresh_pg())
     yield engine
     engine.dispose()
 

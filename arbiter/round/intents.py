@@ -30,12 +30,16 @@ log = logging.getLogger("arbiter.intents")
 INTENTS_MAX = 1000
 
 
+def answer_later() -> asyncio.Future[dict[str, Any]]:
+    """Where the round that carries an intent out puts its answer (the API awaits it)."""
+    return asyncio.get_running_loop().create_future()
+
+
 @dataclass
 class ReleaseIntent:
     incident: int
     by: str
-    done: asyncio.Future[dict[str, Any]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[dict[str, Any]] = field(default_factory=answer_later)
 
 
 @dataclass
@@ -48,8 +52,7 @@ class PauseIntent:
     reason: str
     by: str
     every: bool = False
-    done: asyncio.Future[dict[str, Any]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[dict[str, Any]] = field(default_factory=answer_later)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from arbiter.model import History
 from arbiter.probe.ssh import Target
 from arbiter.round.arp_view import preflight as arp_preflight
 from arbiter.round.fence import target_for
+from arbiter.round.intents import answer_later
 
 # (what to compare, the field named in a refusal)
 log = logging.getLogger("arbiter.service")
@@ -217,8 +218,7 @@ class Reloading:
 class ReloadIntent:
     config: Config
     by: str
-    done: asyncio.Future[dict[str, Any]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[dict[str, Any]] = field(default_factory=answer_later)
 
 
 @dataclass
