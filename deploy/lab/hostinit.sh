@@ -12,8 +12,20 @@ hostname "$h"  # this host's own name (its UTS namespace), listed in its /etc/ho
 # A private /run: pid files, sshd's privsep dir and sockets are this host's alone.
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/sshd
-# and a private /tmp: keepalived writes its JSON dump to /tmp/keepalived.json
+# and a private /tmp: keepalived writes its JSON dump to /tmp/keepalived.json. The
+# checkout itself may live under /tmp (a throw-away clone, `mktemp -d`): it stays
+# visible at its own path, the rest of the machine's /tmp does not.
+repo=$(cd "$here/../.." && pwd)
+if [[ $repo == /tmp/* ]]; then
+  mkdir -p /run/lab-machine-tmp
+  mount --bind /tmp /run/lab-machine-tmp
+fi
 mount -t tmpfs -o mode=1777 tmpfs /tmp
+if [[ $repo == /tmp/* ]]; then
+  mkdir -p "$repo"
+  mount --bind "/run/lab-machine-tmp/${repo#/tmp/}" "$repo"
+  umount -l /run/lab-machine-tmp && rmdir /run/lab-machine-tmp
+fi
 # A host of its own has its own accounts: root's login shell is /bin/sh here, so
 # the machine's /root/.bashrc (tool shims, slow init) never runs in the arbiter's
 # SSH commands. Bind-mounted in this host's mount namespace only.
