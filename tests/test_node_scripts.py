@@ -389,8 +389,12 @@ def test_wrapper_runs_its_own_keepalived_watch(outside_tmp: Path) -> None:
     script, pidfile = fake_keepalived(outside_tmp)
     conf = outside_tmp / "wrapper.conf"
     conf.write_text(f"sudo no\nkeepalived_pid {pidfile}\n")
+    # a copy of the wrapper outside /tmp: a checkout under /tmp (CI's fresh clone) is
+    # hidden by the tmpfs mounted below
+    wrapper = outside_tmp / "arbiter-ssh-wrapper"
+    shutil.copy(WRAPPER, wrapper)
     inner = (f"mount -t tmpfs t /tmp; {script} & echo $! > {pidfile}; sleep 0.3; "
-             f"exec dash {WRAPPER} {conf}")
+             f"exec dash {wrapper} {conf}")
     lines = watch_lines(["unshare", "--mount", "--propagation", "private", "bash", "-c", inner],
                         {**os.environ, "SSH_ORIGINAL_COMMAND": watch_command(0.1)}, 12)
     assert lines[0] == "@@arbiter-keepalived v1 0.1", lines

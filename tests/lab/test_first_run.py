@@ -22,7 +22,7 @@ pytestmark = pytest.mark.lab
 PHASES = (
     "bootstrap: installing",  # apt, with the package names
     "bootstrap: Debian packages installed",
-    "bootstrap: installing the arbiter and its Python packages",  # pip
+    "bootstrap: installing the arbiter and its locked Python packages",  # pip
     "bootstrap: Python packages installed",
     "lab: ready: web1 web2 lb1 lb2",
     "SPLIT BRAIN: both lb1 and lb2 hold 192.168.77.100",
