@@ -17,6 +17,7 @@ Invariants, checked on every fault (samples of the VIP holders every 100 ms):
 
     python -m bench.soak --faults 10 --seed 1                # the CI smoke run
     python -m bench.soak --faults 200 --seed 7 --json soak.json
+    python -m bench.soak --ha 3 --faults 200 --seed 7       # several arbiters: bench/soak_ha.py
 """
 
 from __future__ import annotations
@@ -207,14 +208,26 @@ def main() -> int:
     ap.add_argument("--faults", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json")
+    ap.add_argument("--ha", type=int, default=0,
+                    help="3: the HA soak (bench/soak_ha.py): three arbiters, PostgreSQL, "
+                    "faults on the arbiters and the database")
+    ap.add_argument("--lease-ttl", type=float, help="--ha: [ha] lease_ttl (default 5)")
+    ap.add_argument("--renew-every", type=float, help="--ha: [ha] renew_every (default 1)")
+    ap.add_argument("--only", help="--ha: draw only these faults (comma-separated), e.g. "
+                    "leader-kill,leader-stop,leader-isolate")
     ap.add_argument("--auto-release", action="store_true",
                     help="automatic release on: a release into a cut that is still there "
                     "must give no second incident (issue 11)")
     a = ap.parse_args()
-    rng = random.Random(a.seed)
     # SIGTERM (a bounded run being stopped) ends like Ctrl-C: the lab is torn down, and
     # what ran so far is reported
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    if a.ha:
+        from bench import soak_ha
+
+        return soak_ha.main(a.faults, a.seed, a.json, a.ha, a.lease_ttl, a.renew_every,
+                            a.only)
+    rng = random.Random(a.seed)
     lab = Lab("active-backup")
     episodes: list[Episode] = []
     started = time.monotonic()

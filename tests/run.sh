@@ -60,6 +60,9 @@ if [[ $# -eq 0 ]]; then
   # the fault soak: 10 random faults on the lab, every invariant checked (exit 1 on any)
   $PY -m bench.soak --faults 10 --seed 1 2>/dev/null
   echo "bench.soak: ok"
+  # the HA soak: 10 random faults on three arbiters and a PostgreSQL host (H1-H8)
+  $PY -m bench.soak --ha 3 --faults 10 --seed 1 2>/dev/null
+  echo "bench.soak --ha 3: ok"
 fi
 
 echo "== pytest"

@@ -81,6 +81,30 @@ async def test_a_takeover_needs_the_lease_to_run_out_and_raises_the_term(
     assert a.term("default") is None and a.term_seen_in("default") == 2
 
 
+async def test_a_follower_takes_over_when_the_lease_runs_out_not_at_its_next_renewal(
+        pg: Engine, site: SimSite, tmp_path: Path) -> None:
+    """Issue 23: the follower watches the lease. Its renewal at a moment the leader's
+    lease has less than a renewal period left schedules one more attempt for the
+    moment it runs out (by the database's clock); the new leader wakes its loop."""
+    url = str(pg.url.render_as_string(hide_password=False))
+    woken = asyncio.Event()
+    a = Leadership(ha_config(site, tmp_path, url, "a1"), pg)
+    b = Leadership(ha_config(site, tmp_path, url, "a2"), pg, on_lead=woken.set)
+    await a.renew()  # then a dies: no more renewals
+    await asyncio.sleep(TTL - 0.6 * (TTL / 2))  # less than renew_every is left
+    await b.renew()
+    assert b.term("default") is None and not woken.is_set()  # a's lease still runs
+    # nothing calls b.renew() again here: only the watch can take the lease (the
+    # wait's bound is the lease's remaining time plus a renewal period, generously)
+    await asyncio.wait_for(woken.wait(), TTL)
+    assert b.term("default") == 2
+    with pg.begin() as c:  # the audit of who took which term
+        rows = c.execute(text("SELECT term, holder FROM lease_history ORDER BY term")).all()
+    assert [tuple(r) for r in rows] == [(1, "a1"), (2, "a2")]
+    b.close()
+    a.close()
+
+
 async def test_a_paused_leader_can_record_nothing_once_another_took_over(
         pg: Engine, site: SimSite, tmp_path: Path) -> None:
     url = str(pg.url.render_as_string(hide_password=False))
@@ -105,6 +129,47 @@ async def test_a_paused_leader_can_record_nothing_once_another_took_over(
     assert len(rows) == 1 and rows[0]["state"] == "open"
     with pg.begin() as c:
         assert c.execute(text("SELECT term FROM incidents")).scalar() == 2
+
+
+async def test_a_fence_step_written_after_an_outage_keeps_the_term_it_ran_under(
+        pg: Engine, site: SimSite, tmp_path: Path) -> None:
+    """Found by the HA soak (issue 23, seed 1, db-stop): a step taken under term 1 and
+    written once the database answered again, when the same arbiter had re-taken the
+    shard under term 2, was stored under term 2, a term it did not hold when the step
+    ran. The fencer stamps each step with the term its fence started under; the
+    repository still checks the lease at the write, and stores that term."""
+    from arbiter.round.fencer import Fencer
+    from arbiter.store.repository import AttemptRecord
+
+    url = str(pg.url.render_as_string(hide_password=False))
+    cfg = ha_config(site, tmp_path, url, "a1")
+    a = Leadership(cfg, pg)
+    await a.renew()
+    assert a.term("default") == 1
+    repo = Repository(pg, guard=a, arbiter="a1")
+    split = OpenIncident(IncidentKind.SPLIT_BRAIN, "split", (VIP1,))
+    incident = repo.apply("web", [split], datetime.now(UTC))[IncidentKind.SPLIT_BRAIN]
+
+    written: list[AttemptRecord] = []
+
+    class Backlog:  # the ledger while the database is down: the step waits
+        async def record_step(self, incident: int, attempt: int, rec: AttemptRecord) -> None:
+            written.append(rec)
+
+    fencer = Fencer(cfg, runner=None, ledger=Backlog(), wake=lambda: None,  # type: ignore[arg-type]
+                    term_of=a.term_of)
+    record = fencer._recorder("web", incident, 1)  # the fence starts under term 1
+    await asyncio.sleep(TTL + 0.2)  # the outage: no renewal, the lease runs out
+    await a.renew()  # the database answers: the same arbiter takes term 2
+    assert a.term("default") == 2
+    now = datetime.now(UTC)
+    await record(AttemptRecord(node="lb2", step="escalate", command="-", ok=False,
+                               exit_status=None, output="", error="no answer",
+                               started_at=now, finished_at=now))
+    repo.add_attempt(incident, 1, written[0])  # the backlog lands
+    with pg.begin() as c:
+        assert c.execute(text("SELECT term FROM fence_attempts")).scalar() == 1
+    a.close()
 
 
 @pytest.fixture
@@ -200,7 +265,8 @@ def test_ha_config_rules(tmp_path: Path, site: SimSite) -> None:
         assert message in str(exc.value), (ha, str(exc.value))
     p.write_text(site_config(site, [VIP1], pg_url) + '\n[ha]\nname = "a1"\nmembers = ["a1"]\n')
     cfg = config_mod.load(p, check_files=False)
-    assert cfg.ha is not None and cfg.ha.lease_ttl == 15 and cfg.shards == ["default"]
+    assert cfg.ha is not None and cfg.shards == ["default"]
+    assert (cfg.ha.lease_ttl, cfg.ha.renew_every) == (5, 1)
 
 
 async def test_a_fence_the_node_refuses_for_a_stale_term_stops_and_says_so(
@@ -328,6 +394,58 @@ async def test_shards_are_led_by_who_prefers_them_and_taken_over_when_unled(
                                                                  'prefer = ["north"]'))
         config_mod.load(p)
 
+
+
+async def test_an_arbiter_that_names_a_shard_gets_it_back_from_one_that_contends_for_all(
+        pg: Engine, site: SimSite, tmp_path: Path) -> None:
+    """The HA soak's finding: a1 names "default" in `prefer`, a2 and a3 leave `prefer`
+    empty (contend for all). a2 leads while a1 is away; a1 comes back and asks: a2
+    hands it back, a3 does not snatch it, a1 leads. A request by an arbiter that then
+    died does not make the next holder hand it back again and again."""
+    url = str(pg.url.render_as_string(hide_password=False))
+
+    def cfg(name: str, prefer: str) -> config_mod.Config:
+        p = tmp_path / f"{name}.toml"
+        p.write_text(ha_config(site, tmp_path, url, name) and
+                     (tmp_path / f"{name}.toml").read_text() + prefer)
+        return config_mod.load(p)
+
+    a1 = Leadership(cfg("a1", 'prefer = ["default"]\n'), pg)
+    a2 = Leadership(cfg("a2", ""), pg)
+    a3 = Leadership(cfg("a3", ""), pg)
+    await a2.renew()
+    await a3.renew()
+    assert a2.leading() == {"default"} and a3.leading() == set()
+    await a1.renew()  # led by a2: a1 asks for it
+    assert a1.leading() == set()
+    await a2.renew()  # a2 only contends for all: it hands the shard back
+    assert a2.leading() == set()
+    await a3.renew()  # asked for by a1: a3 leaves it to a1
+    await a2.renew()
+    assert a3.leading() == set() and a2.leading() == set()
+    await a1.renew()
+    assert a1.leading() == {"default"}
+    term = a1.term("default")
+    await a2.renew()
+    await a3.renew()
+    await a1.renew()
+    assert a1.leading() == {"default"} and a1.term("default") == term  # it keeps it
+    # a1 asks, then dies before taking it: the shard is taken after a few unled
+    # renewals, and the new holder keeps it (the dead claimant's request is gone)
+    await asyncio.sleep(TTL + 0.2)
+    await a2.renew()
+    assert a2.leading() == {"default"}
+    await a1.renew()  # back for a moment: asks...
+    await a2.renew()  # ...a2 hands it back...
+    assert a2.leading() == set()
+    for _ in range(3):  # ...and a1 died: the others wait three renewals for it
+        await a2.renew()
+        await a3.renew()
+    assert len(a2.leading() | a3.leading()) == 1
+    held = a2 if a2.leading() else a3
+    for _ in range(3):
+        await held.renew()
+        assert held.leading() == {"default"}
 
 
 @pytest.mark.parametrize("pair", [IsolatedPinger], indirect=True)

@@ -5,6 +5,9 @@ nothing."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -65,6 +68,28 @@ def test_an_older_term_cannot_run_after_a_newer_one_has_started(conf: Path) -> N
     assert newer.wait(10) == 0
     assert older.returncode == 125 and "stale term 6 < 7" in older.stderr
     assert waited > 0.4, "term 6 did not wait for term 7's command to end"
+
+
+def test_a_daemon_a_command_starts_does_not_keep_the_term_lock(tmp_path: Path) -> None:
+    """The HA soak's finding: a recover (`keepalived start`) left the daemon holding
+    the wrapper's lock (it inherited the lock's descriptor), so every later command
+    with a term waited for the lock and timed out: no fence ran on that node again."""
+    pidfile = tmp_path / "daemon.pid"
+    start = f"sleep 30 </dev/null >/dev/null 2>&1 & echo $! > {pidfile}"
+    c = tmp_path / "wrapper.conf"
+    c.write_text(f"vip 10.0.0.100\nallow echo fenced\nallow {start}\nsudo no\n"
+                 f"term_file {tmp_path / 'term'}\n")
+    p = wrap(c, f"@@term 3 {start}")
+    pid = int(pidfile.read_text())
+    try:
+        assert p.returncode == 0, p.stderr
+        started = time.monotonic()
+        p = wrap(c, "@@term 3 echo fenced")  # the daemon still runs
+        assert (p.returncode, p.stdout) == (0, "fenced\n"), p.stderr
+        assert time.monotonic() - started < 5, "the next command waited for the lock"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 class _Arbiter(BaseHTTPRequestHandler):

@@ -3,6 +3,11 @@
 - ``renew`` (an APScheduler job every ``renew_every``, and once before the first
   round) takes or renews every shard's lease, each call bounded by
   ``renew_timeout``. A failure is visible state (``error``), never an exception.
+- A follower watches the lease instead of waiting for its next renewal: it knows,
+  by the database's clock, when the leader's lease runs out, and tries again at
+  that moment (``_watch``). A takeover after a leader's death therefore costs the
+  lease's remaining time, not that plus a renewal period; and the new leader wakes
+  the loop (``on_lead``), so its first round runs at once.
 - ``term(shard)``: the term to act under, or None. The leader steps down on its own
   clock: a renewal sent at local time t is good until t + ``lease_ttl`` minus
   ``step_down_margin``. The database's lease runs from its ``now()``, which comes
@@ -20,7 +25,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -43,11 +48,15 @@ class ShardLease:
     term: int  # the highest term seen for this shard
     expires_at: datetime | None  # by the database's clock
     leading_until: float | None  # our own monotonic deadline; None: not ours
+    db_now: datetime | None = None  # the database's clock when it was read
 
 
 class Leadership:
     def __init__(self, config: Config, engine: Engine,
-                 mono: Callable[[], float] = time.monotonic):
+                 mono: Callable[[], float] = time.monotonic,
+                 on_lead: Callable[[], None] = lambda: None):
+        """``on_lead``: called when this arbiter starts leading a shard (the service
+        wakes its loop: the first round as the leader runs at once)."""
         assert config.ha is not None
         self.ha = config.ha
         self.me = config.ha.name
@@ -60,10 +69,17 @@ class Leadership:
         self.renewed_at: float | None = None  # monotonic, last renewal that answered
         self._stepped_down: set[str] = set()
         self._started = mono()
-        # shards to contend for at once; the others wait until they were seen unled
-        self._prefer = frozenset(config.ha.prefer or config.shards)
+        # shards to contend for at once; the others wait until they were seen unled.
+        # An empty `prefer` contends for all, but only an explicit one keeps a shard
+        # that another arbiter explicitly prefers and asks for (wanted_by).
+        self._explicit = frozenset(config.ha.prefer)
+        self._prefer = self._explicit or frozenset(config.shards)
         # renewals in a row a shard was seen without a leader, and who asked for it
         self._unled: dict[str, tuple[int, str | None]] = {}
+        self.on_lead = on_lead
+        self._renewing = asyncio.Lock()  # the scheduled renewal and the watch's
+        self._watch_at: asyncio.TimerHandle | None = None
+        self.since: dict[str, float] = {}  # shard -> wall time this arbiter began leading
 
     def reconfigure(self, config: Config) -> None:
         """A reload: which shard each cluster is in (the set of shards is unchanged;
@@ -123,6 +139,30 @@ class Leadership:
 
     # --- renewals -------------------------------------------------------------
     async def renew(self) -> None:
+        async with self._renewing:
+            await self._renew()
+        self._watch()
+
+    def _watch(self) -> None:
+        """Try again the moment the first lease held by another arbiter runs out (by
+        the database's clock, read at the last renewal), if that comes before the
+        next scheduled renewal. 20 ms after: the database's now() must have passed it."""
+        if self._watch_at is not None:
+            self._watch_at.cancel()
+            self._watch_at = None
+        if self.error is not None:
+            return
+        left = [t for s in self._leases.values()
+                if s.leading_until is None and s.expires_at is not None
+                and s.db_now is not None and s.holder not in (None, self.me)
+                and (t := (s.expires_at - s.db_now).total_seconds()) > 0]
+        if not left or min(left) >= self.ha.renew_every:
+            return
+        loop = asyncio.get_running_loop()
+        self._watch_at = loop.call_later(max(0.0, min(left)) + 0.02,
+                                         lambda: loop.create_task(self.renew()))
+
+    async def _renew(self) -> None:
         sent = self.mono()
         fut = asyncio.get_running_loop().run_in_executor(self._executor, self._acquire_all)
         try:
@@ -145,19 +185,24 @@ class Leadership:
         for shard in self._leases:
             contend = (shard in self._prefer or self._leases[shard].leading_until is not None
                        or self._may_take(shard))
+            # only a shard named in `prefer` is taken from under another's request
+            # (until that claimant has let it go unled for a few renewals)
+            polite = shard not in self._explicit and not self._may_take(shard)
             with self.engine.begin() as conn:
-                row = (lease.acquire(conn, shard, self.me, self.ha.lease_ttl) if contend
+                row = (lease.acquire(conn, shard, self.me, self.ha.lease_ttl, polite) if contend
                        else lease.read(conn, shard))
                 if row is not None and row.holder != self.me and shard in self._prefer \
                         and self.ha.prefer and row.wanted_by != self.me:
                     lease.want(conn, shard, self.me)  # ours by preference: ask for it
-                elif (row is not None and row.held_by(self.me) and shard not in self._prefer
+                elif (row is not None and row.held_by(self.me) and shard not in self._explicit
                       and row.wanted_by not in (None, self.me)):
                     # the arbiter that prefers it is up and asks: hand it back now
                     lease.resign(conn, shard, self.me, row.term)
                     log.warning("[ha] shard %s: handed back to %s, which prefers it",
                                 shard, row.wanted_by)
                     row = lease.read(conn, shard)
+                if row is not None and row.held_by(self.me):
+                    lease.remember(conn, shard, row.term, self.me)
                 out[shard] = row
         return out
 
@@ -181,10 +226,12 @@ class Leadership:
         ours = row.held_by(self.me)
         until = sent + self.ha.lease_ttl - self.ha.step_down_margin if ours else None
         self._leases[shard] = ShardLease(shard, row.holder, max(row.term, old.term),
-                                         row.expires_at, until)
+                                         row.expires_at, until, row.db_now)
         if ours and not was:
             self._stepped_down.discard(shard)
+            self.since[shard] = time.time()
             log.warning("[ha] shard %s: leading under term %d", shard, row.term)
+            self.on_lead()
         elif was and not ours:
             log.error("[ha] shard %s: %s leads now (term %d): following", shard, row.holder,
                       row.term)
@@ -220,6 +267,8 @@ class Leadership:
                         exc, self.ha.lease_ttl)
 
     def close(self) -> None:
+        if self._watch_at is not None:
+            self._watch_at.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # --- what /status shows ------------------------------------------------------
@@ -234,6 +283,9 @@ class Leadership:
                 s.shard: {
                     "leader": s.holder, "term": s.term,
                     "leading": self.term(s.shard) is not None,
+                    "leading_since": (datetime.fromtimestamp(self.since[s.shard], UTC)
+                                      .isoformat() if self.term(s.shard) is not None
+                                      and s.shard in self.since else None),
                     "expires_at": s.expires_at.isoformat() if s.expires_at else None,
                 } for s in self._leases.values()
             },

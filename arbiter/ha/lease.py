@@ -7,9 +7,10 @@ a half-open client keeps it.
 
 - ``acquire``: take or renew. It wins only if the lease has run out or is already
   ours, and a takeover (anyone, after a lapse) increments ``term``.
-- ``want``: the arbiter that prefers a shard asks for it; a holder that does not
-  prefer it hands it back (``resign``) at its next renewal, and the next
+- ``want``: the arbiter that names a shard in `prefer` asks for it; a holder that
+  does not name it hands it back (``resign``) at its next renewal, and the next
   ``acquire`` of the one that wants it wins with a new term.
+- ``remember``: ``lease_history`` keeps who took each term and when (an audit).
 - ``check``: inside a write's transaction, that this arbiter holds the lease under
   the expected term and that it has not run out. ``FOR SHARE`` makes a concurrent
   takeover wait until the write has committed, so no write lands after a takeover.
@@ -50,8 +51,14 @@ SET term = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now()
                 THEN l.term ELSE l.term + 1 END,
     holder = EXCLUDED.holder,
     expires_at = EXCLUDED.expires_at,
-    wanted_by = CASE WHEN l.wanted_by = EXCLUDED.holder THEN NULL ELSE l.wanted_by END
-WHERE l.holder = EXCLUDED.holder OR l.expires_at <= now()
+    -- a renewal keeps another's request; a new term clears it (a claimant that is
+    -- still up asks again at its next renewal; one that died no longer strands it)
+    wanted_by = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now()
+                          AND l.wanted_by IS DISTINCT FROM EXCLUDED.holder
+                     THEN l.wanted_by END
+WHERE (l.holder = EXCLUDED.holder AND l.expires_at > now())
+   OR (l.expires_at <= now()
+       AND NOT (:polite AND l.wanted_by IS NOT NULL AND l.wanted_by <> EXCLUDED.holder))
 RETURNING name, holder, term, expires_at, now(), wanted_by
 """)
 _READ = text("SELECT name, holder, term, expires_at, now(), wanted_by FROM leases "
@@ -65,10 +72,13 @@ _CHECK = text("SELECT 1 FROM leases WHERE name = :shard AND holder = :me AND ter
               "AND expires_at > now() FOR SHARE")
 
 
-def acquire(conn: Connection, shard: str, me: str, ttl: float) -> LeaseRow | None:
+def acquire(conn: Connection, shard: str, me: str, ttl: float,
+            polite: bool = False) -> LeaseRow | None:
     """Take or renew the lease (committed by the caller). Returns the lease as it
-    now stands: ours if we won, the holder's otherwise (None: no row, never taken)."""
-    row = conn.execute(_ACQUIRE, {"shard": shard, "me": me, "ttl": ttl}).first()
+    now stands: ours if we won, the holder's otherwise (None: no row, never taken).
+    ``polite``: do not take a lapsed lease another arbiter asked for."""
+    row = conn.execute(_ACQUIRE, {"shard": shard, "me": me, "ttl": ttl,
+                                  "polite": polite}).first()
     if row is None:
         row = conn.execute(_READ, {"shard": shard}).first()
     return LeaseRow(*row) if row is not None else None
@@ -85,6 +95,16 @@ def want(conn: Connection, shard: str, me: str) -> None:
 
 def resign(conn: Connection, shard: str, me: str, term: int) -> bool:
     return conn.execute(_RESIGN, {"shard": shard, "me": me, "term": term}).rowcount == 1
+
+
+_REMEMBER = text("INSERT INTO lease_history (shard, term, holder, taken_at) "
+                 "VALUES (:shard, :term, :me, now()) ON CONFLICT DO NOTHING")
+
+
+def remember(conn: Connection, shard: str, term: int, me: str) -> None:
+    """The audit of who led under which term, from when (the first renewal that held
+    it): what every recorded decision and fence step's term is checked against."""
+    conn.execute(_REMEMBER, {"shard": shard, "term": term, "me": me})
 
 
 def check(session: Session, shard: str, me: str, term: int) -> None:

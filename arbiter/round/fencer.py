@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -55,12 +55,14 @@ class Fencer:
                  metrics: Metrics | None = None,
                  runner_for: Callable[[str, Runner], Runner] | None = None,
                  arp_check: ArpCheck | None = None,
-                 abstaining: Callable[[], str | None] | None = None):
+                 abstaining: Callable[[], str | None] | None = None,
+                 term_of: Callable[[str], int | None] | None = None):
         """``runner_for``: the runner of one cluster's fence or recover ([ha]: with the
         leader's term in front of each command; by default ``runner`` itself).
         ``arp_check``: the ARP view's check that a victim's MAC no longer answers.
         ``abstaining``: why the arbiter abstains now (None: it does not); no fence
-        agent runs then."""
+        agent runs then. ``term_of``: [ha] the term this arbiter leads a cluster under
+        now; each step is recorded with the term its fence or recover started under."""
         self.config = config
         self.runner = runner
         self.ledger = ledger
@@ -77,6 +79,7 @@ class Fencer:
         self.runner_for = runner_for
         self.arp_check = arp_check
         self.abstaining = abstaining
+        self.term_of = term_of
 
     def _runner_for(self, cluster: str) -> Runner:
         return self.runner_for(cluster, self.runner) if self.runner_for else self.runner
@@ -153,9 +156,12 @@ class Fencer:
 
     def _recorder(self, cluster: str, incident: int, attempt: int) -> Record:
         """Log each step and store it on the incident. If the store fails, the action
-        goes on and the ledger writes the step later."""
+        goes on and the ledger writes the step later, under the term it ran under."""
+        term = self.term_of(cluster) if self.term_of else None  # with _runner_for's
 
         async def record(rec: AttemptRecord) -> None:
+            if rec.term is None and term is not None:
+                rec = replace(rec, term=term)
             log.info("[%s] incident #%s %s on %s: %s (%s) %.0fms", cluster, incident, rec.step,
                      rec.node, "ok" if rec.ok else "FAILED", rec.error or rec.command,
                      rec.duration_ms)
@@ -231,13 +237,15 @@ class Fencer:
         if node is None:
             return {"node": hold.node, "ok": False, "error": "node no longer configured"}
         cmd = cluster.recover_command_for(node)
-        record = self._recorder(cluster.name, hold.incident, 0)
+        # the runner and the recorder together: both under the term of now
+        runner, record = (self._runner_for(cluster.name),
+                          self._recorder(cluster.name, hold.incident, 0))
         if cluster.fence_agent and "agent" in cluster.levels_for(node):
             powered = await agent_recover(cluster, hold.node, record)
             if powered is not None:  # it was off: the agent turned it on, and that is all
                 return powered
         try:
-            rec = await run_step(self._runner_for(cluster.name),
+            rec = await run_step(runner,
                                  target_for(self.config, cluster, hold.node), "recover", cmd,
                                  self.config.ssh.command_timeout, record)
         except StaleTerm as exc:

@@ -95,7 +95,8 @@ class Arbiter(Reloading):
         self._wake = asyncio.Event()
         self.history = History()
         self.view = View(config, self.history)
-        leadership = Leadership(config, engine, mono) if config.ha is not None else None
+        leadership = (Leadership(config, engine, mono, on_lead=self.wake)
+                      if config.ha is not None else None)
         repo = Repository(engine, guard=leadership,
                           arbiter=leadership.me if leadership is not None else None,
                           outbox=outbox_for(config))
@@ -110,7 +111,7 @@ class Arbiter(Reloading):
         self.keepalived = KeepalivedViews(config, runner, self.wake, clock)
         self.observer = Observer(config, pinger, runner, clock, self.arp, self.keepalived)
         self.fencer = Fencer(config, runner, self.ledger, self.wake, clock, self.metrics,
-                             runner_for=self.peers.runner_for,
+                             runner_for=self.peers.runner_for, term_of=self.peers.term_of,
                              arp_check=self.arp.still_answering, abstaining=self._abstaining)
         self.push = PushWatcher(config, runner, self.wake, clock)
         self.track = TrackFiles(config, runner, self.peers.runner_for, self.peers.leads, clock,

@@ -72,6 +72,7 @@ def get_incident(s: Session, incident_id: int) -> dict[str, Any] | None:
     out["fence_attempts"] = [
         {
             "attempt": a.attempt, "node": a.node, "level": a.level, "step": a.step,
+            "term": a.term,
             "command": a.command,
             "ok": a.ok, "exit_status": a.exit_status, "output": a.output,
             "error": a.error, "started_at": iso(a.started_at),

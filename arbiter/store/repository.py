@@ -57,6 +57,9 @@ class AttemptRecord:
     started_at: datetime
     finished_at: datetime
     level: str | None = None  # the fencing level it belongs to (ssh, vip-del, gate, agent)
+    # [ha] the term the step ran under: a step written after a database outage keeps it,
+    # though its arbiter may lead under a newer term by the time the write lands
+    term: int | None = None
 
     @property
     def duration_ms(self) -> float:
@@ -323,13 +326,18 @@ class Repository(NodeEventStore):
                             _change(s, incident_id, state, at, message, held_nodes)))
 
     def add_attempt(self, incident_id: int, attempt_no: int, rec: AttemptRecord) -> None:
-        self._tx(lambda s: (self._lead(s, incident=incident_id), s.add(FenceAttempt(
+        def held(s: Session) -> int | None:  # the guard first, then the row
+            now = self._lead(s, incident=incident_id)
+            return rec.term if rec.term is not None else now
+
+        self._tx(lambda s: s.add(FenceAttempt(
+            term=held(s),
             incident_id=incident_id, attempt=attempt_no, node=rec.node, step=rec.step,
             command=rec.command, ok=rec.ok, exit_status=rec.exit_status,
             output=rec.output[-OUTPUT_EXCERPT:], error=rec.error,
             started_at=rec.started_at, finished_at=rec.finished_at,
             duration_ms=rec.duration_ms, level=rec.level,
-        ))))
+        )))
 
     def release(self, incident_id: int, at: datetime, by: str, message: str,
                 node: str | None = None) -> list[str]:

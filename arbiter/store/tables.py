@@ -110,6 +110,7 @@ class FenceAttempt(Base):
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
     duration_ms: Mapped[float] = mapped_column(Float)
     level: Mapped[str | None] = mapped_column(String(16))  # the fencing level
+    term: Mapped[int | None] = mapped_column(BigInteger)  # [ha]: the leader's, when written
 
     incident: Mapped[Incident] = relationship(back_populates="fence_attempts")
 
@@ -182,6 +183,19 @@ class Lease(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # the arbiter that prefers this shard and asks for it back ([ha] prefer)
     wanted_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class LeaseTerm(Base):
+    """[ha]: the audit of leadership: who took each term of a shard, and when (the
+    database's clock). Written by ``arbiter.ha.lease.remember``; the HA soak checks
+    every recorded decision and fence step against it."""
+
+    __tablename__ = "lease_history"
+
+    shard: Mapped[str] = mapped_column(String(64), primary_key=True)
+    term: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ArbiterView(Base):

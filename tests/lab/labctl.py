@@ -74,8 +74,16 @@ class Lab:
         """Edit keys of the [[clusters]] section of every arbiter's config."""
         self._set("[[clusters]]", values)
 
-    def _set(self, section: str, values: dict[str, object]) -> None:
-        for p in self.configs():
+    def set_ha(self, host: str | None = None, **values: object) -> None:
+        """Edit keys of the [ha] section of one arbiter's config (``host``), or of
+        every arbiter's."""
+        self._set("[ha]", values, [self.dir / f"arbiter-{host}.toml"] if host else None)
+
+    def _set(self, section: str, values: dict[str, object],
+             paths: list[Path] | None = None) -> None:
+        for p in paths or self.configs():
+            if section not in p.read_text().splitlines():
+                continue
             text = p.read_text()
             for k, v in values.items():
                 lines = [ln for ln in text.splitlines() if not ln.startswith(f"{k} =")]
@@ -90,8 +98,8 @@ class Lab:
         return (self.dir / f"{who}.token").read_text().strip()
 
     def post(self, path: str, body: dict | None = None,
-             token: str | None = None) -> tuple[int, dict]:
-        cmd = ["ip", "netns", "exec", self.ns("arb"), "curl", "-sS", "--max-time", "10",
+             token: str | None = None, host: str = "arb") -> tuple[int, dict]:
+        cmd = ["ip", "netns", "exec", self.ns(host), "curl", "-sS", "--max-time", "10",
                "-o", "-", "-w", "\n%{http_code}", "-X", "POST",
                "-H", "Content-Type: application/json", "-d", json.dumps(body or {})]
         if token is not None:
@@ -177,6 +185,18 @@ class Lab:
         )
         if p.returncode != 0:
             raise RuntimeError(f"API {path}: {p.stderr}")
+        return json.loads(p.stdout)
+
+    def sql(self, query: str) -> list[dict]:
+        """Rows of ``query`` on the lab's PostgreSQL (--ha), as dicts: asked from the db
+        host's own namespace with psql."""
+        p = subprocess.run(
+            ["ip", "netns", "exec", self.ns("db"), "su", "postgres", "-s", "/bin/sh", "-c",
+             "cd / && psql -h 192.168.77.5 -d arbiter -Atq -v ON_ERROR_STOP=1 -f -"],
+            input=f"SELECT coalesce(json_agg(t), '[]') FROM ({query}) t;\n",
+            capture_output=True, text=True, timeout=20)
+        if p.returncode != 0:
+            raise RuntimeError(f"sql: {p.stderr.strip()}")
         return json.loads(p.stdout)
 
     def incidents(self, kind: str | None = None, host: str = "arb") -> list[dict]:

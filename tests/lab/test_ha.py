@@ -2,7 +2,7 @@
 real keepalived, sshd, arbiter-ssh-wrapper and arbiter-gate (asking all three).
 
 Verdicts are reactive here, so a VRRP cut makes a real split brain for the arbiters
-to fence. Lease: 4 s, renewed every second (the lab's [ha] section).
+to fence. Lease: the defaults, 5 s, renewed every second.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tests.lab.labctl import VIP1, Lab, wait_for
 
 pytestmark = pytest.mark.lab
 HA = "active-backup+gate+ha3"
-LEASE_TTL = 4.0
+LEASE_TTL = 5.0  # [ha] lease_ttl's default
 
 
 def start_all(lab: Lab, first_env: dict[str, str] | None = None) -> None:
