@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -91,6 +93,55 @@ async def test_hung_command_times_out(site: SimSite) -> None:
     finally:
         await pool.close()
     assert not r.ok and "timed out after 0.5s" in (r.error or "")
+
+
+async def test_a_timeout_does_not_cut_off_another_command_on_the_connection(
+        site: SimSite, caplog: pytest.LogCaptureFixture) -> None:
+    """After a stall of the arbiter every timeout in flight fires at once: a track file
+    write timing out must not kill the fence command that has just started on the same
+    connection (seen in CI: the fence failed with "SSH connection closed")."""
+    caplog.set_level(logging.INFO, "arbiter.probe.ssh")
+    st = site.state("lb2")
+    st.latency = 0.6
+    pool = pool_for(site)
+    t = target(site, "lb2")
+    try:
+        first = asyncio.create_task(pool.run(t, "true", 0.2))
+        await asyncio.sleep(0.05)
+        fence = await pool.run(t, st.fence_command, 3.0)  # runs while the first times out
+        timed_out = await first
+        assert site.nodes["lb2"].connections == 1
+        # alone on its connection, a timeout still closes it: the next command reconnects
+        alone = await pool.run(t, "true", 0.2)
+        again = await pool.run(t, "true", 3.0)
+    finally:
+        await pool.close()
+    assert not timed_out.ok and "timed out after 0.2s" in (timed_out.error or "")
+    assert fence.ok and fence.exit_status == 0 and not st.keepalived_running
+    assert not alone.ok and again.ok
+    connects = [r for r in caplog.records if r.getMessage().startswith("ssh connected to lb2")]
+    assert len(connects) == 2
+
+
+async def test_a_session_timeout_does_not_cut_off_a_command_on_the_connection(
+        site: SimSite) -> None:
+    st = site.state("lb2")
+    st.latency = 0.6
+    pool = pool_for(site)
+    t = target(site, "lb2")
+    try:
+        collect = asyncio.create_task(pool.run_in_session(t, collect_command([], 1.0), 0.2))
+        await asyncio.sleep(0.05)
+        fence = await pool.run(t, st.fence_command, 3.0)
+        timed_out = await collect
+        st.latency = 0.0
+        after = await pool.run_in_session(t, collect_command([], 1.0), 3.0)  # a new shell
+        assert site.nodes["lb2"].connections == 1  # the one the fence ran on
+    finally:
+        await pool.close()
+    assert not timed_out.ok and "timed out" in (timed_out.error or "")
+    assert fence.ok and fence.exit_status == 0
+    assert after.ok and parse_collect(after.stdout, []).keepalived_running is False
 
 
 async def _fence(site: SimSite, tmp_path: Path, method: FenceMethod) -> list[AttemptRecord]:

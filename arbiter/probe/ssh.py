@@ -3,6 +3,13 @@
 One connection per node, kept open with keepalives and reused every round.
 A failed connect or command closes the connection and returns a failed
 result; the next round reconnects. Nothing here raises into the loop.
+
+A command that times out closes the connection only when no other command is
+running on it: after a stall of the arbiter itself (a paused VM, SIGSTOP) every
+timeout in flight fires at once, and one of them (a track file write) must not
+cut off another (a fence command) that has only just started. A connection that
+really is dead still goes: the last command on it to time out closes it, and
+the keepalives close it in any case.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -111,6 +119,7 @@ class SshPool:
         self._sessions: dict[Target, asyncssh.SSHClientProcess] = {}
         self._no_session: set[Target] = set()  # refused a session once: use run()
         self._locks: dict[Target, asyncio.Lock] = {}
+        self._running: Counter[Target] = Counter()  # commands in flight, per node
         # Bounded connect storms: sshd's MaxStartups drops excess unauthenticated
         # connections, and a cold start of 1000 nodes must not trip it.
         self._connect_slots = asyncio.Semaphore(max_concurrent_connects)
@@ -158,6 +167,25 @@ class SshPool:
         if conn is not None:
             conn.close()
 
+    def _timed_out(self, t: Target) -> None:
+        """After a command on ``t`` timed out (its own channel already closed): close
+        the connection unless another command is still running on it."""
+        if self._running[t] <= 1:
+            self.drop(t)
+        else:
+            log.debug("a command on %s timed out; %d more still run on its connection: "
+                      "kept", t.name, self._running[t] - 1)
+
+    @contextlib.contextmanager
+    def _counted(self, t: Target):  # type: ignore[no-untyped-def]
+        self._running[t] += 1
+        try:
+            yield
+        finally:
+            self._running[t] -= 1
+            if self._running[t] <= 0:
+                del self._running[t]
+
     def sessionless(self) -> set[tuple[str, str]]:
         """(name, address) of nodes that refused a collect session: a channel per round."""
         return {(t.name, t.address) for t in self._no_session}
@@ -166,8 +194,12 @@ class SshPool:
         """Run a one-line command in this node's long-lived `sh`: no channel setup per
         round. Falls back to run() for nodes that refuse a session (e.g. a forced
         command that only allows exact commands)."""
-        if target in self._no_session:
-            return await self.run(target, command, timeout)
+        with self._counted(target):
+            if target in self._no_session:
+                return await self._run_channel(target, command, timeout)
+            return await self._run_session(target, command, timeout)
+
+    async def _run_session(self, target: Target, command: str, timeout: float) -> CommandResult:
         start = time.perf_counter()
         done = f"@@arbiter-done {id(self)}"
         proc = self._sessions.get(target)
@@ -193,7 +225,11 @@ class SshPool:
             async with asyncio.timeout(timeout):
                 body, status = await _read_answer(proc.stdout, done, self.max_output)
         except TimeoutError:
-            self.drop(target)
+            # the session's answer is still coming: that shell is done with
+            stale = self._sessions.pop(target, None)
+            if stale is not None:
+                stale.close()
+            self._timed_out(target)
             return CommandResult(False, None, "", "", f"command timed out after {timeout}s",
                                  (time.perf_counter() - start) * 1000)
         except OutputTooLarge as exc:
@@ -211,7 +247,7 @@ class SshPool:
                     self._no_session.add(target)
                     log.info("%s refused a collect session (%s); using a channel per round",
                              target.name, exc)
-                return await self.run(target, command, timeout)
+                return await self._run_channel(target, command, timeout)
             self.drop(target)
             return CommandResult(False, None, "", "", _describe(exc, self.connect_timeout),
                                  (time.perf_counter() - start) * 1000)
@@ -220,6 +256,10 @@ class SshPool:
     async def run(self, target: Target, command: str, timeout: float) -> CommandResult:
         """A channel for one command; at most ``max_output`` characters of its stdout
         and of its stderr are read, then the command is closed."""
+        with self._counted(target):
+            return await self._run_channel(target, command, timeout)
+
+    async def _run_channel(self, target: Target, command: str, timeout: float) -> CommandResult:
         start = time.perf_counter()
         try:
             conn = await self._connection(target)
@@ -237,7 +277,9 @@ class SshPool:
                 await proc.wait_closed()
                 status = proc.exit_status
         except TimeoutError:
-            self.drop(target)
+            if proc is not None:
+                proc.close()
+            self._timed_out(target)
             return CommandResult(False, None, "", "", f"command timed out after {timeout}s",
                                  (time.perf_counter() - start) * 1000)
         except OutputTooLarge as exc:

@@ -279,6 +279,8 @@ class SimNode:
                     continue
                 if self.state.flood and MARK in m.group(1):
                     await _flood(process)
+                if self.state.latency:
+                    await asyncio.sleep(self.state.latency)
                 status, out, _err = respond(self.state, m.group(1))
                 # like sh's one printf: output, marker and status in one write
                 process.stdout.write(f"{out.rstrip(chr(10))}\n{m.group(2)} {status}\n")
@@ -307,10 +309,15 @@ class SimNode:
         if st.latency:
             await asyncio.sleep(st.latency)
         status, out, err = respond(st, cmd)
-        process.stdout.write(out)
-        if err:
-            process.stderr.write(err)
-        process.exit(status)
+        try:
+            process.stdout.write(out)
+            if err:
+                process.stderr.write(err)
+            process.exit(status)
+        except (BrokenPipeError, OSError, asyncssh.Error):
+            # the client closed this channel (its command timed out): like sshd, the
+            # answer goes nowhere and the connection's other channels carry on
+            return
 
     async def start(self) -> None:
         self._server = await asyncssh.create_server(

@@ -5,6 +5,7 @@ tests need the split brain that exclusive verdicts prevent (tests/lab/test_exclu
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,17 @@ MASTER_DOWN = 3 * 1.0 + (256 - 90) / 256
 
 def ts(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
+
+
+def logged_events(lab: Lab, node: str, state: str) -> list[float]:
+    """When the arbiter logged each event ``node`` sent for VI_1 in ``state``: the log
+    keeps every one, while /status keeps only the latest (with the gate, lb2's MASTER
+    event is followed within milliseconds by FAULT once the deny reaches it)."""
+    line = re.compile(rf"^(\S+ \S+) INFO +arbiter\.service: \[web\] event from {node}: "
+                      rf"VI_1 is {state}$", re.M)
+    # the log's local time, read back as local time: the arbiter runs on this host
+    return [datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
+            for m in line.finditer(lab.arbiter_log())]
 
 
 def last_event(lab: Lab, node: str) -> dict | None:
@@ -113,9 +125,11 @@ def test_notify_event_triggers_detection_before_the_schedule(lab: Lab) -> None:
     before = lab.api("/status")["arbiter"]["last_round"]["started_at"]
     lab.fault("vrrp-cut")
     inc = wait_for(lambda: lab.incidents("split_brain"), 20, "split brain seen")[0]
-    ev = last_event(lab, "lb2")
-    assert ev is not None and ev["state"] == "MASTER"
-    opened, event_at = ts(inc["opened_at"]), ts(ev["at"])
+    opened = ts(inc["opened_at"])
+    # lb2's MASTER event that led to it (logged as it arrived, before that round)
+    masters = [t for t in logged_events(lab, "lb2", "MASTER") if t <= opened]
+    assert masters, "no MASTER event from lb2 before the incident opened"
+    event_at = masters[-1]
     # the round that would have seen it without the event: the schedule's next slot
     scheduled = ts(before) + interval
     while scheduled < event_at:
