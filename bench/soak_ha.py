@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import random
+import tempfile
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
 from bench.common import median, pct
 from bench.soak_checks import ARBITERS, SPLIT_MARGIN, Audit, check, leader
@@ -261,6 +264,7 @@ def summary(episodes: list[Episode]) -> dict:
         "split_during_takeover_s": dist([e.split_s for e in episodes
                                          if e.split_s is not None]),
         "episodes": [{"fault": e.fault, "cut": e.cut, "target": e.target,
+                      "at": datetime.fromtimestamp(e.t_fault, UTC).isoformat(timespec="seconds"),
                       "leader": e.leader, "term": e.term, "takeover_s": e.takeover_s,
                       "split_s": e.split_s, "violations": e.violations,
                       **({"incidents": e.incidents} if e.violations else {})}
@@ -313,13 +317,17 @@ def main(faults: int, seed: int, json_path: str | None, ha: int,
     except KeyboardInterrupt:
         print(f"stopped after {len(episodes)} faults", file=sys.stderr)
     finally:
-        logs = {h: lab.arbiter_log(h)[-4000:] for h in ARBITERS}
+        logs = {h: lab.arbiter_log(h) for h in ARBITERS}
         lab.down()
     out = report(episodes)
     print(json.dumps({k: v for k, v in out.items() if k != "episodes"}, indent=2))
+    kept = Path(tempfile.mkdtemp(prefix="soak-ha-logs-"))
+    for h, text in logs.items():
+        (kept / f"{h}.log").write_text(text)
     if out["violations"]:
         bad = [dict(e, n=n + 1) for n, e in enumerate(out["episodes"]) if e["violations"]]
         print(json.dumps(bad, indent=1))
         for h, text in logs.items():
-            print(f"--- {h}'s log, last 4000 characters\n{text}")
+            print(f"--- {h}'s log, last 4000 characters\n{text[-4000:]}")
+    print(f"the arbiters' whole logs (episodes carry their time, 'at'): {kept}")
     return 1 if out["violations"] else 0

@@ -448,6 +448,47 @@ async def test_an_arbiter_that_names_a_shard_gets_it_back_from_one_that_contends
         assert held.leading() == {"default"}
 
 
+async def test_a_leader_out_of_sight_hands_the_shard_over_and_takes_it_back_in_sight(
+        pg: Engine, site: SimSite, tmp_path: Path) -> None:
+    """A leader cut from both directors (the soak's `directors-cut` on the leader) kept
+    the lease while the other two saw a split it could not fence: the split waited for
+    the cut to heal. Out of sight, it hands the lease over at its next renewal and does
+    not ask for it back, though it names the shard in `prefer`, until it sees again."""
+    url = str(pg.url.render_as_string(hide_password=False))
+
+    def cfg(name: str, prefer: str) -> config_mod.Config:
+        p = tmp_path / f"{name}.toml"
+        p.write_text(ha_config(site, tmp_path, url, name) and
+                     (tmp_path / f"{name}.toml").read_text() + prefer)
+        return config_mod.load(p)
+
+    a1 = Leadership(cfg("a1", 'prefer = ["default"]\n'), pg)
+    a2 = Leadership(cfg("a2", ""), pg)
+    await a1.renew()
+    await a2.renew()
+    assert a1.term("default") == 1 and a2.leading() == set()
+    a1.stand_aside("default", "rule: out of sight: test")
+    assert a1.term("default") == 1  # it still leads until its next renewal
+    await a1.renew()
+    assert a1.leading() == set()
+    assert a1.status()["shards"]["default"]["standing_aside"] == "rule: out of sight: test"
+    await a2.renew()
+    assert a2.term("default") == 2
+    for _ in range(3):  # out of sight, a1 neither takes it nor asks for it back
+        await a1.renew()
+        await a2.renew()
+    assert a1.leading() == set() and a2.term("default") == 2
+    with pg.begin() as c:
+        assert c.execute(text("SELECT wanted_by FROM leases")).scalar() is None
+    a1.stand_aside("default", None)  # in sight again: it asks, a2 hands it back
+    await a1.renew()
+    await a2.renew()
+    await a1.renew()
+    assert a1.term("default") == 3 and a2.leading() == set()
+    a1.close()
+    a2.close()
+
+
 @pytest.mark.parametrize("pair", [IsolatedPinger], indirect=True)
 async def test_an_isolated_arbiters_view_counts_as_none(pair: list[Arbiter],
                                                        site: SimSite) -> None:

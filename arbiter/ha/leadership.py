@@ -13,6 +13,10 @@
   ``step_down_margin``. The database's lease runs from its ``now()``, which comes
   after t, so this arbiter stops before any other can take over, with no clock
   shared between them.
+- ``stand_aside(shard, why)``: the loop's word that this arbiter cannot act in a
+  shard (it reads none of its directors while another arbiter does): it hands the
+  lease back at its next renewal and neither contends for it nor asks for it back
+  until the loop says it can act again.
 - ``check_write``: the write guard the repository runs inside every write that
   decides or acts (``lease.check``).
 """
@@ -80,6 +84,7 @@ class Leadership:
         self._renewing = asyncio.Lock()  # the scheduled renewal and the watch's
         self._watch_at: asyncio.TimerHandle | None = None
         self.since: dict[str, float] = {}  # shard -> wall time this arbiter began leading
+        self._aside: dict[str, str] = {}  # shard -> why this arbiter does not lead it now
 
     def reconfigure(self, config: Config) -> None:
         """A reload: which shard each cluster is in (the set of shards is unchanged;
@@ -137,6 +142,16 @@ class Leadership:
         lease.check(session, shard, self.me, term)
         return term
 
+    def stand_aside(self, shard: str, why: str | None) -> None:
+        """``why``: this arbiter cannot act in ``shard`` (policy.quorum.out_of_sight);
+        None: it can again. Takes effect at the next renewal."""
+        if why is None:
+            if self._aside.pop(shard, None) is not None:
+                log.warning("[ha] shard %s: back in sight: contending for it again", shard)
+        elif shard in self._leases and shard not in self._aside:
+            self._aside[shard] = why
+            log.warning("[ha] shard %s: standing aside: %s", shard, why)
+
     # --- renewals -------------------------------------------------------------
     async def renew(self) -> None:
         async with self._renewing:
@@ -182,17 +197,24 @@ class Leadership:
 
     def _acquire_all(self) -> dict[str, LeaseRow | None]:
         out = {}
+        aside = dict(self._aside)  # this runs in a thread: one reading of it
         for shard in self._leases:
-            contend = (shard in self._prefer or self._leases[shard].leading_until is not None
-                       or self._may_take(shard))
+            contend = shard not in aside and (
+                shard in self._prefer or self._leases[shard].leading_until is not None
+                or self._may_take(shard))
             # only a shard named in `prefer` is taken from under another's request
             # (until that claimant has let it go unled for a few renewals)
             polite = shard not in self._explicit and not self._may_take(shard)
             with self.engine.begin() as conn:
                 row = (lease.acquire(conn, shard, self.me, self.ha.lease_ttl, polite) if contend
                        else lease.read(conn, shard))
-                if row is not None and row.holder != self.me and shard in self._prefer \
-                        and self.ha.prefer and row.wanted_by != self.me:
+                if row is not None and row.held_by(self.me) and shard in aside:
+                    # it decides but cannot act there: an arbiter that can takes over
+                    lease.resign(conn, shard, self.me, row.term)
+                    log.warning("[ha] shard %s: handed over (%s)", shard, aside[shard])
+                    row = lease.read(conn, shard)
+                elif row is not None and row.holder != self.me and shard in self._prefer \
+                        and self.ha.prefer and row.wanted_by != self.me and shard not in aside:
                     lease.want(conn, shard, self.me)  # ours by preference: ask for it
                 elif (row is not None and row.held_by(self.me) and shard not in self._explicit
                       and row.wanted_by not in (None, self.me)):
@@ -233,8 +255,9 @@ class Leadership:
             log.warning("[ha] shard %s: leading under term %d", shard, row.term)
             self.on_lead()
         elif was and not ours:
-            log.error("[ha] shard %s: %s leads now (term %d): following", shard, row.holder,
-                      row.term)
+            led = row.holder != self.me and row.expires_at > row.db_now
+            log.error("[ha] shard %s: %s leads now (term %d): following", shard,
+                      row.holder if led else "nobody yet", row.term)
         elif not ours and row.holder != old.holder:
             log.info("[ha] shard %s: following %s (term %d)", shard, row.holder, row.term)
 
@@ -287,6 +310,7 @@ class Leadership:
                                       .isoformat() if self.term(s.shard) is not None
                                       and s.shard in self.since else None),
                     "expires_at": s.expires_at.isoformat() if s.expires_at else None,
+                    "standing_aside": self._aside.get(s.shard),
                 } for s in self._leases.values()
             },
         }

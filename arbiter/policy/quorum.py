@@ -12,6 +12,10 @@ the policy asks ``judge`` before it fences:
   ``stale_after``, was never handed in: it counts as no view.
 
 The reason names the views: ``2 of 3 arbiters see lb1 and lb2 both holding 192.168.77.100``.
+
+``out_of_sight`` tells a leader that can decide but not act to stand aside: it reads
+none of a shard's directors over SSH while another arbiter's fresh view does, so a
+split the majority sees would wait for the cut to heal (found by the HA soak).
 """
 
 from __future__ import annotations
@@ -85,3 +89,26 @@ def judge(quorum: Quorum, cluster: ClusterConfig, own: ClusterView,
             return None, (f"{phrase}, but {len(blind)} of {len(views)} views cannot reach "
                           f"{victim.node}: not fencing a node a majority cannot see")
     return plan, phrase
+
+
+def out_of_sight(quorum: Quorum, reads: Mapping[str, bool]) -> str | None:
+    """Why this arbiter should not lead the shard of the clusters in ``reads`` (cluster
+    -> whether this arbiter read at least one of its directors over SSH this round),
+    or None. It stands aside only when it reads none of them and another arbiter's
+    fresh view reaches a director of every one (SSH answered there: keepalived's state
+    is known), so the shard goes to an arbiter that can fence. When nobody reads them
+    better, standing aside would only move the lead around."""
+    if not reads or any(reads.values()):
+        return None
+    seers: set[str] | None = None
+    for cluster in sorted(reads):
+        who = {a for a, v in quorum.views_of(cluster).items()
+               if any(n.reachable and n.keepalived is not None for n in v.values())}
+        seers = who if seers is None else seers & who
+    if not seers:
+        return None
+    names = ", ".join(sorted(seers))
+    return (f"rule: out of sight: this arbiter reads none of the directors of "
+            f"{', '.join(sorted(reads))} over SSH while {names} "
+            f"{'does' if len(seers) == 1 else 'do'}: it leaves the lead to an arbiter "
+            "that can act")

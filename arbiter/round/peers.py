@@ -6,7 +6,9 @@ loop has no ``if ha`` branches:
 - which clusters this arbiter leads, and under which term (``leads``, ``term_of``);
   the ledger records, and the fencer acts, only on those;
 - the views handed in and taken back each round (``exchange``), which the policy
-  judges a fence by (a ``Quorum``);
+  judges a fence by (a ``Quorum``); the same views tell whether this arbiter can act
+  in each shard at all (``policy.quorum.out_of_sight``): one that reads none of a
+  shard's directors while another does stands aside, after two rounds of it;
 - following: the memory of a cluster another arbiter leads is read back from the
   store each round, and once more in the round it is taken over, when the new
   leader also announces its term to every node (``follow``);
@@ -25,7 +27,7 @@ from typing import Any
 from arbiter.config import ClusterConfig, Config
 from arbiter.ha.leadership import Leadership
 from arbiter.model import Snapshot
-from arbiter.policy.quorum import Quorum
+from arbiter.policy.quorum import Quorum, out_of_sight
 from arbiter.probe.ssh import Runner
 from arbiter.probe.term_runner import TermRunner
 from arbiter.round.vantages import Vantages
@@ -34,6 +36,7 @@ from arbiter.store.engine import StoreError
 log = logging.getLogger("arbiter.service")
 
 Restore = Callable[[frozenset[str]], Awaitable[None]]
+SIGHT_ROUNDS = 2  # rounds in a row out of sight (or back in it) before the lead moves
 Announce = Callable[[ClusterConfig], None]
 
 
@@ -92,6 +95,8 @@ class Peers:
         self.me: str | None = leadership.me
         self.guard = leadership  # every write that decides or acts checks the lease
         self._led: frozenset[str] = frozenset()  # shards led at the last follow
+        # shard -> (out of sight?, rounds in a row): never moved on one round of it
+        self._sight: dict[str, tuple[bool, int]] = {}
 
     def configure(self, config: Config) -> None:
         self.config = self.vantages.config = config
@@ -123,7 +128,24 @@ class Peers:
                       max_instances=1, coalesce=True, misfire_grace_time=None)
 
     async def exchange(self, snap: Snapshot) -> Quorum | None:
-        return await self.vantages.exchange(snap)
+        quorum = await self.vantages.exchange(snap)
+        self._judge_sight(snap, quorum)
+        return quorum
+
+    def _judge_sight(self, snap: Snapshot, quorum: Quorum) -> None:
+        for shard in self.config.shards:
+            reads = {}
+            for c in self.config.clusters:
+                if c.shard == shard:
+                    obs = snap.cluster(c.name)
+                    reads[c.name] = obs is not None and any(n.ssh_ok for n in obs.nodes)
+            why = out_of_sight(quorum, reads)
+            was, streak = self._sight.get(shard, (False, 0))
+            now = why is not None
+            streak = streak + 1 if now == was else 1
+            self._sight[shard] = (now, streak)
+            if streak == SIGHT_ROUNDS:
+                self.leadership.stand_aside(shard, why)
 
     async def follow(self, config: Config, restore: Restore, announce: Announce) -> None:
         """Read back the memory of every cluster whose shard another arbiter leads, or

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from arbiter.config import ClusterConfig
 from arbiter.model import FenceMethod, FencePlan, VictimAction
-from arbiter.policy.quorum import NodeView, Quorum, judge
+from arbiter.policy.quorum import NodeView, Quorum, judge, out_of_sight
 
 VIP = "192.168.77.100"
 CLUSTER = ClusterConfig.model_validate({
@@ -86,3 +86,49 @@ def test_the_survivor_rule_counts_every_view() -> None:
     assert deciding_rule(ranked[0], ranked[1], True) == \
         "sees more of its gateways, over every arbiter's view (3 > 1)"
     assert "reachable by 3/3 arbiters" in ranked[0].why
+
+
+BLIND = {"lb1": NodeView(False, None, (), 0), "lb2": NodeView(False, None, (), 0)}
+PINGS_ONLY = {"lb1": NodeView(True, None, (), 1), "lb2": NodeView(True, None, (), 1)}
+
+
+@pytest.mark.parametrize(("reads", "peers", "aside", "says"), [
+    # it reads a director: it can act, whatever the others see
+    ({"web": True}, {"a2": SPLIT}, False, None),
+    # it reads none, a peer reads them: stand aside, naming who can act
+    ({"web": False}, {"a2": SPLIT}, True, "rule: out of sight: this arbiter reads none of "
+     "the directors of web over SSH while a2 does"),
+    ({"web": False}, {"a2": SPLIT, "a3": view("held", "gone")}, True, "while a2, a3 do"),
+    # nobody reads them better: the lead would only move around
+    ({"web": False}, {}, False, None),
+    ({"web": False}, {"a2": BLIND, "a3": BLIND}, False, None),
+    # a peer that only pings them cannot fence them either
+    ({"web": False}, {"a2": PINGS_ONLY}, False, None),
+    # a shard of two clusters: aside only if it reads neither and one peer reads both
+    ({"web": False, "api": True}, {"a2": SPLIT}, False, None),
+    ({"web": False, "api": False}, {"a2": SPLIT}, False, None),  # a2 has no view of api
+    ({}, {"a2": SPLIT}, False, None),
+])
+def test_out_of_sight(reads: dict[str, bool], peers: dict[str, dict[str, NodeView]],
+                      aside: bool, says: str | None) -> None:
+    quorum = Quorum(3, 2, {"web": peers})
+    why = out_of_sight(quorum, reads)
+    assert (why is not None) == aside
+    if says:
+        assert why is not None and says in why
+
+
+@given(reads=st.dictionaries(st.sampled_from(["web", "api", "db"]), st.booleans(),
+                             max_size=3),
+       seers=st.dictionaries(st.sampled_from(["a2", "a3"]),
+                             st.sets(st.sampled_from(["web", "api", "db"])), max_size=2))
+@settings(max_examples=200, deadline=None)
+def test_out_of_sight_only_when_blind_and_another_reads_every_cluster(
+        reads: dict[str, bool], seers: dict[str, set[str]]) -> None:
+    peers: dict[str, dict[str, dict[str, NodeView]]] = {}
+    for arbiter, clusters in seers.items():
+        for c in clusters:
+            peers.setdefault(c, {})[arbiter] = SPLIT
+    why = out_of_sight(Quorum(3, 2, peers), reads)
+    someone = any(set(reads) <= cs for cs in seers.values())
+    assert (why is not None) == (bool(reads) and not any(reads.values()) and someone)
