@@ -52,6 +52,15 @@ renew_every = {TTL / 2}
     return config_mod.load(p)
 
 
+def prefer_config(site: SimSite, tmp_path: Path, url: str, name: str,
+                  prefer: str) -> config_mod.Config:
+    """``ha_config`` with a line added to its [ha] table (a `prefer`, or nothing)."""
+    ha_config(site, tmp_path, url, name)
+    p = tmp_path / f"{name}.toml"
+    p.write_text(p.read_text() + prefer)
+    return config_mod.load(p)
+
+
 class Clock:
     """A monotonic clock that moves only when told: the arbiter that was paused."""
 
@@ -405,10 +414,7 @@ async def test_an_arbiter_that_names_a_shard_gets_it_back_from_one_that_contends
     url = str(pg.url.render_as_string(hide_password=False))
 
     def cfg(name: str, prefer: str) -> config_mod.Config:
-        p = tmp_path / f"{name}.toml"
-        p.write_text(ha_config(site, tmp_path, url, name) and
-                     (tmp_path / f"{name}.toml").read_text() + prefer)
-        return config_mod.load(p)
+        return prefer_config(site, tmp_path, url, name, prefer)
 
     a1 = Leadership(cfg("a1", 'prefer = ["default"]\n'), pg)
     a2 = Leadership(cfg("a2", ""), pg)
@@ -457,10 +463,7 @@ async def test_a_leader_out_of_sight_hands_the_shard_over_and_takes_it_back_in_s
     url = str(pg.url.render_as_string(hide_password=False))
 
     def cfg(name: str, prefer: str) -> config_mod.Config:
-        p = tmp_path / f"{name}.toml"
-        p.write_text(ha_config(site, tmp_path, url, name) and
-                     (tmp_path / f"{name}.toml").read_text() + prefer)
-        return config_mod.load(p)
+        return prefer_config(site, tmp_path, url, name, prefer)
 
     a1 = Leadership(cfg("a1", 'prefer = ["default"]\n'), pg)
     a2 = Leadership(cfg("a2", ""), pg)
