@@ -35,6 +35,10 @@ database = "{url}"
 gateways = ["127.0.0.1"]
 dry_run = true
 
+[ssh]
+client_keys = ["/nonexistent/key"]
+known_hosts = "/nonexistent/known_hosts"
+
 [[clusters]]
 name = "{shard}"
 shard = "{shard}"
@@ -68,7 +72,7 @@ async def lead(url: str, name: str, ttl: float, every: float, seconds: float,
     p = workdir / f"{shard}.toml"
     p.write_text(CONFIG.format(url=url, shard=shard, me=shard, ttl=ttl, every=every))
     engine = make_engine(url)
-    leadership = Leadership(config_mod.load(p), engine)
+    leadership = Leadership(config_mod.load(p, check_files=False), engine)
     lat: list[float] = []
     failed = step_downs = 0
     end = time.monotonic() + seconds
