@@ -52,6 +52,9 @@ if [[ $# -eq 0 ]]; then
   # several arbiters ([ha]) on a throw-away PostgreSQL of its own, three shards
   $PY -m bench.ha --nodes 10 --rounds 3 --shards 3 >/dev/null
   echo "bench.ha: ok"
+  # the lease's renewals beside pgbench load on a throw-away PostgreSQL
+  $PY -m bench.lease_load --seconds 3 --clients 0 4 >/dev/null
+  echo "bench.lease_load: ok"
   $PY -m bench.window --cuts 1 --modes push garp gate seed --seed-observe 6 >/dev/null
   echo "bench.window: ok"
   $PY -m bench.window --modes failover --failover-reps 1 --failover-observe 12 \
