@@ -5,6 +5,8 @@ wait_for cancels at once, not at the call itself)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 
 import pytest
@@ -40,3 +42,29 @@ async def test_settled_waits_for_the_call_itself_not_the_cancelled_future() -> N
     store.release.set()
     assert await ledger.settled(5) is True
     assert store.landed  # it did land: the memory must be read back after this
+
+
+async def test_a_late_call_that_fails_leaves_no_unread_exception(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The soak's database faults left 45 "Future exception was never retrieved"
+    tracebacks at ERROR in one arbiter's log: ``settled`` waited on wrappers of the late
+    calls and never read their failures (which unknown_outcome already accounts for)."""
+    import gc
+
+    store = SlowStore()
+
+    def write_fails() -> None:
+        store.release.wait(10)
+        raise StoreError("OperationalError: server closed the connection unexpectedly")
+
+    ledger = Ledger(store, timeout=0.0)  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="did not answer"):
+        await ledger.call(write_fails)
+    caplog.set_level(logging.ERROR, "asyncio")
+    assert await ledger.settled(0.1) is False  # its wrapper gives up waiting
+    store.release.set()
+    await asyncio.sleep(0.2)  # the call fails late: the wrapper holds the failure
+    assert await ledger.settled(5) is True
+    gc.collect()
+    await asyncio.sleep(0.05)
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
