@@ -208,20 +208,20 @@ class Leadership:
             with self.engine.begin() as conn:
                 row = (lease.acquire(conn, shard, self.me, self.ha.lease_ttl, polite) if contend
                        else lease.read(conn, shard))
+                handing = None  # why this arbiter hands the shard over now
                 if row is not None and row.held_by(self.me) and shard in aside:
                     # it decides but cannot act there: an arbiter that can takes over
-                    lease.resign(conn, shard, self.me, row.term)
-                    log.warning("[ha] shard %s: handed over (%s)", shard, aside[shard])
-                    row = lease.read(conn, shard)
+                    handing = f"handed over ({aside[shard]})"
                 elif row is not None and row.holder != self.me and shard in self._prefer \
                         and self.ha.prefer and row.wanted_by != self.me and shard not in aside:
                     lease.want(conn, shard, self.me)  # ours by preference: ask for it
                 elif (row is not None and row.held_by(self.me) and shard not in self._explicit
                       and row.wanted_by not in (None, self.me)):
                     # the arbiter that prefers it is up and asks: hand it back now
+                    handing = f"handed back to {row.wanted_by}, which prefers it"
+                if handing is not None and row is not None:
                     lease.resign(conn, shard, self.me, row.term)
-                    log.warning("[ha] shard %s: handed back to %s, which prefers it",
-                                shard, row.wanted_by)
+                    log.warning("[ha] shard %s: %s", shard, handing)
                     row = lease.read(conn, shard)
                 if row is not None and row.held_by(self.me):
                     lease.remember(conn, shard, row.term, self.me)

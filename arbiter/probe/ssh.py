@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -177,7 +178,7 @@ class SshPool:
                       "kept", t.name, self._running[t] - 1)
 
     @contextlib.contextmanager
-    def _counted(self, t: Target):  # type: ignore[no-untyped-def]
+    def _counted(self, t: Target) -> Iterator[None]:
         self._running[t] += 1
         try:
             yield

@@ -36,8 +36,8 @@ from arbiter.store.engine import StoreError
 log = logging.getLogger("arbiter.service")
 
 Restore = Callable[[frozenset[str]], Awaitable[None]]
-SIGHT_ROUNDS = 2  # rounds in a row out of sight (or back in it) before the lead moves
 Announce = Callable[[ClusterConfig], None]
+SIGHT_ROUNDS = 2  # rounds in a row out of sight (or back in it) before the lead moves
 
 
 class Alone:
