@@ -124,6 +124,9 @@ class NodeObservation:
     macs: tuple[str, ...] = ()  # the node's link-layer addresses (the collect's ip addr)
     # keepalived's own view of its VRRP instances (None: not watched for this cluster)
     keepalived: KeepalivedView | None = None
+    # a keepalived process is there but stopped (SIGSTOP: state T in /proc): it sends
+    # no advert and answers nothing, so it does not count as running (issue 28)
+    keepalived_frozen: bool = False
 
     @property
     def health(self) -> Health:
@@ -217,6 +220,9 @@ class KeepalivedView:
     error: str | None = None  # unavailable, and why (then instances may be old or empty)
     # False: this node can give no dump at all (no JSON support, the watch refused)
     supported: bool = True
+    # keepalived answered the dump signal before, and now its process is there but
+    # gives no dump within the watch's bound: hung (frozen, stuck, D state)
+    hung: bool = False
 
     def instance(self, vrid: int) -> VrrpInstance | None:
         return next((i for i in self.instances if i.vrid == vrid), None)
@@ -341,6 +347,10 @@ class Denial:
 class ClusterHistory:
     split_streak: int = 0
     split_since: datetime | None = None
+    # per node in this split: (node, consecutive observations holding a split VIP,
+    # since when); a node that joins a split its incident already decided is
+    # confirmed on its own count, not on the split's (issue 28)
+    claims: tuple[tuple[str, int, datetime], ...] = ()
     clean_streak: int = 0
     clean_since: datetime | None = None  # the first clean round of this streak
     orphan_streak: int = 0
@@ -359,6 +369,10 @@ class ClusterHistory:
     # keepalived's view shows this round's split as two masters deaf to each other
     # (why, in words); None: no such evidence, confirmation spans confirm_min_span
     view_split: str | None = None
+
+    def claim_of(self, node: str) -> tuple[int, datetime | None]:
+        """How many consecutive observations ``node`` has held a split VIP, since when."""
+        return next(((n, t) for m, n, t in self.claims if m == node), (0, None))
 
     def incumbent_of(self, vip: str) -> str | None:
         return dict(self.incumbents).get(vip)

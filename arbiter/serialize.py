@@ -40,6 +40,7 @@ def node_observation(o: NodeObservation, vips: list[str] | tuple[str, ...]) -> d
         "icmp": {"ok": o.icmp_ok, "rtt_ms": o.icmp_rtt_ms},
         "ssh": {"ok": o.ssh_ok, "error": o.ssh_error, "ms": o.ssh_ms},
         "keepalived_running": o.keepalived_running,
+        "keepalived_frozen": o.keepalived_frozen,
         "gateways": {g: ok for g, ok in o.gateways},
         "peers": {p: ok for p, ok in o.peers},
         "holds": list(o.holds(vips)),

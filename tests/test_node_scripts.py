@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import threading
@@ -456,3 +457,40 @@ def test_gate_lifts_a_deny_nobody_refreshed(arbiter_url: str, tmp_path: Path) ->
                             "lb1", "127.0.0.1"], env={**env, "ARBITER_GATE_DENY_TTL": "3"},
                            capture_output=True, text=True, timeout=10)
         assert p.returncode == 0 and track.read_text() == "1\n", (name, p.stderr)
+
+
+@pytest.mark.parametrize("stop", ["", "kill -STOP $k; "])
+def test_the_collect_tells_a_frozen_keepalived_from_a_running_one(tmp_path: Path,
+                                                                  stop: str) -> None:
+    """pidof finds a SIGSTOPped keepalived as readily as a working one (issue 28): the
+    collect, and the wrapper's own copy, read its state from /proc. A stand-in process
+    named keepalived runs in a pid namespace of its own, so no other keepalived on this
+    machine can answer; under dash, busybox sh and the wrapper."""
+    fake = tmp_path / "keepalived"
+    shutil.copy("/bin/sleep", fake)
+    conf = tmp_path / "wrapper.conf"
+    conf.write_text("")
+    cmd = collect_command(["127.0.0.1"], 1.0)
+    bb = shutil.which("busybox")
+    assert bb
+    bindir = tmp_path / "bb"
+    bindir.mkdir()
+    for applet in ("sh", "pidof", "sed", "ip", "ping", "cat"):
+        (bindir / applet).symlink_to(bb)
+    want = "frozen" if stop else "running"
+    q = shlex.quote(cmd)
+    for name, run in [("dash", f"dash -c {q}"),
+                      ("busybox", f"PATH={bindir} {bb} sh -c {q}"),
+                      ("wrapper", f"SSH_ORIGINAL_COMMAND={q} dash {WRAPPER} {conf}")]:
+        script = f"{fake} 30 & k=$!; sleep 0.2; {stop}{run}; kill -CONT $k; kill $k"
+        p = subprocess.run(["unshare", "-pf", "--mount-proc", "bash", "-c", script],
+                           capture_output=True, text=True, timeout=20)
+        assert p.returncode == 0, (name, p.stderr)
+        section = p.stdout.split("@@keepalived\n", 1)[1].split("\n", 1)[0]
+        assert section == want, (name, p.stdout[-300:])
+        facts = parse_collect(p.stdout, ["127.0.0.1"])
+        assert facts.keepalived_frozen is bool(stop) and facts.keepalived_running is not stop
+    # and with no keepalived at all
+    p = subprocess.run(["unshare", "-pf", "--mount-proc", "dash", "-c", cmd],
+                       capture_output=True, text=True, timeout=20)
+    assert parse_collect(p.stdout, ["127.0.0.1"]).keepalived_running is False

@@ -149,7 +149,9 @@ def assess_cluster(
             nxt = nxt.with_(incident=None)
             streak, since = 1, now
         nxt = nxt.with_(split_streak=streak, clean_streak=0, split_since=since,
-                        clean_since=None)
+                        clean_since=None,
+                        claims=_claims(nxt.claims if streak > 1 else (), holders,
+                                       split_vips, now))
         progress = (f"round {streak} of {config.arbiter.confirm_rounds}"
                     if config.arbiter.confirm_after is None else f"observation {streak}")
         reason = (
@@ -165,11 +167,12 @@ def assess_cluster(
     elif split_vips:
         # Evidence gathered while we may be the isolated one is not evidence: the
         # clock of confirm_after starts again too.
-        nxt = nxt.with_(split_streak=0, clean_streak=0, split_since=None, clean_since=None)
+        nxt = nxt.with_(split_streak=0, clean_streak=0, split_since=None, clean_since=None,
+                        claims=())
         reason = f"split brain seen on {', '.join(split_vips)} but {abstain_reason}"
     else:
         nxt = nxt.with_(split_streak=0, split_since=None, clean_streak=hist.clean_streak + 1,
-                        clean_since=hist.clean_since if hist.clean_streak else now)
+                        clean_since=hist.clean_since if hist.clean_streak else now, claims=())
         # never "no split brain" while a node is held: the operator may still owe work
         reason = ("one holder per VIP; " + ", ".join(sorted(nxt.held_nodes)) + " held"
                   if nxt.held else "no split brain")
@@ -247,9 +250,9 @@ def assess_cluster(
                 effects.append(StartFence(ref_of(inc), fence, attempt))
             nxt = nxt.with_(incident=incident_fsm.advance(
                 inc, dst, survivor=fence.survivor,
-                victims=tuple(v.node for v in fence.victims), attempts=attempt,
+                victims=victims_after(inc, fence), attempts=attempt,
                 last_attempt_at=inc.last_attempt_at if fence.dry_run else now,
-                mode=fence.mode, refenced=inc.refenced or inc.state in incident_fsm.RECLAIMABLE,
+                mode=fence.mode, refenced=inc.refenced or _refences(inc, fence),
             ))
 
     # --- orphaned VIPs -----------------------------------------------------
@@ -312,6 +315,34 @@ def assess_cluster(
         effects=tuple(effects),
         conflicts=conflicts,
     )
+
+
+def _claims(before: tuple[tuple[str, int, datetime], ...], holders: dict[str, tuple[str, ...]],
+            split_vips: tuple[str, ...], now: datetime) -> tuple[tuple[str, int, datetime], ...]:
+    """Each node's run of consecutive observations holding a split VIP: one that
+    joins later starts its own count (``fence_plan`` confirms a new claimant on it)."""
+    prev = {n: (c, t) for n, c, t in before}
+    out = []
+    for n in sorted({n for v in split_vips for n in holders[v]}):
+        c, t = prev.get(n, (0, now))
+        out.append((n, c + 1, t))
+    return tuple(out)
+
+
+def victims_after(inc: IncidentMemory, fence: FencePlan) -> tuple[str, ...]:
+    """The incident's victims once ``fence`` is decided: a fence after the first (a
+    re-claim, a new claimant) adds to them; a first fence or a retry sets them."""
+    new = tuple(v.node for v in fence.victims)
+    if inc.state in incident_fsm.AFTER_FENCE:
+        return tuple(dict.fromkeys(inc.victims + new))
+    return new
+
+
+def _refences(inc: IncidentMemory, fence: FencePlan) -> bool:
+    """A victim fenced again after its hold (a re-claim): its holds wait for an
+    operator. A new claimant's first fence is not a re-fence."""
+    return inc.state in incident_fsm.RECLAIMABLE and \
+        any(v.node in inc.victims for v in fence.victims)
 
 
 def _standing(config: Config, kind: IncidentKind, vips: tuple[str, ...], why: str,

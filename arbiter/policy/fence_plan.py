@@ -3,7 +3,8 @@ the survivor rule, and the guards that no rule can talk past. Pure; part of the
 policy that ``decide.assess`` runs.
 
 - ``maybe_fence``: a split brain confirmed over time, ranked by the survivor rule;
-- ``_reclaim``: a victim of a held or watched incident claims the VIP again;
+- ``_after_fence``: after the fence, a victim claims the VIP again, or a node that was
+  not part of the split claims it while the survivor holds it;
 - ``_plan``: the guards, and how each victim is fenced.
 """
 
@@ -22,7 +23,8 @@ from arbiter.model import (
     IncidentState,
     VictimAction,
 )
-from arbiter.policy.incident_fsm import RECLAIMABLE
+from arbiter.policy.incident_fsm import AFTER_FENCE
+from arbiter.policy.liveness import Keepalived, keepalived_state, runs
 from arbiter.policy.quorum import ClusterView
 from arbiter.policy.survivor import deciding_rule, rank_candidates
 
@@ -45,8 +47,8 @@ def maybe_fence(
     inc = hist.incident
     if inc is None:
         return None, ""
-    if inc.state in RECLAIMABLE:
-        return _reclaim(config, cluster, obs, hist, split_vips, holders)
+    if inc.state in AFTER_FENCE:
+        return _after_fence(config, cluster, obs, hist, split_vips, holders, now)
     # Confirmation spans time as well as observations: rounds woken by events can come
     # min_round_gap apart, and a normal handover's overlap must never look confirmed.
     # keepalived's own view can tell the two apart (``hist.view_split``): two masters
@@ -59,11 +61,6 @@ def maybe_fence(
                       f"{hist.split_streak} of {need_obs} observations)")
     if inc.state is IncidentState.FENCING:
         return None, "a fence is already in flight"
-    if inc.state is IncidentState.FENCED:
-        return None, (
-            "split brain persists although this incident was already fenced; "
-            "not fencing twice: operator attention needed"
-        )
     if inc.state is IncidentState.DECIDED:
         return None, f"dry run: decision already recorded ({inc.survivor} survives)"
     if inc.state is IncidentState.FENCE_FAILED:
@@ -90,35 +87,77 @@ def maybe_fence(
                  tuple((r.name, r.why) for r in ranking))
 
 
-def _reclaim(
+def _after_fence(
     config: Config,
     cluster: ClusterConfig,
     obs: ClusterObservation,
     hist: ClusterHistory,
     split_vips: tuple[str, ...],
     holders: dict[str, tuple[str, ...]],
+    now: datetime,
 ) -> tuple[FencePlan | None, str]:
-    """A victim of this incident (held, or released automatically) claims the VIP
-    again while the survivor still holds it. The incident already confirmed this very
-    split, so there is no new confirmation span: two observations in a row, and the
-    fence goes out in the same incident. The victim is then held for an operator."""
+    """A split after this incident's fence, while the survivor still holds the VIP.
+    The survivor never changes within an incident. Who else holds it is either:
+
+    - a **victim** re-claiming (held, or released automatically): this very split was
+      confirmed already, so two observations in a row, and it is held for an operator;
+      a victim that holds it again before the incident is over (``fenced``) is not
+      fenced twice;
+    - a **new claimant**, not part of the split when it was decided (a third director
+      whose master-down ended after the fence): confirmed in the usual way on its own
+      observations (keepalived's view, or the observations and the span), then fenced
+      in the same incident and added to its victims (issue 28).
+    """
     inc = hist.incident
     assert inc is not None and inc.survivor is not None
-    others = sorted({n for v in split_vips for n in holders[v]} - {inc.survivor})
-    if not all(inc.survivor in holders[v] for v in split_vips) or \
-            not set(others) <= set(inc.victims):
+    survivor = inc.survivor
+    others = sorted({n for v in split_vips for n in holders[v]} - {survivor})
+    if not all(survivor in holders[v] for v in split_vips):
         return None, (f"split brain not between incident #{inc.id}'s survivor "
-                      f"{inc.survivor} and its victims while it is {inc.state.value}: "
+                      f"{survivor} and other nodes while it is {inc.state.value}: "
                       "operator attention needed")
-    if hist.split_streak < 2:
-        return None, f"{', '.join(others)} claims the VIP again: confirming once more"
-    how = ("after its automatic release" if inc.state is IncidentState.WATCHING
-           else "while held")
-    return _plan(config, cluster, obs, hist, inc.survivor, others, split_vips,
-                 f"re-claim: {', '.join(others)} claimed {', '.join(split_vips)} again {how} "
-                 f"while {inc.survivor} holds it; {inc.survivor} survives as decided in "
-                 f"incident #{inc.id}, and the victim is held for an operator",
-                 ((inc.survivor, "survivor of this incident"),))
+    new = [n for n in others if n not in inc.victims]
+    back = [n for n in others if n in inc.victims]
+    if inc.state is IncidentState.FENCED and back:
+        if not new:
+            return None, ("split brain persists although this incident was already fenced; "
+                          "not fencing twice: operator attention needed")
+        back = []  # a victim its own fence did not keep down waits for an operator
+    waiting = [_unconfirmed(config, hist, n, now, n in back) for n in new + back]
+    if any(waiting):
+        return None, "; ".join(w for w in waiting if w)
+    vips = ", ".join(split_vips)
+    parts = []
+    if back:
+        how = ("after its automatic release" if inc.state is IncidentState.WATCHING
+               else "while held")
+        parts.append(f"re-claim: {', '.join(back)} claimed {vips} again {how} while "
+                     f"{survivor} holds it; {survivor} survives as decided in incident "
+                     f"#{inc.id}, and the victim is held for an operator")
+    for n in new:
+        parts.append(f"{n} claimed {vips} while {survivor}, the survivor of incident "
+                     f"#{inc.id}, holds it: part of the same split"
+                     + (f" (confirmed by keepalived: {hist.view_split})"
+                        if hist.view_split else ""))
+    return _plan(config, cluster, obs, hist, survivor, back + new, split_vips,
+                 "; ".join(parts), ((survivor, "survivor of this incident"),))
+
+
+def _unconfirmed(config: Config, hist: ClusterHistory, node: str, now: datetime,
+                 victim: bool) -> str:
+    """Why ``node``'s claim is not confirmed yet ("" once it is): a victim's re-claim
+    needs two observations; a new claimant the usual confirmation, on its own count."""
+    count, since = hist.claim_of(node)
+    if victim:
+        return "" if count >= 2 else f"{node} claims the VIP again: confirming once more"
+    a = config.arbiter
+    need = 2 if a.confirm_after is not None else a.confirm_rounds
+    span = 0.0 if hist.view_split else config.confirm_span
+    lasted = (now - since).total_seconds() if since else 0.0
+    if count >= need and lasted >= span:
+        return ""
+    return (f"{node} claims the VIP too: confirming ({lasted:.2f}s of {span:g}s, "
+            f"{count} of {need} observations)")
 
 
 def _plan(
@@ -140,6 +179,12 @@ def _plan(
         return None, f"refusing: best survivor {survivor} is itself held fenced"
     if all_nodes <= set(victims) | hist.held_nodes:
         return None, "refusing: fencing would leave no node of the cluster unfenced"
+    working = {o.node for o in obs.nodes if runs(o) is True}
+    if working and working <= set(victims):
+        return None, (
+            f"refusing: {', '.join(sorted(working))} would be fenced but its keepalived "
+            "is the only one that still works"
+        )
     seeing = {o.node for o in obs.nodes if o.gateways_seen > 0}
     if seeing and seeing <= set(victims):
         return None, (
@@ -151,8 +196,12 @@ def _plan(
     for v in victims:
         o = obs.node(v)
         assert o is not None
+        # a stopped keepalived: only its stale VIP to take; a frozen or hung one is
+        # stopped too (the signal stays pending, so it exits if it ever resumes)
+        # and the escalation takes the VIP by hand
         method = (
-            FenceMethod.REMOVE_ADDRESS if o.keepalived_running is False
+            FenceMethod.REMOVE_ADDRESS
+            if keepalived_state(o)[0] is Keepalived.STOPPED
             else FenceMethod.STOP_KEEPALIVED
         )
         actions.append(VictimAction(node=v, method=method, vips=o.holds(cluster.vips)))

@@ -17,6 +17,7 @@ from arbiter.model import (
 )
 from arbiter.policy import incident_fsm
 from arbiter.policy.effects import ChangeState, Effect, ref_of
+from arbiter.policy.liveness import hung
 
 S = IncidentState
 
@@ -69,9 +70,11 @@ def auto_release(
     for h in hist.held:
         o = obs.node(h.node)
         surv = cluster.node(h.survivor)
+        # a frozen or hung keepalived does not heal with the network: its hold waits
+        # until it is gone (an operator's SIGCONT lets the pending stop take it)
         healed = bool(
             o is not None and o.ssh_ok and o.gateways_seen > 0 and surv is not None
-            and dict(o.peers).get(surv.address, False)
+            and dict(o.peers).get(surv.address, False) and not hung(o)
         )
         streaks[h.node] = streaks.get(h.node, 0) + 1 if healed else 0
         if streaks[h.node] < a.release_rounds or not a.auto_release:

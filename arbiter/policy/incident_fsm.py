@@ -30,6 +30,8 @@ TRANSITIONS: dict[IncidentState, dict[IncidentState, str]] = {
         S.FENCE_FAILED: "a step failed, the VIPs stayed, or the arbiter restarted mid-fence",
     },
     S.FENCED: {
+        S.FENCING: "a node that was not part of the split claimed the VIP the survivor "
+                   "holds: confirmed, and fenced in the same incident",
         S.HELD: "split brain gone for resolve_rounds; a victim stays held until released",
         S.WATCHING: "the victims were released automatically; a new claim is re-fenced",
         S.RESOLVED: "split brain gone and nobody held, or a new split after an operator's "
@@ -41,14 +43,15 @@ TRANSITIONS: dict[IncidentState, dict[IncidentState, str]] = {
         S.RESOLVED: "split brain gone after a failed fence",
     },
     S.HELD: {
-        S.FENCING: "a held victim claimed the VIP again while the survivor holds it: "
-                   "re-fenced at once",
+        S.FENCING: "a held victim claimed the VIP again while the survivor holds it "
+                   "(re-fenced at once), or a new claimant joined the split (confirmed)",
         S.WATCHING: "every held victim was released automatically",
         S.RESOLVED: "every held victim was released by an operator",
     },
     S.WATCHING: {
         S.FENCING: "a victim released automatically claimed the VIP again while the "
-                   "survivor holds it: re-fenced at once, and held for an operator",
+                   "survivor holds it (re-fenced at once, and held for an operator), or a "
+                   "new claimant joined the split (confirmed)",
         S.RESOLVED: "release_cooldown passed with no new claim, or an operator released it",
     },
     S.RESOLVED: {},
@@ -59,6 +62,9 @@ TRANSITIONS: dict[IncidentState, dict[IncidentState, str]] = {
 # between the survivor and a victim is that victim's re-claim of a split this incident
 # already confirmed (fenced again at once, in the same incident).
 RECLAIMABLE = frozenset({S.HELD, S.WATCHING})
+# After a fence: a node that claims a VIP the survivor holds joins this incident's split
+# (a new claimant is confirmed on its own, then fenced in the same incident).
+AFTER_FENCE = RECLAIMABLE | {S.FENCED}
 
 
 class IllegalTransition(RuntimeError):

@@ -26,6 +26,7 @@ from typing import Any
 
 from arbiter.config import ClusterConfig
 from arbiter.model import ClusterObservation, FencePlan
+from arbiter.policy.liveness import runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ class Quorum:
 
 
 def compact(cluster: ClusterConfig, obs: ClusterObservation) -> dict[str, NodeView]:
-    return {n.node: NodeView(n.reachable, n.keepalived_running, n.holds(cluster.vips),
+    return {n.node: NodeView(n.reachable, runs(n), n.holds(cluster.vips),
                              n.gateways_seen) for n in obs.nodes}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from arbiter.model import History, IncidentState
-from arbiter.policy.incident_fsm import RECLAIMABLE
+from arbiter.policy.incident_fsm import AFTER_FENCE, RECLAIMABLE
 
 
 class Tilt:
@@ -116,8 +116,17 @@ def confirm_due(history: History, confirm_after: float | None,
             dues.append(h.split_since)
         elif h.incident.state is IncidentState.OPEN and confirm_after:
             dues.append(h.split_since + timedelta(seconds=confirm_after))
-        elif h.incident.state in RECLAIMABLE:
-            # a victim's re-claim of a confirmed split: the second observation at once
-            dues.append(h.split_since)
+        elif h.incident.state in AFTER_FENCE:
+            if h.incident.state in RECLAIMABLE:
+                # a victim's re-claim of a confirmed split: the second observation at once
+                dues.append(h.split_since)
+            # a new claimant (issue 28): due as a split of its own is confirmed
+            for node, _, since in h.claims:
+                if node == h.incident.survivor or node in h.incident.victims:
+                    continue
+                if h.view_split:
+                    dues.append(since)
+                elif confirm_after:
+                    dues.append(since + timedelta(seconds=confirm_after))
     dues = [d for d in dues if served is None or d > served]
     return min(dues) if dues else None

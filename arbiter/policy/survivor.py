@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from arbiter.config import ClusterConfig
 from arbiter.model import ClusterHistory, ClusterObservation, NodeObservation
+from arbiter.policy.liveness import keepalived_state, runs
 from arbiter.policy.quorum import ClusterView, compact
 
 
@@ -25,7 +26,7 @@ def survivor_key(
     """Higher sorts first. Name is the last tie-break and is applied by the caller."""
     return (
         node.reachable,
-        node.keepalived_running is True,
+        runs(node) is True,  # it answers: a frozen keepalived does not (issue 28)
         node.gateways_seen,
         incumbent_of,
         cfg_priority,
@@ -34,14 +35,14 @@ def survivor_key(
 
 RULES = (
     "reachable by the arbiter",
-    "keepalived running",
+    "keepalived running (it answers; a frozen or hung one does not)",
     "sees more of its gateways",
     "incumbent (held the VIPs alone before the split)",
     "higher priority",
 )
 RULES_OVER_VIEWS = (
     "reachable by more arbiters",
-    "keepalived running",
+    RULES[1],
     "sees more of its gateways, over every arbiter's view",
     *RULES[3:],
 )
@@ -81,7 +82,7 @@ def rank_candidates(
             key = (reach, key[1], gw, *key[3:])
             seen = f"reachable by {reach}/{len(views)} arbiters"
             gws = f"sees {gw} gateway(s) over {len(views)} views"
-        why = (f"{seen}, keepalived {ka_word(o.keepalived_running)}, {gws}, "
+        why = (f"{seen}, keepalived {keepalived_state(o)[1]}, {gws}, "
                f"incumbent of {inc} split VIP(s), priority {prio}")
         rows.append(Ranked(name, key, why))
     # Deterministic: best key first, then lowest name.
@@ -99,6 +100,3 @@ def deciding_rule(best: Ranked, other: Ranked, over_views: bool = False) -> str:
             return f"{rule} ({int(a)} > {int(b)})"
     return f"lowest name ({best.name} < {other.name}), all else equal"
 
-
-def ka_word(running: bool | None) -> str:
-    return {True: "running", False: "stopped", None: "unknown"}[running]

@@ -32,6 +32,7 @@ from arbiter.model import (
     Verdict,
 )
 from arbiter.policy.assessment import NodeAssessment
+from arbiter.policy.liveness import runs
 from arbiter.policy.vrrp import deaf_rule, fresh, stale_limit
 
 Rulings = dict[tuple[str, str], tuple[Verdict, str]]  # (node, vip) -> exclusive answer
@@ -41,7 +42,7 @@ def healthy_holder(o: NodeObservation, vip: str) -> str | None:
     """Why this node is a healthy holder of ``vip`` in this round's observation, or
     None: read over SSH just now (not carried forward), keepalived running, at least
     one of its own gateways answering, and the VIP on a non-loopback interface."""
-    if not (o.ssh_ok and not o.carried_forward and o.keepalived_running is True):
+    if not (o.ssh_ok and not o.carried_forward and runs(o) is True):
         return None
     if vip not in o.holds((vip,)):
         return None
@@ -111,7 +112,15 @@ def exclusive_rulings(cluster: ClusterConfig, obs: ClusterObservation,
                     out[(n.name, vip)] = (Verdict.ALLOW, "keepalived's view is stale here: "
                                           "no evidence to deny on")
                 continue
-            assert hv is not None and nv is not None and master is not None and key
+            if hv is None or nv is None or master is None or key is None:
+                # the holder's fresh dump names the VIP in none of its instances (under
+                # virtual_ipaddress_excluded, added by hand, listed differently): no
+                # evidence of who hears whom, so the documented fallback rule (issue 29)
+                out[(n.name, vip)] = (Verdict.DENY, (
+                    f"deny: {holder} holds {vip} and is healthy ({why}); no keepalived "
+                    f"view of it ({holder}'s keepalived names {vip} in none of its VRRP "
+                    "instances: virtual_ipaddress_excluded, or added by hand?)"))
+                continue
             r = deaf_rule(n.name, holder, vip, nv.instance(master.vrid), master, old, now)
             if r.denial is not None:
                 denials[key] = r.denial

@@ -40,6 +40,17 @@ def _ping_loop(addrs: list[str], w: int) -> str:
     )
 
 
+# keepalived's process state: "running", "stopped", or "frozen" when one of its
+# processes is stopped (state T or t in /proc/PID/stat: SIGSTOP, a debugger, a paused
+# container's freezer): pidof still finds it, but it sends no advert (issue 28).
+# arbiter-ssh-wrapper runs the same line.
+KEEPALIVED_STATE = (
+    "k=stopped; for p in $(pidof keepalived 2>/dev/null); do "
+    "s=$(sed -n 's/^.*) \\(.\\).*$/\\1/p' \"/proc/$p/stat\" 2>/dev/null); "
+    "case $s in T|t) k=frozen; break;; ?) k=running;; esac; done; echo $k"
+)
+
+
 def collect_command(
     gateways: list[str], ping_timeout: float, peers: list[str] | None = None
 ) -> str:
@@ -49,7 +60,7 @@ def collect_command(
     peer_part = f"echo @@peers; {_ping_loop(peers, w)}" if peers else ""
     return (
         f"echo '{MARK}'; echo @@addr; ip -j addr show; echo; echo @@keepalived; "
-        "if pidof keepalived >/dev/null 2>&1; then echo running; else echo stopped; fi; "
+        f"{KEEPALIVED_STATE}; "
         f"echo @@gw; {_ping_loop(gateways, w)}{peer_part}echo @@end"
     )
 
@@ -61,6 +72,7 @@ class NodeFacts:
     gateways: tuple[tuple[str, bool], ...]
     peers: tuple[tuple[str, bool], ...] = ()
     macs: tuple[str, ...] = ()  # link-layer addresses of its Ethernet links
+    keepalived_frozen: bool = False  # its process is there, stopped (state T)
 
 
 class CollectParseError(ValueError):
@@ -156,13 +168,14 @@ def parse_collect(
     if len(addrs) > MAX_ADDRESSES:
         raise CollectParseError(f"{len(addrs)} addresses, more than {MAX_ADDRESSES}")
     ka = [x.strip() for x in sections["keepalived"] if x.strip()]
-    if ka not in (["running"], ["stopped"]):
+    if ka not in (["running"], ["stopped"], ["frozen"]):
         raise CollectParseError(f"unexpected keepalived state {ka[:3]!r}"[:200])
     seen = _updown(sections["gw"])
     peer_seen = _updown(sections.get("peers", []))
     return NodeFacts(
         addresses=tuple(addrs),
         keepalived_running=ka == ["running"],
+        keepalived_frozen=ka == ["frozen"],
         gateways=tuple((g, seen.get(g, False)) for g in gateways),
         peers=tuple((p, peer_seen.get(p, False)) for p in peers or []),
         macs=tuple(sorted({link.address.lower() for link in links

@@ -24,6 +24,9 @@ MAX_DUMP_CHARS = 256 * 1024  # a dump is ~1.7 KB per instance
 MAX_INSTANCES = 256
 # keepalived's numeric states (vrrp.h); anything else is shown as it came
 STATES = {0: "INIT", 1: "BACKUP", 2: "MASTER", 3: "FAULT"}
+# the watch's word for a keepalived whose process is there but gave no dump in time
+# (arbiter-ssh-wrapper says the same)
+NO_ANSWER = "no dump within"
 
 
 def watch_command(period: float) -> str:
@@ -45,7 +48,7 @@ def watch_command(period: float) -> str:
         "while [ $i -lt 40 ] && [ \"$(stat -c %y \"$f\" 2>/dev/null)\" = \"$o\" ]; "
         "do sleep 0.01; i=$((i+1)); done; "
         f"if [ $i -lt 40 ]; then sleep 0.01; echo '{DUMP}'; cat \"$f\"; echo; echo '{END}'; "
-        f"else echo '{ERROR} no dump within 0.4 s of the signal'; fi; "
+        f"else echo '{ERROR} {NO_ANSWER} 0.4 s of the signal'; fi; "
         "fi; "
         f"sleep {p} || exit 0; "
         "done"
@@ -65,18 +68,21 @@ class _Data(BaseModel):
     wantstate: int = Field(ge=0, le=255)
     base_priority: int = Field(ge=0, le=255)
     effective_priority: int = Field(ge=0, le=65535)
-    adver_int: float = Field(gt=0, le=3600)
-    last_transition: float = Field(ge=0)
+    adver_int: float = Field(gt=0, le=3600, allow_inf_nan=False)
+    # Unix time: bounded, so a value near the year 10000 or Infinity can never make
+    # serialising an observation raise (issue 29); 2^32 s is in the year 2106
+    last_transition: float = Field(ge=0, le=2**32, allow_inf_nan=False)
     ifp_ifname: str = Field("", max_length=64)
     vips: list[str] = Field(default_factory=list, max_length=4096)
 
 
 class _Stats(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
-    advert_rcvd: int = Field(ge=0)
-    advert_sent: int = Field(ge=0)
-    pri_zero_rcvd: int = Field(0, ge=0)
-    pri_zero_sent: int = Field(0, ge=0)
+    # keepalived's counters are 64-bit; bounded so JSON and the database take them
+    advert_rcvd: int = Field(ge=0, lt=2**63)
+    advert_sent: int = Field(ge=0, lt=2**63)
+    pri_zero_rcvd: int = Field(0, ge=0, lt=2**63)
+    pri_zero_sent: int = Field(0, ge=0, lt=2**63)
 
 
 class _Entry(BaseModel):

@@ -143,8 +143,12 @@ class Fencer:
             log.error("[%s] fence already in flight; refusing a second one", cluster.name)
             return False
         self._fencing_incident[cluster.name] = incident
-        self._fencing[cluster.name] = self._submit(
-            f"fence-{cluster.name}-{incident}", self._fence(cluster, plan, incident, attempt))
+        # set once the fence's result is recorded, not when its announce ends: a late
+        # claimant's fence (issue 28) must not wait for, or be refused by, the arping
+        ended = asyncio.Event()
+        self._fencing[cluster.name] = ended
+        self._submit(f"fence-{cluster.name}-{incident}",
+                     self._fence(cluster, plan, incident, attempt, ended))
         return True
 
     def incidents_in_flight(self) -> frozenset[int]:
@@ -175,19 +179,22 @@ class Fencer:
         return record
 
     async def _fence(self, cluster: ClusterConfig, plan: FencePlan, incident: int,
-                     attempt: int) -> None:
+                     attempt: int, ended: asyncio.Event) -> None:
         record = self._recorder(cluster.name, incident, attempt)
         runner = self._runner_for(cluster.name)
         try:
-            report = await execute(FenceContext(self.config, cluster, runner, record,
-                                                self.arp_check, self.abstaining), plan)
-        except Exception as exc:  # noqa: BLE001 - reported as the fence's failure
-            log.exception("[%s] fence crashed", cluster.name)
-            report = FenceReport(False, (), f"fence crashed: {exc}")
-        await self.ledger.fence_finished(incident, report.ok, report.summary, report.held)
-        (log.info if report.ok else log.error)("[%s] incident #%s: %s", cluster.name, incident,
-                                               report.summary)
-        self._finished.append(FenceFinished(cluster.name, incident, report, self.clock()))
+            try:
+                report = await execute(FenceContext(self.config, cluster, runner, record,
+                                                    self.arp_check, self.abstaining), plan)
+            except Exception as exc:  # noqa: BLE001 - reported as the fence's failure
+                log.exception("[%s] fence crashed", cluster.name)
+                report = FenceReport(False, (), f"fence crashed: {exc}")
+            await self.ledger.fence_finished(incident, report.ok, report.summary, report.held)
+            (log.info if report.ok else log.error)("[%s] incident #%s: %s", cluster.name,
+                                                   incident, report.summary)
+            self._finished.append(FenceFinished(cluster.name, incident, report, self.clock()))
+        finally:
+            ended.set()
         self.wake()  # fold the result in now rather than a whole interval later
         if report.ok and cluster.announce_command:
             try:

@@ -31,6 +31,7 @@ from arbiter.probe.keepalived import (
     END,
     ERROR,
     MARK,
+    NO_ANSWER,
     DumpError,
     InstanceDump,
     parse_dump,
@@ -111,7 +112,9 @@ class KeepalivedViews:
         return KeepalivedView(
             instances=tuple(self._instance(t) for t in st.tracks.values()
                             if t.last is not None and t.samples),
-            at=st.at, error=st.error, supported=st.supported)
+            at=st.at, error=st.error, supported=st.supported,
+            # it answered before, and its process is there but answers no more
+            hung=st.at is not None and st.error is not None and NO_ANSWER in st.error)
 
     @staticmethod
     def _instance(t: _Track) -> VrrpInstance:

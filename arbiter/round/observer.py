@@ -50,6 +50,7 @@ def carry_forward(
         addresses=prev.addresses,
         addresses_seen_at=seen_at,
         keepalived_running=prev.keepalived_running,
+        keepalived_frozen=prev.keepalived_frozen,
         gateways=prev.gateways,
         macs=prev.macs,
     )
@@ -101,6 +102,7 @@ class Observer:
                     ssh_error=err, ssh_ms=round(ms, 1), observed_at=at,
                     addresses=facts.addresses if facts else None,
                     keepalived_running=facts.keepalived_running if facts else None,
+                    keepalived_frozen=facts.keepalived_frozen if facts else False,
                     gateways=facts.gateways if facts else (),
                     peers=facts.peers if facts else (),
                     macs=facts.macs if facts else (),

@@ -10,6 +10,7 @@ from typing import Any
 from arbiter.config import ClusterConfig
 from arbiter.model import ClusterHistory, Pause, Verdict
 from arbiter.policy.cluster_state import cluster_state, overall
+from arbiter.policy.liveness import keepalived_state
 from arbiter.policy.verdicts import without_view
 from arbiter.policy.vrrp import budget_warnings
 from arbiter.round.gate_log import GateWiring
@@ -91,6 +92,9 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
             entry: dict[str, Any] = {"name": n.name, "address": n.address, "priority": n.priority}
             if o is not None:
                 entry.update(node_observation(o, c.vips))
+                # whether it answers, as the survivor rule reads it (issue 28)
+                ka, ka_why = keepalived_state(o)
+                entry["keepalived_state"] = {"state": ka.value, "why": ka_why}
             entry["last_seen"] = iso(last_seen.get((c.name, n.name)))
             entry["last_event"] = (last_event or {}).get((c.name, n.name))
             entry["verdict"] = na.verdict.value if na else None

@@ -112,7 +112,12 @@ def _decide(s: Session, e: RecordDecision, incident_id: int, at: datetime,
     incident_fsm.check(IncidentState(inc.state), e.dst, incident_id)
     inc.state = e.dst.value
     inc.term = term if term is not None else inc.term
-    inc.survivor, inc.victims = e.plan.survivor, [v.node for v in e.plan.victims]
+    fenced = [v.node for v in e.plan.victims]
+    before = list(inc.victims or [])
+    # a fence after the first (a re-claim, a new claimant) adds to the victims
+    inc.survivor = e.plan.survivor
+    inc.victims = list(dict.fromkeys(before + fenced)) if e.src in incident_fsm.AFTER_FENCE \
+        else fenced
     # a second VIP may have gone dual after the incident opened
     inc.vips = sorted(set(inc.vips or []) | set(e.plan.vips))
     inc.decision, inc.reason = decision, e.plan.reason
@@ -121,7 +126,7 @@ def _decide(s: Session, e: RecordDecision, incident_id: int, at: datetime,
     inc.dry_run = e.plan.dry_run
     inc.decided_at = inc.decided_at or at
     inc.updated_at = at
-    if e.src in incident_fsm.RECLAIMABLE:
+    if e.src in incident_fsm.RECLAIMABLE and set(fenced) & set(before):
         # a re-claim fenced again: the automatic release before it is over (its event
         # stays in the timeline), and the new hold must be releasable and restorable
         inc.refenced = True

@@ -2,7 +2,7 @@
 live, a timing changed, a broken file refused, while the gates' kind of traffic keeps
 asking /verdict and an incident stays held throughout.
 
-The lab runs a spare director, lb3 (priority 80, in VI_1), that the arbiter's config
+The lab runs a spare director, lb3 (priority 50, in VI_1), that the arbiter's config
 leaves out at first; `spare-node.toml` holds its entry.
 """
 
@@ -134,7 +134,7 @@ def test_reload_under_load_adds_a_node_changes_a_timing_and_refuses_a_broken_fil
         assert "config reloaded (SIGHUP): arbiter.interval 1.0 -> 0.5" in lab.arbiter_log()
 
         # 3. a broken file: refused, naming the field; the running config stays
-        broken = (original + spare).replace("priority = 80", "priority = 300")
+        broken = (original + spare).replace("priority = 50", "priority = 300")
         conf.write_text(broken)
         code, body = reload(lab)
         assert code == 409 and "clusters[0].nodes[2].priority" in body["detail"], body

@@ -27,7 +27,7 @@ def test_legal(src: IncidentState, dst: IncidentState) -> None:
 
 
 @pytest.mark.parametrize(("src", "dst"), [
-    (S.RESOLVED, S.OPEN), (S.RESOLVED, S.FENCING), (S.FENCED, S.FENCING),
+    (S.RESOLVED, S.OPEN), (S.RESOLVED, S.FENCING), (S.FENCED, S.OPEN),
     (S.FENCING, S.RESOLVED), (S.DECIDED, S.FENCING), (S.OPEN, S.FENCED),
     (S.OPEN, S.HELD), (S.WATCHING, S.HELD), (S.FENCING, S.WATCHING), (S.DECIDED, S.HELD),
 ])
