@@ -8,9 +8,17 @@ that decided it (the gate script would see it at its next run, up to a second
 later, and needs ``rise`` runs to lift it).
 
 - A change is written at once, after the round that decided it has been committed;
-  a deny that stands is written again every ``REFRESH`` seconds (``refresh``, an
+  a deny that stands is written again at every ``REFRESH`` tick (``refresh``, an
   APScheduler job), because the node's arbiter-gate lifts a deny older than its
-  ``ARBITER_GATE_DENY_TTL`` (3 s): a dead arbiter never freezes a deny.
+  ``ARBITER_GATE_DENY_TTL`` (3 s): a dead arbiter never freezes a deny. At the
+  defaults a standing deny's file is at most one tick plus one write old, so the TTL
+  leaves two refreshes of margin (issue 29: the refresh compared against the last
+  acknowledgement and so came every other tick, 2 s, leaving about 1 s).
+- **A deny is written only by a round that could act on it** (issue 29): the last
+  round of the cluster did not abstain, was committed, and (with ``[ha]``) leads it,
+  and it is no older than ``AUTHORITY_ROUNDS`` intervals. The refresh writes only
+  under that authority; once it lapses (TILT, isolation, a failed commit, a lost
+  lease, rounds that stopped), the writes stop and the nodes' TTL runs.
 - Only the arbiter that leads the cluster writes, each command with its term
   ([ha]: ``Peers.runner_for``); a node refuses an older term.
 - While the arbiter abstains (isolated, TILT) it writes nothing, so its denies
@@ -37,6 +45,7 @@ from arbiter.round.fence import target_for
 log = logging.getLogger("arbiter.track")
 
 REFRESH = 1.0  # seconds between writes of a deny that stands (the node lifts it after 3 s)
+AUTHORITY_ROUNDS = 2.0  # intervals a round's authority lasts for the refresh
 
 
 def track_command(track_dir: str, instance: str, deny: bool) -> str:
@@ -95,15 +104,20 @@ class TrackFiles:
         self.on_write = on_write  # metrics: (cluster, ok)
         self.state: dict[Key, Written] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # cluster -> when its last round that could act on a deny ran (see the docstring)
+        self._authority: dict[str, datetime] = {}
 
     def after_round(self, snap: Snapshot, a: Assessment,
                     committed_failed: frozenset[str | None]) -> None:
         """Write every changed value now; called once the round's commit is done."""
         if a.abstaining:
-            return  # no refresh either: the nodes lift our denies after their TTL
+            self._authority.clear()  # no refresh either: the nodes lift our denies
+            return
         for c in self.config.clusters:
             if not c.track_files or c.name in committed_failed or not self.leads(c.name):
+                self._authority.pop(c.name, None)
                 continue
+            self._authority[c.name] = snap.at
             ca = a.cluster(c.name)
             if ca is None:
                 continue
@@ -115,15 +129,23 @@ class TrackFiles:
                     if w.value != value and not w.busy:
                         self._write(c, n.name, inst, w)
 
+    def authority(self, cluster: str, now: datetime) -> bool:
+        """Whether a round that could act on this cluster's denies ran recently enough
+        for the refresh to write them again."""
+        at = self._authority.get(cluster)
+        limit = AUTHORITY_ROUNDS * self.config.arbiter.interval + REFRESH
+        return at is not None and (now - at).total_seconds() <= limit
+
     async def refresh(self) -> None:
-        """Write again every deny that stands (APScheduler, every REFRESH seconds; a
-        coroutine, so it runs on the loop the SSH connections live on)."""
+        """Write again every deny that stands, at every tick (APScheduler, every
+        REFRESH seconds; a coroutine, so it runs on the loop the SSH connections live
+        on), and only under a round's authority."""
         now = self.clock()
         for (cl, node, inst), w in list(self.state.items()):
             c = self.config.cluster(cl)
             if c is None or not c.track_files or not self.leads(cl) or w.busy:
                 continue
-            if w.wanted == 1 and (w.at is None or (now - w.at).total_seconds() >= REFRESH):
+            if w.wanted == 1 and self.authority(cl, now):
                 self._write(c, node, inst, w)
 
     def _write(self, c: ClusterConfig, node: str, inst: str, w: Written) -> None:
