@@ -163,8 +163,10 @@ class NodeObservation:
 
 @dataclass(frozen=True, slots=True)
 class VrrpSample:
-    """One dump of one instance's counters, stamped with the arbiter's clock when it
-    arrived (nodes' clocks are never compared with each other)."""
+    """One dump of one instance's counters, stamped on the arbiter's clock (when the node
+    took it, from the node's own uptime: ``round.keepalived_view.NodeClock``; else when it
+    arrived). Nodes' clocks are never compared with each other, only each mapped onto
+    the arbiter's."""
 
     at: datetime
     state: str

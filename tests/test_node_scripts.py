@@ -401,10 +401,13 @@ def test_wrapper_runs_its_own_keepalived_watch(outside_tmp: Path) -> None:
     assert lines[0] == "@@arbiter-keepalived v1 0.1", lines
     from arbiter.probe.keepalived import parse_dump
 
-    dumps, block = [], None
+    from arbiter.probe.keepalived import dump_uptime, is_dump_line
+
+    dumps, block, uptimes = [], None, []
     for line in lines[1:]:
-        if line == "@@kv":
+        if is_dump_line(line):
             block = []
+            uptimes.append(dump_uptime(line))  # the node's own clock (issue 29)
         elif line == "@@kv-end" and block is not None:
             dumps.append(parse_dump("\n".join(block)))
             block = None
@@ -414,6 +417,7 @@ def test_wrapper_runs_its_own_keepalived_watch(outside_tmp: Path) -> None:
     counts = [d[0].advert_rcvd for d in dumps]
     assert counts == sorted(counts) and counts[-1] > counts[0]  # a fresh dump each time
     assert dumps[0][0].state == "BACKUP" and dumps[0][0].vips == ("192.168.77.100",)
+    assert None not in uptimes and uptimes == sorted(uptimes) and uptimes[-1] > uptimes[0]
 
 
 def test_the_keepalived_watch_says_why_there_is_no_dump(tmp_path: Path) -> None:
@@ -494,3 +498,41 @@ def test_the_collect_tells_a_frozen_keepalived_from_a_running_one(tmp_path: Path
     p = subprocess.run(["unshare", "-pf", "--mount-proc", "dash", "-c", cmd],
                        capture_output=True, text=True, timeout=20)
     assert parse_collect(p.stdout, ["127.0.0.1"]).keepalived_running is False
+
+
+NAMES = ["VI_1", "VI:6", "web@v4", "vi-1.2", ".hidden", "a b", "100%", "$(touch {m})",
+         "`touch {m}`", "x;touch {m}", "../escape", "é"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_instance_names_from_a_dump_never_run_and_always_reach_their_file(
+        track_conf: tuple[Path, Path], tmp_path: Path, name: str) -> None:
+    """An instance name comes from the node's dump (issue 29): hostile names never run
+    on the node, and legitimate unusual ones (``:``, ``@``) are written, one file per
+    name, with the wrapper and without it (a plain shell, as a node without the
+    forced command runs it)."""
+    from arbiter.round.track_files import track_command, track_file_name
+
+    conf, d = track_conf
+    marker = tmp_path / "ran"
+    inst = name.format(m=marker)
+    cmd = track_command(str(d), inst, True)
+    fname = track_file_name(inst)
+    assert "/" not in fname and not fname.startswith(".")
+    p = wrap(conf, cmd)
+    assert p.returncode == 0, p.stderr
+    assert (d / fname).read_text() == "1\n"
+    (d / fname).unlink()
+    p = subprocess.run(["dash", "-c", cmd], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0 and (d / fname).read_text() == "1\n", p.stderr
+    assert not marker.exists() and list(d.iterdir()) == [d / fname]
+    assert not (d.parent / "escape").exists()
+
+
+def test_track_file_names_are_one_to_one() -> None:
+    from arbiter.round.track_files import track_file_name
+
+    names = [n.format(m="x") for n in NAMES] + ["VI%3A6", "%2Ehidden", "VI_1 "]
+    files = [track_file_name(n) for n in names]
+    assert len(set(files)) == len(names)
+    assert track_file_name("VI_1") == "VI_1" and track_file_name("VI:6") == "VI%3A6"

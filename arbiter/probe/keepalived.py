@@ -47,12 +47,28 @@ def watch_command(period: float) -> str:
         "o=$(stat -c %y \"$f\" 2>/dev/null); kill \"-$sig\" \"$p\"; i=0; "
         "while [ $i -lt 40 ] && [ \"$(stat -c %y \"$f\" 2>/dev/null)\" = \"$o\" ]; "
         "do sleep 0.01; i=$((i+1)); done; "
-        f"if [ $i -lt 40 ]; then sleep 0.01; echo '{DUMP}'; cat \"$f\"; echo; echo '{END}'; "
+        # the dump line carries the node's own clock (seconds since boot), so a burst
+        # of dumps a stalled connection delivers at once keeps its real spacing
+        f"if [ $i -lt 40 ]; then sleep 0.01; echo \"{DUMP} $(cut -d' ' -f1 /proc/uptime)\"; "
+        f"cat \"$f\"; echo; echo '{END}'; "
         f"else echo '{ERROR} {NO_ANSWER} 0.4 s of the signal'; fi; "
         "fi; "
         f"sleep {p} || exit 0; "
         "done"
     )
+
+
+def dump_uptime(line: str) -> float | None:
+    """The node's uptime on a dump line (``@@kv 12345.67``); None for a bare ``@@kv``
+    (an older wrapper) or anything that is not a plain, bounded number."""
+    rest = line[len(DUMP):].strip()
+    if not rest or len(rest) > 20 or not rest.replace(".", "", 1).isdigit():
+        return None
+    return float(rest)
+
+
+def is_dump_line(line: str) -> bool:
+    return line == DUMP or line.startswith(DUMP + " ")
 
 
 class DumpError(ValueError):

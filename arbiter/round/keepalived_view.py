@@ -2,8 +2,9 @@
 
 One long-running stream per node (``probe.keepalived.watch_command``, over the
 pooled SSH connection, reconnected with backoff like the push watchers) delivers a
-dump every ``keepalived_watch_every`` seconds. Each dump is stamped with the
-arbiter's clock as it arrives and appended to a short history per instance; the
+dump every ``keepalived_watch_every`` seconds. Each dump is stamped on the arbiter's
+timeline from the node's own clock (``NodeClock``: when the node took it, not when it
+arrived) and appended to a short history per instance; the
 round takes a frozen ``KeepalivedView`` of each node into its snapshot.
 
 A dump wakes the round when it changes what the policy would decide: an instance's
@@ -27,13 +28,14 @@ from arbiter.config import ClusterConfig, Config
 from arbiter.model import KeepalivedView, VrrpInstance, VrrpSample
 from arbiter.policy.vrrp import MISSED_TO_DENY, missed
 from arbiter.probe.keepalived import (
-    DUMP,
     END,
     ERROR,
     MARK,
     NO_ANSWER,
     DumpError,
     InstanceDump,
+    dump_uptime,
+    is_dump_line,
     parse_dump,
     watch_command,
 )
@@ -61,6 +63,33 @@ class _Track:
 
 
 @dataclass
+class NodeClock:
+    """A node's dumps on the arbiter's timeline, from the node's own clock (its uptime,
+    on each dump line) rather than from when they arrived (issue 29). The offset is the
+    smallest ``arrival - uptime`` seen: the fastest delivery. A connection that stalls
+    and then delivers its queued dumps in a burst would otherwise stamp a master's old
+    adverts after the backup last heard one, and deny a backup that heard every one.
+    The offset may grow by ``DRIFT`` seconds a second (clock rates, a path that got
+    slower for good); it starts again when the uptime goes back (a reboot). Without an
+    uptime (an older wrapper) a dump is stamped when it arrived, as before."""
+
+    DRIFT = 1e-3
+    offset: float | None = None
+    last: float | None = None
+
+    def stamp(self, arrival: datetime, uptime: float | None) -> datetime:
+        if uptime is None:
+            return arrival
+        seen = arrival.timestamp() - uptime
+        if self.offset is None or self.last is None or uptime < self.last:
+            self.offset = seen
+        else:
+            self.offset = min(seen, self.offset + self.DRIFT * (uptime - self.last))
+        self.last = uptime
+        return min(arrival, datetime.fromtimestamp(uptime + self.offset, arrival.tzinfo))
+
+
+@dataclass
 class _Node:
     tracks: dict[str, _Track] = field(default_factory=dict)
     at: datetime | None = None
@@ -68,6 +97,7 @@ class _Node:
     supported: bool = True
     refused: int = 0  # streams in a row that ended without a single line
     missed: dict[str, int] = field(default_factory=dict)  # vrid -> missed, as last judged
+    clock: NodeClock = field(default_factory=NodeClock)
 
 
 class KeepalivedViews:
@@ -139,6 +169,7 @@ class KeepalivedViews:
             lines = 0
             block: list[str] | None = None
             size = 0
+            uptime: float | None = None
             async for line in self.runner.stream(
                     t, watch_command(self.config.arbiter.keepalived_watch_every)):
                 if line == "":
@@ -147,7 +178,7 @@ class KeepalivedViews:
                 line = line.rstrip("\n")
                 if block is not None:
                     if line == END:
-                        self._dump(c, node, st, "\n".join(block))
+                        self._dump(c, node, st, "\n".join(block), uptime)
                         block = None
                         continue
                     size += len(line)
@@ -155,8 +186,8 @@ class KeepalivedViews:
                         self._error(st, "keepalived dump too large: cut off")
                         break
                     block.append(line)
-                elif line == DUMP:
-                    block, size = [], 0
+                elif is_dump_line(line):
+                    block, size, uptime = [], 0, dump_uptime(line)
                 elif line.startswith(ERROR):
                     why = line[len(ERROR):].strip()[:200] or "unknown"
                     self._error(st, why, supported=UNSUPPORTED not in why)
@@ -180,8 +211,9 @@ class KeepalivedViews:
             log.info("keepalived view: %s", why)
         st.error, st.supported = why, supported
 
-    def _dump(self, c: ClusterConfig, node: str, st: _Node, text: str) -> None:
-        now = self.clock()
+    def _dump(self, c: ClusterConfig, node: str, st: _Node, text: str,
+              uptime: float | None = None) -> None:
+        now = st.clock.stamp(self.clock(), uptime)
         try:
             dumps = parse_dump(text)
         except DumpError as exc:

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
+import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,9 +50,26 @@ REFRESH = 1.0  # seconds between writes of a deny that stands (the node lifts it
 AUTHORITY_ROUNDS = 2.0  # intervals a round's authority lasts for the refresh
 
 
+# The one rule for a track file's name, shared with arbiter-ssh-wrapper (which accepts
+# exactly these characters, and no leading dot): an instance name comes from the
+# node's own dump, so it is never put into a command as it came (issue 29).
+_SAFE = frozenset(string.ascii_letters + string.digits + "_.-")
+
+
+def track_file_name(instance: str) -> str:
+    """The file for a VRRP instance: its name, with every byte outside ``A-Za-z0-9_.-``
+    (``%`` included) written as ``%XX``, and a leading dot as ``%2E``: ``VI_1`` stays
+    ``VI_1``, ``VI:6`` is ``VI%3A6``, ``$(reboot)`` is ``%24%28reboot%29``. One name,
+    one file, both ways."""
+    out = "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode())
+                  for c in instance)
+    return "%2E" + out[1:] if out.startswith(".") else out
+
+
 def track_command(track_dir: str, instance: str, deny: bool) -> str:
     """The write, as one POSIX sh command (arbiter-ssh-wrapper runs its own copy)."""
-    return f"echo {1 if deny else 0} > {track_dir.rstrip('/')}/{instance}"
+    path = f"{track_dir.rstrip('/')}/{track_file_name(instance)}"
+    return f"echo {1 if deny else 0} > {shlex.quote(path)}"
 
 
 @dataclass

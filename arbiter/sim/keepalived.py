@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from arbiter.probe.keepalived import DUMP, END, ERROR, MARK
 
-TRACK = re.compile(r"^echo ([01]) > (/[A-Za-z0-9_./-]+)/([A-Za-z0-9_.-]+)$")
+TRACK = re.compile(r"^echo ([01]) > (/[A-Za-z0-9_./-]+)/([A-Za-z0-9_.%-]+)$")
 PERIOD = re.compile(r"^echo '" + re.escape(MARK) + r" ([0-9.]+)'")
 
 
