@@ -399,9 +399,7 @@ def test_wrapper_runs_its_own_keepalived_watch(outside_tmp: Path) -> None:
     lines = watch_lines(["unshare", "--mount", "--propagation", "private", "bash", "-c", inner],
                         {**os.environ, "SSH_ORIGINAL_COMMAND": watch_command(0.1)}, 12)
     assert lines[0] == "@@arbiter-keepalived v1 0.1", lines
-    from arbiter.probe.keepalived import parse_dump
-
-    from arbiter.probe.keepalived import dump_uptime, is_dump_line
+    from arbiter.probe.keepalived import dump_uptime, is_dump_line, parse_dump
 
     dumps, block, uptimes = [], None, []
     for line in lines[1:]:
