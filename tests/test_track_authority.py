@@ -25,6 +25,7 @@ from arbiter.model import (
 from arbiter.policy import decide
 from arbiter.probe.ssh import SshPool
 from arbiter.round.track_files import REFRESH, TrackFiles
+from arbiter.sim.keepalived import TRACK
 from arbiter.sim.scenario import GATEWAY
 from tests.conftest import write_config
 from tests.unit.builders import node
@@ -40,8 +41,8 @@ class Counting:
         self.writes: list[str] = []
 
     async def run(self, target, command, timeout):  # type: ignore[no-untyped-def]
-        if command.startswith("echo ") and " > " in command:
-            self.writes.append(command)
+        if m := TRACK.match(command):  # (file, value) of each ordered track write
+            self.writes.append(f"{m.group(2)}={m.group(4)}")
         return await self.pool.run(target, command, timeout)
 
 
@@ -79,7 +80,7 @@ async def test_a_deny_is_refreshed_every_tick_and_only_under_a_round_s_authority
         assert a.cluster("web").node("lb2").for_vip(vip)[0].value == "deny"
         track.after_round(snap, a, frozenset())
         await _settle(track)
-        assert runner.writes == ["echo 1 > /run/arbiter-verdict/VI_1"]
+        assert runner.writes == ["VI_1=1"]
         assert site.state("lb2").keepalived.track["VI_1"] == 1
         # every tick writes again: the acknowledgement came a few ms after the decision,
         # so the old rule (age of the ack >= REFRESH) skipped this tick

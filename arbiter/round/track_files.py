@@ -66,10 +66,22 @@ def track_file_name(instance: str) -> str:
     return "%2E" + out[1:] if out.startswith(".") else out
 
 
-def track_command(track_dir: str, instance: str, deny: bool) -> str:
-    """The write, as one POSIX sh command (arbiter-ssh-wrapper runs its own copy)."""
-    path = f"{track_dir.rstrip('/')}/{track_file_name(instance)}"
-    return f"echo {1 if deny else 0} > {shlex.quote(path)}"
+# A write carries its order (``seq``: the decision's time in ms, kept rising per file),
+# and the node applies it only if it is newer than the one it applied last (kept in
+# ``FILE.seq``): a deny that timed out on the arbiter, or waited for the term lock,
+# and lands after a newer allow is refused with exit 3 (issue 29). keepalived reads
+# only FILE.
+SUPERSEDED = 3
+_TEMPLATE = ("f={path}; o=$(cat \"$f.seq\" 2>/dev/null); case $o in ''|*[!0-9]*) o=0;; esac; "
+             "if [ \"$o\" -lt {seq} ]; then echo {seq} > \"$f.seq\" && echo {value} > \"$f\"; "
+             "else echo \"superseded by $o\" >&2; exit 3; fi")
+
+
+def track_command(track_dir: str, instance: str, deny: bool, seq: int) -> str:
+    """The write, as one POSIX sh command (arbiter-ssh-wrapper runs its own copy of
+    exactly this text)."""
+    path = shlex.quote(f"{track_dir.rstrip('/')}/{track_file_name(instance)}")
+    return _TEMPLATE.format(path=path, seq=int(seq), value=1 if deny else 0)
 
 
 @dataclass
@@ -81,6 +93,7 @@ class Written:
     ms: float | None = None
     error: str | None = None
     busy: bool = False
+    seq: int = 0  # the order of the last write sent (ms), rising
 
     def as_json(self) -> dict[str, object]:
         return {"value": self.value, "wanted": self.wanted,
@@ -171,20 +184,25 @@ class TrackFiles:
         w.busy = True
         value = w.wanted
         assert value is not None
-        task = asyncio.create_task(self._run(c, node, inst, w, value),
+        w.seq = max(w.seq + 1, int(self.clock().timestamp() * 1000))
+        task = asyncio.create_task(self._run(c, node, inst, w, value, w.seq),
                                    name=f"track-{c.name}-{node}-{inst}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, c: ClusterConfig, node: str, inst: str, w: Written,
-                   value: int) -> None:
+                   value: int, seq: int) -> None:
         ok = False
         try:
             runner = self.runner_for(c.name, self.runner, fence=False)
             res = await runner.run(target_for(self.config, c, node),
-                                   track_command(c.track_dir, inst, bool(value)),
+                                   track_command(c.track_dir, inst, bool(value), seq),
                                    self.config.ssh.command_timeout)
             ok = res.ok and res.exit_status == 0
+            if res.ok and res.exit_status == SUPERSEDED:
+                # a newer write is applied there (ours, or another arbiter's with a
+                # clock ahead): what the node holds is unknown here, so write again
+                w.value = None
             w.ms = round(res.duration_ms, 1)
             if ok:
                 if w.value != value:

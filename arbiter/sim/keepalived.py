@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from arbiter.probe.keepalived import DUMP, END, ERROR, MARK
 
-TRACK = re.compile(r"^echo ([01]) > (/[A-Za-z0-9_./-]+)/([A-Za-z0-9_.%-]+)$")
+TRACK = re.compile(r"^f=(/[A-Za-z0-9_./-]+)/([A-Za-z0-9_.%-]+); .* then echo ([0-9]+) > "
+                   r"\"\$f\.seq\" && echo ([01]) > ")
 PERIOD = re.compile(r"^echo '" + re.escape(MARK) + r" ([0-9.]+)'")
 
 
@@ -26,6 +27,7 @@ class PlayedKeepalived:
     advert_int: float = 1.0
     deaf: bool = False  # hears no adverts (a VRRP cut)
     track: dict[str, int] = field(default_factory=dict)  # instance -> 1 deny, 0 allow
+    track_seq: dict[str, int] = field(default_factory=dict)  # the last write's order
     sent: int = 0
     rcvd: int = 0
     _last: float = field(default_factory=time.monotonic)

@@ -155,7 +155,11 @@ def respond(state: SimState, command: str) -> tuple[int, str, str]:
         return 0, "", ""
     m = TRACK.match(command)
     if m:  # a verdict into a track file: the played keepalived goes FAULT on 1
-        state.keepalived.track[m.group(3)] = int(m.group(1))
+        name, seq = m.group(2), int(m.group(3))
+        if seq <= state.keepalived.track_seq.get(name, 0):  # an older write: refused
+            return 3, "", f"superseded by {state.keepalived.track_seq[name]}"
+        state.keepalived.track[name] = int(m.group(4))
+        state.keepalived.track_seq[name] = seq
         return 0, "", ""
     m = _IP_DEL.match(command)
     if m:
