@@ -47,6 +47,8 @@ class IncidentKind(StrEnum):
     ARBITER_ISOLATED = "arbiter_isolated"
     # a MAC of no configured node answers ARP for a VIP: alerted, never fenced
     VIP_CONFLICT = "vip_conflict"
+    # keepalived's view of a node keeps failing: the exclusive rule falls back
+    VIEW_FAILING = "view_failing"
 
 
 # What is worth telling an operator (arbiter.policy.notify_events says which incident
@@ -66,6 +68,8 @@ class EventKind(StrEnum):
     ORPHAN_VIP_RESOLVED = "orphan_vip_resolved"
     VIP_CONFLICT = "vip_conflict"
     VIP_CONFLICT_RESOLVED = "vip_conflict_resolved"
+    VIEW_FAILING = "view_failing"
+    VIEW_FAILING_RESOLVED = "view_failing_resolved"
     PAUSED = "paused"  # a maintenance pause began: nothing is fenced in its scope
     PAUSED_RESOLVED = "paused_resolved"  # it ended (resumed, or its time ran out)
     TEST = "test"  # `arbiter notify test`: never written to the outbox
@@ -225,6 +229,8 @@ class KeepalivedView:
     # keepalived answered the dump signal before, and now its process is there but
     # gives no dump within the watch's bound: hung (frozen, stuck, D state)
     hung: bool = False
+    # since when the watch has given errors and no dump (None: the last was a dump)
+    failing_since: datetime | None = None
 
     def instance(self, vrid: int) -> VrrpInstance | None:
         return next((i for i in self.instances if i.vrid == vrid), None)
@@ -359,6 +365,8 @@ class ClusterHistory:
     orphan_incident: int | None = None
     conflict_streak: int = 0  # rounds a stranger's MAC answered for a VIP
     conflict_incident: int | None = None
+    view_fail_streak: int = 0  # rounds an exclusive cluster ran on the fallback rule
+    view_fail_incident: int | None = None
     # vip -> node that held it alone in the last clean round
     incumbents: tuple[tuple[str, str], ...] = ()
     incident: IncidentMemory | None = None

@@ -576,3 +576,55 @@ def test_a_late_deny_never_lands_after_a_newer_allow(track_conf: tuple[Path, Pat
     newer = track_command(str(d), "VI_1", True, 1_733_580_000_300)
     assert run(newer).returncode == 0 and (d / "VI_1").read_text() == "1\n"
     assert run(newer).returncode == SUPERSEDED
+
+
+@pytest.mark.parametrize("via", ["arbiter", "wrapper"])
+def test_the_watch_finds_a_dump_and_pid_file_where_the_node_keeps_them(
+        outside_tmp: Path, via: str) -> None:
+    """keepalived under systemd's PrivateTmp writes its dump into a private /tmp, and
+    a distribution may keep its pid file elsewhere (issue 29). With today's defaults
+    the watch says why it has no dump (the view then fails, and the fallback rule
+    applies: tests/unit/test_view_health.py); with the node's settings (arbiter.toml
+    per node, or the wrapper's keepalived_pid / keepalived_dump) it reads them."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a private /tmp (unshare -m)")
+    from arbiter.probe.keepalived import dump_uptime, is_dump_line, watch_command
+
+    (outside_tmp / "dump.tmpl").write_text(DUMP)
+    private = "/tmp/systemd-private-3f2a-keepalived.service-Xy12/tmp"
+    pidfile = outside_tmp / "run" / "keepalived.pid"
+    pidfile.parent.mkdir()
+    script = outside_tmp / "fake-keepalived"
+    script.write_text(
+        "#!/bin/bash\nn=0\n"
+        f"trap 'n=$((n+1)); sed \"s/N/$n/\" {outside_tmp}/dump.tmpl "
+        f"> {private}/keepalived.json' 36\n"
+        "while :; do sleep 0.05; done\n")
+    script.chmod(0o755)
+    glob = "/tmp/systemd-private-*-keepalived.service-*/tmp/keepalived.json"
+    wrapper = outside_tmp / "arbiter-ssh-wrapper"
+    shutil.copy(WRAPPER, wrapper)
+    conf = outside_tmp / "wrapper.conf"
+
+    def watch(pid: str, dump: str) -> list[str]:
+        if via == "wrapper":
+            conf.write_text(f"sudo no\nkeepalived_pid {pid}\nkeepalived_dump {dump}\n")
+            run, env = f"exec dash {wrapper} {conf}", {"SSH_ORIGINAL_COMMAND":
+                                                       watch_command(0.1)}
+        else:
+            run, env = f"exec dash -c {shlex.quote(watch_command(0.1, pid, dump))}", {}
+        inner = (f"mount -t tmpfs t /tmp; mkdir -p {private}; {script} & "
+                 f"echo $! > {pidfile}; sleep 0.3; {run}")
+        return watch_lines(["unshare", "--mount", "--propagation", "private", "bash", "-c",
+                            inner], {**os.environ, **env}, 6)
+
+    # today's defaults: no live pid in /run/keepalived.pid; and with the pid file
+    # right but the dump in the private /tmp, no dump at /tmp/keepalived.json
+    lines = watch("/run/keepalived.pid", "/tmp/keepalived.json")
+    assert any("keepalived is not running" in ln for ln in lines), lines
+    lines = watch(str(pidfile), "/tmp/keepalived.json")
+    assert any("no dump within 0.4 s" in ln for ln in lines), lines
+    # the node's settings: dumps, with the node's clock
+    lines = watch(str(pidfile), glob)
+    dumps = [ln for ln in lines if is_dump_line(ln)]
+    assert dumps and all(dump_uptime(ln) for ln in dumps), lines

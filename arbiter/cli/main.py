@@ -275,7 +275,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--state", help="only this state: open, decided, fencing, fenced, "
                    "fence_failed, held, watching, resolved")
     s.add_argument("--kind", help="only this kind: split_brain, orphan_vip, "
-                   "arbiter_isolated, vip_conflict")
+                   "arbiter_isolated, vip_conflict, view_failing")
     s.add_argument("--json", action="store_true", help="print the rows as JSON")
     s.set_defaults(func=cmd_incidents)
 

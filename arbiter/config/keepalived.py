@@ -15,6 +15,26 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class NodeKeepalived(BaseModel):
+    """Where one director's keepalived keeps its pid file and writes its JSON dump: the
+    keepalived watch reads them (without arbiter-ssh-wrapper; with it, the wrapper's own
+    ``keepalived_pid`` and ``keepalived_dump`` lines decide, as they must agree with
+    its sudoers line)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keepalived_pidfile: str = Field(
+        "/run/keepalived.pid", pattern=r"^/[A-Za-z0-9_./-]{1,200}$",
+        description="keepalived's pid file on this director (keepalived -p)",
+    )
+    keepalived_dump: str = Field(
+        "/tmp/keepalived.json", pattern=r"^/[A-Za-z0-9_./*-]{1,200}$",
+        description="where keepalived writes its JSON dump on this director; `*` matches "
+        "as in the shell, for systemd's PrivateTmp (for example "
+        "/tmp/systemd-private-*-keepalived.service-*/tmp/keepalived.json)",
+    )
+
+
 class ClusterKeepalived(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

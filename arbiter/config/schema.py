@@ -20,7 +20,7 @@ from arbiter.config.arbiter import ArbiterSection
 from arbiter.config.base import IPAddr, _ip, _Strict
 from arbiter.config.fencing import AgentRule, ClusterFencing, NodeFencing
 from arbiter.config.ha import HASection
-from arbiter.config.keepalived import ClusterKeepalived
+from arbiter.config.keepalived import ClusterKeepalived, NodeKeepalived
 from arbiter.config.listen import listen_url
 from arbiter.config.notify import NotifySection
 
@@ -88,7 +88,7 @@ class APISection(_Strict):
         return self
 
 
-class NodeConfig(_Strict, NodeFencing):
+class NodeConfig(_Strict, NodeFencing, NodeKeepalived):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     address: IPAddr
     priority: int = Field(100, ge=0, le=255)

@@ -54,6 +54,7 @@ from arbiter.policy.fence_plan import maybe_fence
 from arbiter.policy.holds import auto_release, gate_progress
 from arbiter.policy.quorum import Quorum, compact, judge
 from arbiter.policy.verdicts import exclusive_rulings, guarded_vips, node_verdict
+from arbiter.policy.view_health import failing_views
 from arbiter.policy.vrrp import split_by_view
 
 S = IncidentState
@@ -279,6 +280,19 @@ def assess_cluster(
                                  hist.conflict_incident, abstain_reason, effects,
                                  "no foreign MAC answers for the VIPs any more")
     nxt = nxt.with_(conflict_streak=streak, conflict_incident=standing)
+
+    # --- keepalived's view keeps failing (issue 29): the fallback rule, told ---------
+    failing = failing_views(cluster, obs, now) if cluster.verdict == "exclusive" else ()
+    why = ("keepalived's view failing: " + "; ".join(failing)
+           + ": exclusive verdicts run on the fallback rule (deny every backup while "
+           "the holder is healthy)") if failing else ""
+    if failing and abstain_reason is None:
+        notes.append(why)
+    streak, standing = _standing(config, IncidentKind.VIEW_FAILING,
+                                 tuple(cluster.vips) if failing else (), why,
+                                 hist.view_fail_streak, hist.view_fail_incident,
+                                 abstain_reason, effects, "keepalived's view works again")
+    nxt = nxt.with_(view_fail_streak=streak, view_fail_incident=standing)
 
     if abstain_reason is None and not split_vips:
         nxt, releases, rel_notes, rel_effects = auto_release(config, cluster, obs, nxt, now)

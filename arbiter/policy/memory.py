@@ -56,6 +56,8 @@ def fold(history: History, assessment: Assessment, committed: Committed) -> Hist
             h = h.with_(orphan_incident=ids[IncidentKind.ORPHAN_VIP])
         if IncidentKind.VIP_CONFLICT in ids:
             h = h.with_(conflict_incident=ids[IncidentKind.VIP_CONFLICT])
+        if IncidentKind.VIEW_FAILING in ids:
+            h = h.with_(view_fail_incident=ids[IncidentKind.VIEW_FAILING])
         clusters.append((ca.cluster, h))
     isolated = history.isolated_incident
     if ARBITER not in committed.failed:
@@ -171,6 +173,9 @@ def restore(
             continue
         if r.kind is IncidentKind.VIP_CONFLICT:
             hists[r.cluster] = h.with_(conflict_incident=r.id)
+            continue
+        if r.kind is IncidentKind.VIEW_FAILING:
+            hists[r.cluster] = h.with_(view_fail_incident=r.id)
             continue
         hists[r.cluster] = h.with_(
             incident=IncidentMemory(

@@ -29,6 +29,7 @@ SEVERITY: dict[EventKind, str] = {
     EventKind.PAUSED: "warning",
     EventKind.ORPHAN_VIP: "critical",
     EventKind.VIP_CONFLICT: "critical",
+    EventKind.VIEW_FAILING: "warning",
     EventKind.TEST: "info",
 }
 
@@ -42,6 +43,7 @@ RESOLVES: dict[EventKind, EventKind] = {
     EventKind.PAUSED_RESOLVED: EventKind.PAUSED,
     EventKind.ORPHAN_VIP_RESOLVED: EventKind.ORPHAN_VIP,
     EventKind.VIP_CONFLICT_RESOLVED: EventKind.VIP_CONFLICT,
+    EventKind.VIEW_FAILING_RESOLVED: EventKind.VIEW_FAILING,
 }
 
 
@@ -54,7 +56,8 @@ def on_open(incident_kind: str) -> EventKind | None:
     """The event an incident of this kind raises when it opens."""
     return {"split_brain": EventKind.SPLIT_BRAIN, "orphan_vip": EventKind.ORPHAN_VIP,
             "arbiter_isolated": EventKind.ARBITER_ISOLATED,
-            "vip_conflict": EventKind.VIP_CONFLICT}.get(incident_kind)
+            "vip_conflict": EventKind.VIP_CONFLICT,
+            "view_failing": EventKind.VIEW_FAILING}.get(incident_kind)
 
 
 def on_change(incident_kind: str, src: str, dst: str) -> EventKind | None:
@@ -69,6 +72,7 @@ def on_change(incident_kind: str, src: str, dst: str) -> EventKind | None:
         return {"split_brain": EventKind.SPLIT_BRAIN_RESOLVED,
                 "orphan_vip": EventKind.ORPHAN_VIP_RESOLVED,
                 "vip_conflict": EventKind.VIP_CONFLICT_RESOLVED,
+                "view_failing": EventKind.VIEW_FAILING_RESOLVED,
                 "arbiter_isolated": EventKind.ARBITER_ISOLATED_RESOLVED}.get(incident_kind)
     return None
 
@@ -102,6 +106,9 @@ def title(event: EventKind, cluster: str | None, incident: dict[str, Any] | None
         EventKind.ORPHAN_VIP_RESOLVED: f"resolved: {vips} held again in {where}",
         EventKind.VIP_CONFLICT: f"ADDRESS CONFLICT in {where}: a foreign MAC answers for {vips}",
         EventKind.VIP_CONFLICT_RESOLVED: f"resolved: address conflict on {vips} in {where}",
+        EventKind.VIEW_FAILING: f"{where}: keepalived's view keeps failing: exclusive "
+                                f"verdicts run on the fallback rule",
+        EventKind.VIEW_FAILING_RESOLVED: f"resolved: keepalived's view works again in {where}",
         EventKind.PAUSED: f"{where}: maintenance pause: nothing is fenced until it ends",
         EventKind.PAUSED_RESOLVED: f"resolved: {where}: maintenance pause over, fencing on",
         EventKind.TEST: f"test notification from {where}",

@@ -33,6 +33,7 @@ from arbiter.model import (
 )
 from arbiter.policy.assessment import NodeAssessment
 from arbiter.policy.liveness import runs
+from arbiter.policy.view_health import failing_views
 from arbiter.policy.vrrp import deaf_rule, fresh, stale_limit
 
 Rulings = dict[tuple[str, str], tuple[Verdict, str]]  # (node, vip) -> exclusive answer
@@ -63,11 +64,15 @@ def guarded_vips(cluster: ClusterConfig, obs: ClusterObservation) -> dict[str, t
     return out
 
 
-def without_view(cluster: ClusterConfig, obs: ClusterObservation) -> str | None:
+def without_view(cluster: ClusterConfig, obs: ClusterObservation,
+                 now: datetime | None = None) -> str | None:
     """Why the exclusive rule cannot use keepalived's view for this cluster (then it
-    holds every backup while the holder is healthy), or None."""
+    holds every backup while the holder is healthy), or None. ``now``: also a view
+    that keeps failing (``view_health``; issue 29)."""
     if not cluster.keepalived_view:
         return "keepalived_view = false"
+    if now is not None and (failing := failing_views(cluster, obs, now)):
+        return "; ".join(failing)
     for o in obs.nodes:
         kv = o.keepalived
         if kv is None:
@@ -85,7 +90,7 @@ def exclusive_rulings(cluster: ClusterConfig, obs: ClusterObservation,
     misses its master's adverts is denied; without it, every backup is."""
     out: Rulings = {}
     denials: dict[tuple[str, int], Denial] = {}
-    fallback = without_view(cluster, obs)
+    fallback = without_view(cluster, obs, now)
     known = {(d.node, d.vrid): d for d in hist.denials}
     limit = stale_limit(watch_every)
     for vip, (holder, why) in guarded.items():

@@ -14,6 +14,7 @@ machine we do not control. Any failure is that node's own error.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -29,20 +30,25 @@ STATES = {0: "INIT", 1: "BACKUP", 2: "MASTER", 3: "FAULT"}
 NO_ANSWER = "no dump within"
 
 
-def watch_command(period: float) -> str:
-    """The stream of dumps, one every ``period`` seconds (0.05 to 5)."""
+def watch_command(period: float, pidfile: str = "/run/keepalived.pid",
+                  dump: str = "/tmp/keepalived.json") -> str:
+    """The stream of dumps, one every ``period`` seconds (0.05 to 5). ``pidfile`` and
+    ``dump`` are the node's settings (safe characters only, checked by the config);
+    ``dump`` may hold ``*`` (systemd's PrivateTmp): the newest match is read."""
     p = f"{min(5.0, max(0.05, period)):g}"
+    find = (f"f=$(ls -t {dump} 2>/dev/null | head -n 1); f=${{f:-{dump}}}; "
+            if "*" in dump else f"f={shlex.quote(dump)}; ")
     return (
         f"echo '{MARK} {p}'; "
         "sig=$(keepalived --signum=JSON 2>/dev/null); "
         f"case $sig in ''|*[!0-9]*) echo '{ERROR} keepalived has no JSON dump "
         "(keepalived --signum=JSON printed no number: 1.x, or built without JSON)'; "
         "exit 0;; esac; "
-        "f=/tmp/keepalived.json; "
         "while :; do "
-        "p=$(cat /run/keepalived.pid 2>/dev/null); "
+        f"{find}"
+        f"p=$(cat {shlex.quote(pidfile)} 2>/dev/null); "
         "if [ -z \"$p\" ] || [ ! -d \"/proc/$p\" ]; then "
-        f"echo '{ERROR} keepalived is not running'; "
+        f"echo '{ERROR} keepalived is not running (no live pid in {pidfile})'; "
         "else "
         "o=$(stat -c %y \"$f\" 2>/dev/null); kill \"-$sig\" \"$p\"; i=0; "
         "while [ $i -lt 40 ] && [ \"$(stat -c %y \"$f\" 2>/dev/null)\" = \"$o\" ]; "
@@ -51,7 +57,7 @@ def watch_command(period: float) -> str:
         # of dumps a stalled connection delivers at once keeps its real spacing
         f"if [ $i -lt 40 ]; then sleep 0.01; echo \"{DUMP} $(cut -d' ' -f1 /proc/uptime)\"; "
         f"cat \"$f\"; echo; echo '{END}'; "
-        f"else echo '{ERROR} {NO_ANSWER} 0.4 s of the signal'; fi; "
+        f"else echo \"{ERROR} {NO_ANSWER} 0.4 s of the signal (no new $f)\"; fi; "
         "fi; "
         f"sleep {p} || exit 0; "
         "done"

@@ -97,6 +97,7 @@ class _Node:
     supported: bool = True
     refused: int = 0  # streams in a row that ended without a single line
     missed: dict[str, int] = field(default_factory=dict)  # vrid -> missed, as last judged
+    failing_since: datetime | None = None  # errors and no dump since then
     clock: NodeClock = field(default_factory=NodeClock)
 
 
@@ -144,7 +145,8 @@ class KeepalivedViews:
                             if t.last is not None and t.samples),
             at=st.at, error=st.error, supported=st.supported,
             # it answered before, and its process is there but answers no more
-            hung=st.at is not None and st.error is not None and NO_ANSWER in st.error)
+            hung=st.at is not None and st.error is not None and NO_ANSWER in st.error,
+            failing_since=st.failing_since if st.error is not None else None)
 
     @staticmethod
     def _instance(t: _Track) -> VrrpInstance:
@@ -161,7 +163,7 @@ class KeepalivedViews:
     async def _watch(self, c: ClusterConfig, node: str) -> None:
         t = target_for(self.config, c, node)
         key = (c.name, node)
-        st = self._nodes.setdefault(key, _Node())
+        st = self._nodes.setdefault(key, _Node(failing_since=self.clock()))
         backoff = BACKOFF_MIN
         loop = asyncio.get_running_loop()
         while True:
@@ -170,8 +172,11 @@ class KeepalivedViews:
             block: list[str] | None = None
             size = 0
             uptime: float | None = None
-            async for line in self.runner.stream(
-                    t, watch_command(self.config.arbiter.keepalived_watch_every)):
+            cfg = c.node(node)
+            command = watch_command(self.config.arbiter.keepalived_watch_every,
+                                    *((cfg.keepalived_pidfile, cfg.keepalived_dump)
+                                      if cfg is not None else ()))
+            async for line in self.runner.stream(t, command):
                 if line == "":
                     continue  # the stream is running
                 lines += 1
@@ -209,6 +214,8 @@ class KeepalivedViews:
     def _error(self, st: _Node, why: str, supported: bool = True) -> None:
         if why != st.error:
             log.info("keepalived view: %s", why)
+        if st.error is None or st.failing_since is None:
+            st.failing_since = self.clock()
         st.error, st.supported = why, supported
 
     def _dump(self, c: ClusterConfig, node: str, st: _Node, text: str,
@@ -221,7 +228,7 @@ class KeepalivedViews:
             return
         self.dumps += 1
         changed = st.error is not None
-        st.error, st.supported, st.at = None, True, now
+        st.error, st.supported, st.at, st.failing_since = None, True, now, None
         seen = set()
         for d in dumps:
             seen.add(d.name)

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from arbiter.model import IncidentKind
 from arbiter.policy.effects import OpenIncident
+from arbiter.policy.view_health import view_failing
 from arbiter.round.view import View
 
 ROUND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -171,6 +172,11 @@ class ViewCollector(Collector):
         kv_sent = CounterMetricFamily("arbiter_keepalived_adverts_sent",
                                       "keepalived's own advert_sent counter",
                                       labels=["cluster", "node", "instance"])
+        kv_failing = GaugeMetricFamily(
+            "arbiter_keepalived_view_failing",
+            "1 while the node's keepalived view has given only errors for long enough that "
+            "exclusive verdicts fall back to denying every backup while the holder is "
+            "healthy (issue 29)", labels=["cluster", "node"])
         paused = GaugeMetricFamily("arbiter_paused",
                                    "1 while a maintenance pause keeps the cluster from being "
                                    "fenced", labels=["cluster"])
@@ -185,6 +191,9 @@ class ViewCollector(Collector):
                 kv = n.keepalived
                 if kv is not None:
                     kv_up.add_metric([c.name, n.node], float(kv.error is None))
+                    if at is not None and c.keepalived_view:
+                        kv_failing.add_metric([c.name, n.node],
+                                              float(view_failing(n, at) is not None))
                     for i in kv.instances:
                         for s in ("INIT", "BACKUP", "MASTER", "FAULT"):
                             kv_state.add_metric([c.name, n.node, i.name, s],
@@ -212,7 +221,7 @@ class ViewCollector(Collector):
         yield holders
         yield arp
         yield active
-        yield from (kv_up, kv_state, kv_prio, kv_rcvd, kv_sent, denials, paused)
+        yield from (kv_up, kv_failing, kv_state, kv_prio, kv_rcvd, kv_sent, denials, paused)
 
 
 class OutboxCollector(Collector):

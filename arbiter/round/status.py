@@ -12,6 +12,7 @@ from arbiter.model import ClusterHistory, Pause, Verdict
 from arbiter.policy.cluster_state import cluster_state, overall
 from arbiter.policy.liveness import keepalived_state
 from arbiter.policy.verdicts import without_view
+from arbiter.policy.view_health import failing_views
 from arbiter.policy.vrrp import budget_warnings
 from arbiter.round.gate_log import GateWiring
 from arbiter.round.view import View
@@ -112,6 +113,10 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
         warnings = list(gate_warnings.get(c.name, {}).values())
         if obs is not None:
             warnings += budget_warnings(c, index, obs, config.arbiter.keepalived_watch_every)
+            # a view that keeps failing: the exclusive rule has fallen back (issue 29)
+            then = ("exclusive verdicts run on the fallback rule" if c.verdict == "exclusive"
+                    else "confirmation waits for confirm_min_span")
+            warnings += [f"{w}: {then}" for w in failing_views(c, obs, now)]
         word, why = cluster_state(config, hist, ca, stale or (a.abstain_reason if a else None),
                                   warnings, rt.db_error)
         pause = next((p for p in view.pauses if p.covers(c.name, now)), None)
@@ -127,7 +132,7 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
                 "view": c.keepalived_view, "track_files": c.track_files,
                 "exclusive_rule": None if c.verdict != "exclusive" else (
                     "deny a backup that misses a healthy master's adverts"
-                    if obs is None or (why := without_view(c, obs)) is None
+                    if obs is None or (why := without_view(c, obs, now)) is None
                     else f"deny every backup while the holder is healthy ({why})"),
                 "denials": [{"node": d.node, "vrid": d.vrid, "since": iso(d.since),
                              "probing_since": iso(d.probe_at)} for d in hist.denials],
