@@ -628,3 +628,37 @@ def test_the_watch_finds_a_dump_and_pid_file_where_the_node_keeps_them(
     lines = watch(str(pidfile), glob)
     dumps = [ln for ln in lines if is_dump_line(ln)]
     assert dumps and all(dump_uptime(ln) for ln in dumps), lines
+
+
+def _gate_on(track: Path, age: float, argv: list[str], env: dict[str, str],
+             url: str) -> str:
+    """The gate's run on a deny ``age`` seconds old: what the track file says after."""
+    import time
+
+    track.write_text("1\n")
+    now = time.time()
+    os.utime(track, (now - age, now - age))
+    p = subprocess.run([*argv, str(GATE), "--track", str(track), url, "web", "lb1",
+                        "127.0.0.1"], env={**env, "ARBITER_GATE_DENY_TTL": "3"},
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0, p.stderr
+    return track.read_text()
+
+
+def test_a_write_delayed_by_1_5_s_never_lifts_a_standing_deny(arbiter_url: str,
+                                                                tmp_path: Path) -> None:
+    """The arbiter rewrites a standing deny every second (issue 29); one write delayed
+    by 1.5 s leaves the file 2.5 s old when the gate looks: under the 3 s TTL, with
+    milliseconds (dash, GNU date and stat) and with whole seconds (busybox), where
+    rounding could otherwise add a second. Past the TTL (and the rounding) it lifts."""
+    import time
+
+    Arbiter.answer = "allow"
+    for name, argv, env in shells(tmp_path):
+        track = tmp_path / f"VI_1-{name}"
+        for _ in range(5):  # at several sub-second phases of the clock
+            assert _gate_on(track, 1.0 + 1.5, argv, env, arbiter_url) == "1\n", name
+            time.sleep(0.17)
+        assert _gate_on(track, 4.2, argv, env, arbiter_url) == "0\n", name
+        if name.startswith("dash"):  # milliseconds: exactly the TTL
+            assert _gate_on(track, 3.05, argv, env, arbiter_url) == "0\n"
