@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from arbiter import config as config_mod
+from arbiter.cli.durations import flag_values
 from arbiter.cli.exits import EXIT_ERROR, EXIT_OK
 from arbiter.config import Config, ConfigError
 
@@ -317,7 +318,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-c", "--config", required=True, help=CONFIG_HELP)
     s.add_argument("--cluster", help="only this cluster (default: every cluster)")
     s.add_argument("--for", dest="duration", required=True,
-                   help="how long: 90s, 30m, 2h (at most [arbiter] max_pause)")
+                   help="how long, with a unit: 90s, 30m, 2h, 1h30m (at most [arbiter] "
+                   "max_pause)")
     s.add_argument("--reason", required=True, help="why: kept with the pause, shown in "
                    "/status and in every incident opened meanwhile")
     s.add_argument("--as", dest="who", help="the operator (a name in [api] tokens)")
@@ -350,7 +352,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(flag_values(sys.argv[1:] if argv is None else argv, "--for"))
     try:
         return args.func(args)
     except (ConfigError, UsageError) as exc:

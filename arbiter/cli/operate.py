@@ -3,22 +3,10 @@ running arbiter, through its API (the operator token from the config)."""
 
 from __future__ import annotations
 
-import re
-
 from arbiter.cli.api_client import ApiError, call, operator_token
+from arbiter.cli.durations import parse_duration
 from arbiter.cli.exits import EXIT_ERROR, EXIT_OK, EXIT_OPERATOR
 from arbiter.config import Config
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """"90s", "30m", "2h", "1d" or plain seconds; ValueError names the option."""
-    m = _DURATION.match(text)
-    if m is None or float(m.group(1)) <= 0:
-        raise ValueError(f"--for: {text!r} is not a duration (e.g. 90s, 30m, 2h)")
-    return float(m.group(1)) * _UNIT[m.group(2)]
 
 
 def cmd_reload(cfg: Config, path: str, who: str | None) -> int:
