@@ -45,3 +45,30 @@ def test_text_stays_the_default_line_format() -> None:
     (first, *_) = run("text")
     assert " INFO    arbiter.fencer: [web] incident #7 fence_command on lb2" in first
     assert not first.startswith("{")
+
+
+WARNED = """
+import warnings
+warnings.warn("import-time warning, as asyncssh's CryptographyDeprecationWarning",
+              UserWarning)  # before the command reads its config
+from arbiter.cli.logs import setup
+import arbiter.cli  # the command's package, as the entry point imports it
+warnings.warn("another, before logging is set up", DeprecationWarning, stacklevel=1)
+setup("info", "json")
+warnings.warn("and one after", RuntimeWarning)
+"""
+
+
+def test_under_json_every_stderr_line_is_json_warnings_included() -> None:
+    """Issue 30: Python's own warnings went to stderr as plain text. The import-time
+    one is raised here before arbiter.cli is imported, as an unlocked install's
+    cryptography raises it while the entry point imports asyncssh."""
+    code = "import arbiter.cli\n" + WARNED
+    p = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(line) for line in p.stderr.splitlines()]  # every line parses
+    msgs = " ".join(r["msg"] for r in lines)
+    assert len(lines) == 3, lines
+    assert "import-time warning" in msgs and "and one after" in msgs
+    assert all(r["logger"] == "py.warnings" and r["level"] == "WARNING" for r in lines)

@@ -12,6 +12,7 @@ log line gets them without a second wording.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import re
 import sys
 from datetime import UTC, datetime
@@ -71,5 +72,15 @@ def setup(level: str, fmt: str = "text") -> None:
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # warnings raised before this (at import) wait in arbiter.cli's buffer: send them
+    # through this handler, then let later ones reach it like any record
+    logging.captureWarnings(True)
+    warned = logging.getLogger("py.warnings")
+    for h in list(warned.handlers):
+        if isinstance(h, logging.handlers.MemoryHandler):
+            h.setTarget(handler)
+            h.flush()
+            warned.removeHandler(h)
+    warned.propagate = True
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
