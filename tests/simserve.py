@@ -46,8 +46,10 @@ class SimServe:
     its text (keys inside a section)."""
 
     def __init__(self, tmp_path: Path, extra: str = "", seconds: int = 180,
-                 edit: Callable[[str], str] | None = None):
+                 edit: Callable[[str], str] | None = None,
+                 env: dict[str, str] | None = None):
         self.tmp_path, self.extra, self.seconds = tmp_path, extra, seconds
+        self.env = {**ENV, **(env or {})}  # the service's own (its unit's EnvironmentFile)
         self.edit = edit or (lambda text: text)
         self.cfg = tmp_path / "arbiter.toml"
         self.listen = f"127.0.0.1:{free_port()}"
@@ -76,7 +78,7 @@ class SimServe:
         with log.open("a") as f:
             self.serve = subprocess.Popen(
                 [sys.executable, "-m", "arbiter.cli", "serve", "-c", str(self.cfg)],
-                env=ENV, stdout=f, stderr=subprocess.STDOUT, text=True)
+                env=self.env, stdout=f, stderr=subprocess.STDOUT, text=True)
 
     def stop_serve(self) -> str:
         stop(self.serve)

@@ -61,3 +61,38 @@ def test_pause_resume_and_reload_from_the_command_line(tmp_path: Path) -> None:
         last = wait(lambda: (status(s.cfg)["arbiter"]["config"] or {}).get("last_reload")
                     if status(s.cfg)["arbiter"]["interval"] == 0.8 else None, 20, "SIGHUP")
         assert last["by"] == "SIGHUP" and last["ok"] is True
+
+
+def test_tokens_from_the_environment_file_as_the_unit_has_them(tmp_path: Path) -> None:
+    """Issue 30: with `tokens = { ops = "${ARBITER_T_OPS}" }` (the recommended way) the
+    service has the variable from its EnvironmentFile, the operator's shell does not.
+    A read needs no token; a write says where the token comes from and how to get it;
+    --env-file FILE gives it, as the unit does."""
+    from tests.simserve import OPS_TOKEN
+
+    env_file = tmp_path / "arbiter.env"
+    env_file.write_text(f"# as /etc/arbiter/arbiter.env\nARBITER_T_OPS='{OPS_TOKEN}'\n")
+    with SimServe(tmp_path, env={"ARBITER_T_OPS": OPS_TOKEN},
+                  edit=lambda t: t.replace(f'ops = "{OPS_TOKEN}"',
+                                           'ops = "${ARBITER_T_OPS}"')) as s:
+        cfg = str(s.cfg)
+        wait(lambda: status(s.cfg).get("arbiter", {}).get("last_round", {}).get("count"),
+             30, "a round (a read, without the variable)")
+        p = cli("pause", "-c", cfg, "--for", "5m", "--reason", "x")
+        assert p.returncode == 2, p.stdout
+        assert "[api] tokens.ops comes from ${ARBITER_T_OPS}, which is not set here" in \
+            p.stdout and "--env-file" in p.stdout
+        p = cli("--env-file", str(env_file), "pause", "-c", cfg, "--for", "5m", "--reason", "x")
+        assert p.returncode == 0, p.stdout + p.stderr
+        p = cli("resume", "-c", cfg, f"--env-file={env_file}")
+        assert p.returncode == 0, p.stdout + p.stderr
+        p = cli("--env-file", str(tmp_path / "none.env"), "status", "-c", cfg)
+        assert p.returncode == 2 and "--env-file: cannot read" in p.stderr
+
+
+def test_a_write_without_any_token_says_how_to_add_one(tmp_path: Path) -> None:
+    with SimServe(tmp_path, edit=lambda t: t.replace("[api]\ntokens = ", "[api]\n#")) as s:
+        wait(lambda: status(s.cfg).get("arbiter", {}).get("last_round", {}).get("count"),
+             30, "a round")
+        p = cli("pause", "-c", str(s.cfg), "--for", "5m", "--reason", "x")
+        assert p.returncode == 2 and "[api] tokens has none: add one" in p.stdout, p.stdout

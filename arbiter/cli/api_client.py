@@ -10,7 +10,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from arbiter.cli.envfile import DEFAULT as DEFAULT_ENV
 from arbiter.config import Config
+from arbiter.config.loading import unset_name
 
 
 class ApiError(Exception):
@@ -22,19 +24,44 @@ class ApiError(Exception):
         self.status = status
 
 
-def operator_token(cfg: Config, name: str | None = None) -> str | None:
-    """The token of operator ``name``; without a name, the only one configured (None
-    when there is none: reads may still be open)."""
+def operator_token(cfg: Config, name: str | None = None) -> str:
+    """The token of operator ``name``; without a name, the only one configured. A write
+    needs one: without it the answer says how to get one (issue 30)."""
     tokens = cfg.api.tokens
     if name is not None:
         if name not in tokens:
             raise ApiError(f"--as {name}: no such operator in [api] tokens "
                            f"(have: {', '.join(sorted(tokens)) or 'none'})")
-        return tokens[name]
+        return usable(name, tokens[name])
     if len(tokens) > 1:
         raise ApiError(f"several operators in [api] tokens ({', '.join(sorted(tokens))}): "
                        "choose one with --as NAME")
-    return next(iter(tokens.values()), None)
+    if not tokens:
+        raise ApiError(
+            "this needs an operator token, and [api] tokens has none: add one, for "
+            'example ops = "${ARBITER_OPS_TOKEN}" with ARBITER_OPS_TOKEN=... in '
+            "/etc/arbiter/arbiter.env (`openssl rand -hex 24` makes one), then "
+            "`systemctl reload keepalived-arbiter`")
+    ((who, tok),) = tokens.items()
+    return usable(who, tok)
+
+
+def read_token(cfg: Config) -> str | None:
+    """What a read sends: nothing unless ``protect_reads`` (any operator may read)."""
+    if not cfg.api.protect_reads:
+        return None
+    return operator_token(cfg, next(iter(cfg.api.tokens), None) if len(cfg.api.tokens) > 1
+                          else None)
+
+
+def usable(who: str, token: str) -> str:
+    """``token``, unless it comes from a variable this environment does not have."""
+    if (var := unset_name(token)) is not None:
+        raise ApiError(
+            f"[api] tokens.{who} comes from ${{{var}}}, which is not set here: run as a "
+            f"user who can read {DEFAULT_ENV} (the CLI reads it), pass --env-file FILE, "
+            f"or export {var}")
+    return token
 
 
 def call(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None,

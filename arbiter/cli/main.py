@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from arbiter import config as config_mod
+from arbiter.cli import envfile
 from arbiter.cli.durations import flag_values
 from arbiter.cli.exits import EXIT_ERROR, EXIT_OK
 from arbiter.config import Config, ConfigError
@@ -33,6 +34,13 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
 
 def _load(path: str) -> Config:
     return config_mod.load(path)
+
+
+def _api_config(path: str) -> Config:
+    """The config as a command that only talks to the running arbiter needs it: no
+    SSH files, and a secret this shell lacks left for the command to explain if it
+    needs it (a read does not)."""
+    return config_mod.load(path, check_files=False, lenient_env=True)
 
 
 # --- wiring -------------------------------------------------------------------
@@ -152,14 +160,14 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from arbiter.cli.status import cmd_status as run
 
-    return run(config_mod.load(args.config, check_files=False),
+    return run(_api_config(args.config),
                args.watch if args.watch else None, args.json, args.count)
 
 
 def cmd_release(args: argparse.Namespace) -> int:
     from arbiter.cli.status import cmd_release as run
 
-    return run(config_mod.load(args.config, check_files=False), args.incident, args.reason,
+    return run(_api_config(args.config), args.incident, args.reason,
                args.who)
 
 
@@ -167,26 +175,26 @@ def cmd_reload(args: argparse.Namespace) -> int:
     from arbiter.cli.operate import cmd_reload as run
 
     # read here first: an invalid file is named field by field, and nothing is sent
-    return run(config_mod.load(args.config, check_files=False), args.config, args.who)
+    return run(_api_config(args.config), args.config, args.who)
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
     from arbiter.cli.operate import cmd_pause as run
 
-    return run(config_mod.load(args.config, check_files=False), args.cluster, args.duration,
+    return run(_api_config(args.config), args.cluster, args.duration,
                args.reason, args.who)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from arbiter.cli.operate import cmd_resume as run
 
-    return run(config_mod.load(args.config, check_files=False), args.cluster, args.who)
+    return run(_api_config(args.config), args.cluster, args.who)
 
 
 def cmd_notify_test(args: argparse.Namespace) -> int:
     from arbiter.cli.notify import run_test
 
-    cfg = config_mod.load(args.config, check_files=False)
+    cfg = _api_config(args.config)
     _setup_logging(args.log_level)
     return asyncio.run(run_test(cfg))
 
@@ -351,8 +359,33 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _env_file_option(argv: list[str]) -> tuple[list[str], str | None]:
+    """``--env-file FILE`` (or ``--env-file=FILE``) anywhere on the line: every command
+    takes it (the unit's EnvironmentFile; by default /etc/arbiter/arbiter.env when it
+    is there and readable)."""
+    out, path, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--env-file" and i + 1 < len(argv):
+            path, i = argv[i + 1], i + 2
+            continue
+        if a.startswith("--env-file="):
+            path = a.split("=", 1)[1]
+        else:
+            out.append(a)
+        i += 1
+    return out, path
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(flag_values(sys.argv[1:] if argv is None else argv, "--for"))
+    argv = flag_values(sys.argv[1:] if argv is None else argv, "--for")
+    argv, env_file = _env_file_option(argv)
+    args = parser().parse_args(argv)
+    try:
+        envfile.apply(env_file)
+    except envfile.EnvFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         return args.func(args)
     except (ConfigError, UsageError) as exc:

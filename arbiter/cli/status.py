@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from arbiter.cli.api_client import ApiError, call, operator_token
+from arbiter.cli.api_client import ApiError, call, operator_token, read_token
 from arbiter.cli.exits import EXIT_ERROR, EXIT_OK, EXIT_OPERATOR
 from arbiter.config import Config
 from arbiter.policy.cluster_state import arbiter_problems
@@ -103,11 +103,10 @@ def needs_operator(status: dict[str, Any]) -> bool:
 
 
 def cmd_status(cfg: Config, watch: float | None, as_json: bool, count: int) -> int:
-    token = next(iter(cfg.api.tokens.values()), None)  # any operator may read
     shown = 0
     while True:
         try:
-            status = call(cfg, "GET", "/status", token=token)
+            status = call(cfg, "GET", "/status", token=read_token(cfg))
         except ApiError as exc:
             print(f"error: {exc}")
             return EXIT_ERROR

@@ -17,16 +17,32 @@ from arbiter.config.schema import Config
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _expand_env(value: Any, path: str, problems: list[str]) -> Any:
-    """Replace ``${NAME}`` in strings by environment variables (secrets stay out of files)."""
+# What an unset ${NAME} becomes for a command that may do without it (the CLI's reads):
+# a value no arbiter accepts, which the CLI recognises and explains if it needs it
+UNSET = "-unset-in-this-environment"
+
+
+def unset_name(value: str | None) -> str | None:
+    """The variable an unset placeholder stands for, or None."""
+    if value and value.endswith(UNSET):
+        return value.removeprefix("${").removesuffix("}" + UNSET)
+    return None
+
+
+def _expand_env(value: Any, path: str, problems: list[str], lenient: bool = False) -> Any:
+    """Replace ``${NAME}`` in strings by environment variables (secrets stay out of files).
+    ``lenient``: an unset one becomes a placeholder (``UNSET``) instead of an error."""
     if isinstance(value, dict):
-        return {k: _expand_env(v, f"{path}.{k}" if path else k, problems) for k, v in value.items()}
+        return {k: _expand_env(v, f"{path}.{k}" if path else k, problems, lenient)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        return [_expand_env(v, f"{path}[{i}]", problems, lenient) for i, v in enumerate(value)]
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
             name = m.group(1)
             if name not in os.environ:
+                if lenient:
+                    return "${" + name + "}" + UNSET
                 problems.append(f"{path}: environment variable {name} is not set")
                 return ""
             return os.environ[name]
@@ -45,9 +61,10 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def from_dict(data: dict[str, Any], source: str | None = None, check_files: bool = True) -> Config:
+def from_dict(data: dict[str, Any], source: str | None = None, check_files: bool = True,
+              lenient_env: bool = False) -> Config:
     problems: list[str] = []
-    data = _expand_env(data, "", problems)
+    data = _expand_env(data, "", problems, lenient_env)
     if problems:
         raise ConfigError(problems, source)
     try:
@@ -81,7 +98,7 @@ def _file_problems(cfg: Config, base: Path) -> list[str]:
     return out
 
 
-def load(path: str | Path, check_files: bool = True) -> Config:
+def load(path: str | Path, check_files: bool = True, lenient_env: bool = False) -> Config:
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -91,7 +108,7 @@ def load(path: str | Path, check_files: bool = True) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
-    cfg = from_dict(data, str(path), check_files=check_files)
+    cfg = from_dict(data, str(path), check_files=check_files, lenient_env=lenient_env)
     return _resolve_paths(cfg, path.parent)
 
 
