@@ -17,9 +17,10 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 OPS_TOKEN = "ops-token-0123456789abcdef"
 
 
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, timeout: float = 60,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "arbiter.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=ENV)
+                          text=True, timeout=timeout, env={**ENV, **(env or {})})
 
 
 def start(args: list[str]) -> subprocess.Popen[str]:

@@ -87,7 +87,7 @@ def test_tokens_from_the_environment_file_as_the_unit_has_them(tmp_path: Path) -
         p = cli("resume", "-c", cfg, f"--env-file={env_file}")
         assert p.returncode == 0, p.stdout + p.stderr
         p = cli("--env-file", str(tmp_path / "none.env"), "status", "-c", cfg)
-        assert p.returncode == 2 and "--env-file: cannot read" in p.stderr
+        assert p.returncode == 2 and "none.env: cannot read file" in p.stderr
 
 
 def test_a_write_without_any_token_says_how_to_add_one(tmp_path: Path) -> None:
@@ -96,3 +96,44 @@ def test_a_write_without_any_token_says_how_to_add_one(tmp_path: Path) -> None:
              30, "a round")
         p = cli("pause", "-c", str(s.cfg), "--for", "5m", "--reason", "x")
         assert p.returncode == 2 and "[api] tokens has none: add one" in p.stdout, p.stdout
+
+
+def test_reload_reaches_the_running_service_after_listen_and_token_edits(
+        tmp_path: Path) -> None:
+    """Issue 30: `arbiter reload` read the address and token from the edited file, so
+    after editing `listen` it could not reach the service, and after rotating the
+    token it was refused. Now the service publishes where it runs (RuntimeDirectory),
+    and reload is SIGHUP to it, its answer read from /status; the unit's environment
+    file is read again on reload, so a rotated token is reloadable."""
+    from tests.conftest import free_port
+    from tests.simserve import OPS_TOKEN
+
+    run = tmp_path / "run"
+    run.mkdir()
+    env_file = tmp_path / "arbiter.env"
+    env_file.write_text(f"ARBITER_T_OPS={OPS_TOKEN}\n")
+    rt = {"ARBITER_RUNTIME_FILE": str(run / "serve.json")}
+    with SimServe(tmp_path, env={"ARBITER_T_OPS": OPS_TOKEN, "RUNTIME_DIRECTORY": str(run),
+                                 "ARBITER_ENV_FILE": str(env_file)},
+                  edit=lambda t: t.replace(f'ops = "{OPS_TOKEN}"',
+                                           'ops = "${ARBITER_T_OPS}"')) as s:
+        cfg = str(s.cfg)
+        wait(lambda: (run / "serve.json").exists(), 30, "the runtime file")
+        published = json.loads((run / "serve.json").read_text())
+        assert published["url"] == s.url and published["pid"] == s.serve.pid
+        text = s.cfg.read_text()
+        # 1. listen edited: the running service says it needs a restart (before: the
+        # CLI could not reach the new address at all)
+        s.cfg.write_text(text.replace(s.listen, f"127.0.0.1:{free_port()}"))
+        r = cli("--env-file", str(env_file), "reload", "-c", cfg, env=rt)
+        assert r.returncode == 2 and "needs a restart" in r.stdout, r.stdout + r.stderr
+        s.cfg.write_text(text)
+        # 2. the token rotated in the environment file: reloadable
+        new = "rotated-token-fedcba9876543210"
+        env_file.write_text(f"ARBITER_T_OPS={new}\n")
+        r = cli("--env-file", str(env_file), "reload", "-c", cfg, env=rt)
+        assert r.returncode == 0 and "reloaded (SIGHUP to pid" in r.stdout, r.stdout + r.stderr
+        p = cli("--env-file", str(env_file), "pause", "-c", cfg, "--for", "5m",
+                "--reason", "x", env=rt)
+        assert p.returncode == 0, p.stdout + p.stderr  # the new token is in force
+    assert not (run / "serve.json").exists()  # removed at exit

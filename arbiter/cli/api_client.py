@@ -10,8 +10,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from arbiter.cli.envfile import DEFAULT as DEFAULT_ENV
 from arbiter.config import Config
+from arbiter.config.envfile import DEFAULT as DEFAULT_ENV
 from arbiter.config.loading import unset_name
 
 
@@ -66,7 +66,12 @@ def usable(who: str, token: str) -> str:
 
 def call(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None,
          token: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
-    url = cfg.api_url + path
+    return call_url(cfg.api_url, method, path, body, token, timeout)
+
+
+def call_url(base: str, method: str, path: str, body: dict[str, Any] | None = None,
+             token: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
+    url = base + path
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:

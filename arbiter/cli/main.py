@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 from arbiter import config as config_mod
-from arbiter.cli import envfile
 from arbiter.cli.durations import flag_values
 from arbiter.cli.exits import EXIT_ERROR, EXIT_OK
-from arbiter.config import Config, ConfigError
+from arbiter.config import Config, ConfigError, envfile
 
 log = logging.getLogger("arbiter")
 
@@ -73,12 +72,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
-    import os
-
-    from arbiter.config.loading import read_env_file
-
-    if args.env_file:
-        os.environ.update(read_env_file(args.env_file))
+    # --env-file: read before the command (main), as for every command
     cfg = config_mod.load(args.file, check_files=not args.skip_files)
     nodes = sum(len(c.nodes) for c in cfg.clusters)
     extra = []

@@ -7,6 +7,7 @@ import logging
 import socket
 import sys
 from datetime import UTC, timedelta
+from pathlib import Path
 
 from arbiter import config as config_mod
 from arbiter.cli.adapters import pinger_for, pool_for
@@ -110,6 +111,14 @@ async def serve(cfg: Config, path: str | None = None) -> int:
         tls = {"ssl_certfile": cfg.api.tls_certfile, "ssl_keyfile": cfg.api.tls_keyfile}
     server = uvicorn.Server(uvicorn.Config(with_fast_verdict(app), log_level="warning",
                                            access_log=False, lifespan="on", **tls))
+    runtime = publish_runtime(cfg, path)
+    # uvicorn shuts down gracefully on SIGTERM, then restores the handler it found and
+    # raises the signal again: with the default one the process died right there, and
+    # nothing below ran (the last fence awaited, the runtime file removed). Found by
+    # issue 30's reload test; a handler of ours that does nothing lets it finish.
+    import signal as _signal
+
+    _signal.signal(_signal.SIGTERM, lambda *_: None)
     log.info("arbiter serving on %s://%s:%d (interval %.2fs, confirm_rounds %d%s)",
              "https" if tls else "http", host, port,
              cfg.arbiter.interval, cfg.arbiter.confirm_rounds,
@@ -119,7 +128,35 @@ async def serve(cfg: Config, path: str | None = None) -> int:
     finally:
         sched.shutdown(wait=False)
         await arb.close()  # the last fence, then ([ha]) the leases handed back
+        if runtime is not None:
+            runtime.unlink(missing_ok=True)
     return EXIT_OK
+
+
+RUNTIME_FILE = "serve.json"
+
+
+def publish_runtime(cfg: Config, path: str | None) -> Path | None:
+    """Where this service runs, for `arbiter reload` (issue 30): its pid, the address
+    it actually listens on and its config file, in ``$RUNTIME_DIRECTORY`` (systemd's
+    ``RuntimeDirectory=keepalived-arbiter``: /run/keepalived-arbiter). After an edit
+    of ``listen`` or a rotated token, the file on disk no longer says how to reach the
+    running service; this does."""
+    import json
+    import os
+
+    where = os.environ.get("RUNTIME_DIRECTORY")
+    if not where:
+        return None
+    out = Path(where.split(":")[0]) / RUNTIME_FILE
+    try:
+        out.write_text(json.dumps({"pid": os.getpid(), "url": cfg.api_url,
+                                   "config": str(Path(path).resolve()) if path else None}))
+    except OSError as exc:
+        log.warning("cannot write %s: %s (arbiter reload falls back to the config's "
+                    "listen address)", out, exc.strerror)
+        return None
+    return out
 
 
 EVENTS_KEPT_PER_NODE = 1000

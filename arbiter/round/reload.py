@@ -148,9 +148,16 @@ class Reloading:
         let the next round swap it in. A bad or refused file changes nothing; the
         answer, /status and the log say why, naming the field."""
         from arbiter import config as config_mod
+        from arbiter.config import envfile
 
         self.reload_status.path = path
         try:
+            # the unit's EnvironmentFile too: a rotated token or database password
+            # in it is reloadable (issue 30)
+            try:
+                await asyncio.to_thread(envfile.reread)
+            except envfile.EnvFileError as exc:
+                raise config_mod.ConfigError([str(exc)], path) from None
             new = await asyncio.to_thread(config_mod.load, path)
             problems = refused(self.config, new, self.history)
             if not problems:

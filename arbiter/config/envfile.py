@@ -7,43 +7,42 @@ variable ARBITER_OPS_TOKEN is not set" unless the file was sourced by hand. The 
 now reads that file itself: ``--env-file FILE``, or by default the packaged path when
 it exists and this user can read it. A variable already set in the environment wins.
 
-The syntax is systemd's: ``NAME=VALUE`` lines, ``#`` and ``;`` comments, blank lines,
-values optionally in single or double quotes.
+The syntax is systemd's (``loading.read_env_file``): ``NAME=VALUE`` lines, ``#`` and
+``;`` comments, blank lines, values optionally in single or double quotes.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import shlex
-from pathlib import Path
+
+from arbiter.config.base import ConfigError
+from arbiter.config.loading import read_env_file
 
 DEFAULT = "/etc/arbiter/arbiter.env"
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class EnvFileError(ValueError):
     pass
 
 
-def parse(text: str, source: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), start=1):
-        s = line.strip()
-        if not s or s[0] in "#;":
-            continue
-        name, eq, value = s.partition("=")
-        name = name.strip().removeprefix("export ").strip()
-        if not eq or not _NAME.fullmatch(name):
-            raise EnvFileError(f"{source}:{n}: not NAME=VALUE")
-        value = value.strip()
-        if value and value[0] in "\"'":
-            try:
-                (value,) = shlex.split(value)
-            except ValueError:
-                raise EnvFileError(f"{source}:{n}: {name}: unbalanced quotes") from None
-        out[name] = value
-    return out
+def parse(path: str) -> dict[str, str]:
+    """The file's variables (``loading.read_env_file``: systemd's syntax)."""
+    try:
+        return read_env_file(path)
+    except ConfigError as exc:
+        raise EnvFileError(f"environment file {path}: " + "; ".join(exc.problems)) from None
+
+
+def reread(environ: dict[str, str] | None = None) -> str | None:
+    """A reload reads the unit's environment file again (its path in
+    ``ARBITER_ENV_FILE``, which the unit sets), overriding what the process started
+    with: a rotated token in the file is then reloadable. Returns the file, or None."""
+    env = os.environ if environ is None else environ
+    path = env.get("ARBITER_ENV_FILE")
+    if not path:
+        return None
+    env.update(parse(path))
+    return path
 
 
 def apply(path: str | None, environ: dict[str, str] | None = None) -> str | None:
@@ -55,10 +54,6 @@ def apply(path: str | None, environ: dict[str, str] | None = None) -> str | None
         if not os.access(DEFAULT, os.R_OK):
             return None
         path = DEFAULT
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise EnvFileError(f"--env-file: cannot read {path}: {exc.strerror}") from None
-    for k, v in parse(text, path).items():
+    for k, v in parse(path).items():
         env.setdefault(k, v)
     return path
