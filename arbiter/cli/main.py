@@ -96,6 +96,12 @@ def cmd_config_example(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    from arbiter.cli.keys import cmd_keys_init as run
+
+    return run(_api_config(args.config), args.user, args.yes)
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from arbiter.cli.serve import prepare_database
 
@@ -264,6 +270,19 @@ def parser() -> argparse.ArgumentParser:
     x = csub.add_parser("example", help="print a commented starting config (every key with "
                         "its default); `arbiter config example > /etc/arbiter/arbiter.toml`")
     x.set_defaults(func=cmd_config_example)
+
+    s = sub.add_parser("keys", help="SSH key and known_hosts for the service")
+    ksub = s.add_subparsers(dest="keys_cmd", required=True)
+    k = ksub.add_parser(
+        "init", help="make the key in ssh.client_keys if missing (owned by the service "
+        "user, mode 0600) and pin each configured director's host key in ssh.known_hosts "
+        "after showing its fingerprint; exit 0 done, 1 not confirmed, 2 a director did not "
+        "answer or offered a key other than the one pinned")
+    k.add_argument("-c", "--config", required=True, help=CONFIG_HELP)
+    k.add_argument("--user", default="arbiter", help="the service's user (default arbiter)")
+    k.add_argument("--yes", action="store_true", help="pin without asking (the "
+                   "fingerprints were checked out of band)")
+    k.set_defaults(func=cmd_keys_init)
 
     s = sub.add_parser("db", help="database tools")
     dsub = s.add_subparsers(dest="db_cmd", required=True)

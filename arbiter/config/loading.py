@@ -85,7 +85,9 @@ def _file_problems(cfg: Config, base: Path) -> list[str]:
     out = []
     for i, key in enumerate(cfg.ssh.client_keys):
         if not os.access(base / key, os.R_OK):
-            out.append(f"ssh.client_keys[{i}]: cannot read {key}")
+            out.append(f"ssh.client_keys[{i}]: cannot read {key} (as this user; "
+                       "`arbiter keys init -c CONFIG` makes it, readable by the service "
+                       "user)")
     for key in ("tls_certfile", "tls_keyfile"):
         f = getattr(cfg.api, key)
         if f and not os.access(base / f, os.R_OK):
@@ -93,7 +95,8 @@ def _file_problems(cfg: Config, base: Path) -> list[str]:
     if not os.access(base / cfg.ssh.known_hosts, os.R_OK):
         out.append(
             f"ssh.known_hosts: cannot read {cfg.ssh.known_hosts} (host keys are checked "
-            "strictly; collect them with deploy/node/collect-host-keys and review them)"
+            "strictly; pin them with `arbiter keys init -c CONFIG`, which shows each "
+            "fingerprint first)"
         )
     return out
 
