@@ -31,9 +31,33 @@ DASHBOARD = REPO / "deploy/grafana/keepalived-arbiter.json"
 RULES = REPO / "deploy/prometheus/arbiter-rules.yml"
 
 
-def panel_queries() -> list[tuple[str, str]]:
+def panel_queries(cluster: str = ".*") -> list[tuple[str, str]]:
+    """Each panel's query as Grafana sends it: the cluster variable substituted (All:
+    its allValue, ``.*``; or one cluster)."""
     board = json.loads(DASHBOARD.read_text())
-    return [(p["title"], t["expr"]) for p in board["panels"] for t in p["targets"]]
+    return [(p["title"], t["expr"].replace("$cluster", cluster))
+            for p in board["panels"] for t in p["targets"]]
+
+
+def test_the_dashboard_imports_as_grafana_users_expect() -> None:
+    """Issue 30: an import asks for the data source (__inputs), a cluster variable
+    filters the panels, stat panels turn red (or amber) on a bad value, and the VRRP
+    instance label no longer collides with Prometheus's own `instance`."""
+    board = json.loads(DASHBOARD.read_text())
+    assert [i["name"] for i in board["__inputs"]] == ["DS_PROMETHEUS"]
+    names = {v["name"]: v for v in board["templating"]["list"]}
+    assert names["cluster"]["includeAll"] and names["cluster"]["allValue"] == ".*"
+    stats = [p for p in board["panels"] if p["type"] == "stat"]
+    for p in stats:
+        steps = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert steps[0]["color"] == "green" and len(steps) >= 2, p["title"]
+    split = next(p for p in stats if p["title"] == "Split brains active")
+    assert split["fieldConfig"]["defaults"]["thresholds"]["steps"][1] == \
+        {"color": "red", "value": 1}
+    exprs = " ".join(e for _, e in panel_queries())
+    assert "by (node, vrrp_instance, state)" in exprs and "{{instance}}" not in json.dumps(
+        [p for p in board["panels"] if p["title"] == "keepalived state"])
+    assert exprs.count('cluster=~".*"') >= 8
 
 
 @pytest.fixture
@@ -166,6 +190,11 @@ webhooks = [{{ url = "{receiver.url}" }}]
                 return [f"{title}: {expr}" for title, expr in panel_queries()
                         if not prom.query(expr)]
 
+            # the cluster variable's values, and the panels filtered to one cluster
+            r = prom.http.get("/api/v1/label/cluster/values",
+                              params={"match[]": "arbiter_vip_holders"})
+            assert r.json()["data"] == ["web"], r.text
+            assert prom.query(dict(panel_queries("web"))["VIP holders"])
             missing: list[str] = []
 
             def all_answer() -> bool:

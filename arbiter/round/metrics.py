@@ -162,16 +162,16 @@ class ViewCollector(Collector):
                                   labels=["cluster", "node"])
         kv_state = GaugeMetricFamily("arbiter_keepalived_state",
                                      "1 for the state keepalived reports for the instance",
-                                     labels=["cluster", "node", "instance", "state"])
+                                     labels=["cluster", "node", "vrrp_instance", "state"])
         kv_prio = GaugeMetricFamily("arbiter_keepalived_priority",
                                     "The instance's effective priority, as keepalived reports it",
-                                    labels=["cluster", "node", "instance"])
+                                    labels=["cluster", "node", "vrrp_instance"])
         kv_rcvd = CounterMetricFamily("arbiter_keepalived_adverts_received",
                                       "keepalived's own advert_rcvd counter",
-                                      labels=["cluster", "node", "instance"])
+                                      labels=["cluster", "node", "vrrp_instance"])
         kv_sent = CounterMetricFamily("arbiter_keepalived_adverts_sent",
                                       "keepalived's own advert_sent counter",
-                                      labels=["cluster", "node", "instance"])
+                                      labels=["cluster", "node", "vrrp_instance"])
         kv_failing = GaugeMetricFamily(
             "arbiter_keepalived_view_failing",
             "1 while the node's keepalived view has given only errors for long enough that "
