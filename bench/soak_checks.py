@@ -7,13 +7,32 @@ lease_history), the arbiters' API, and the VIP holders sampled every 100 ms.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from tests.lab.labctl import Lab
 
-if TYPE_CHECKING:
-    from bench.soak_ha import Episode
+
+@dataclass
+class Episode:
+    """One fault of the HA soak, as it ran and as the checks judge it (here, beside
+    the checks, so bench.soak_ha imports it and nothing imports back)."""
+
+    fault: str
+    cut: bool
+    target: str = ""  # the arbiter the fault is on
+    leader: str = ""  # who led before
+    term: int = 0  # under which term
+    t_fault: float = 0.0  # wall clock (the directors' audit uses it too)
+    blocked: list[tuple[float, float]] = field(default_factory=list)  # nobody may act
+    samples: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    takeover_s: float | None = None
+    split_s: float | None = None  # the longest split, when it overlapped a takeover
+    incidents: list[dict] = field(default_factory=list)
+    split_bound: float = 10.0  # H8: lease_ttl + SPLIT_MARGIN
+
+
 
 DIRECTORS = ("lb1", "lb2")
 QUORUM = 2

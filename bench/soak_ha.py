@@ -33,33 +33,15 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import median, pct
-from bench.soak_checks import ARBITERS, SPLIT_MARGIN, Audit, check, leader
+from bench.soak_checks import ARBITERS, SPLIT_MARGIN, Audit, Episode, check, leader
 from tests.lab.labctl import VIP1, Lab, wait_for
 
 FAULTS = ("leader-kill", "leader-stop", "follower-kill", "db-stop", "db-freeze",
           "directors-cut", "db-cut", "leader-isolate", "all-restart", "handover")
-
-
-@dataclass
-class Episode:
-    fault: str
-    cut: bool
-    target: str = ""  # the arbiter the fault is on
-    leader: str = ""  # who led before
-    term: int = 0  # under which term
-    t_fault: float = 0.0  # wall clock (the directors' audit uses it too)
-    blocked: list[tuple[float, float]] = field(default_factory=list)  # nobody may act
-    samples: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
-    violations: list[str] = field(default_factory=list)
-    takeover_s: float | None = None
-    split_s: float | None = None  # the longest split, when it overlapped a takeover
-    incidents: list[dict] = field(default_factory=list)
-    split_bound: float = 10.0  # H8: lease_ttl + SPLIT_MARGIN
 
 
 class Sampler:

@@ -113,3 +113,15 @@ def test_vrrp_rules_use_the_protocol_number() -> None:
 
     for f in [Path("deploy/lab/lab"), *Path("deploy").rglob("*.conf"), Path("README.md")]:
         assert "protocol vrrp" not in f.read_text(), f
+
+
+def test_every_package_folder_ships_in_the_wheel() -> None:
+    """pyproject lists the packages by hand: a new folder left out would be missing
+    from the .deb and from `pip install .` while the editable checkout works."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    folders = {".".join(p.parent.relative_to(REPO).parts)
+               for p in (REPO / "arbiter").rglob("__init__.py")}
+    assert folders <= listed, sorted(folders - listed)
