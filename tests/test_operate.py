@@ -133,3 +133,24 @@ async def test_openapi_shows_the_pause_limit_of_the_running_config(
         doc = (await c.get("/openapi.json")).json()
     body = doc["paths"]["/pause"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["properties"]["seconds"]["maximum"] == 3600
+
+
+async def test_a_reload_reaches_every_unit(
+        site: SimSite, make_arbiter, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 33: one place holds the running config. After a reload of a value every
+    unit uses (the interval), every object of the Arbiter that has a ``config`` sees
+    the new one: a unit a reload could forget fails here by name."""
+    arb = await make_arbiter(site, tokens={"ops": OPS})
+    await rounds(arb, 1)
+    path = tmp_path / "arbiter.toml"
+    async with client(arb, path) as c:
+        path.write_text(path.read_text().replace("interval = 1.0", "interval = 0.5"))
+        r = await with_round(arb, c.post("/reload", headers=AUTH))
+        assert r.status_code == 200, r.text
+    new = arb.config
+    assert new.arbiter.interval == 0.5
+    units = {name: unit for name, unit in vars(arb).items()
+             if hasattr(type(unit), "config") or "config" in getattr(unit, "__dict__", {})}
+    assert {"observer", "fencer", "push", "arp", "keepalived", "track", "view"} <= set(units)
+    stale = [name for name, unit in units.items() if unit.config is not new]
+    assert stale == [], f"units that kept the old config: {stale}"

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from arbiter.config import ClusterConfig, Config
 from arbiter.model import ArpSight, NodeObservation
 from arbiter.probe.arp import ArpUnavailable, ArpWatch, off_segment
+from arbiter.round.current import CurrentConfig, ReadsConfig, holder
 
 log = logging.getLogger("arbiter.arp")
 
@@ -36,10 +37,10 @@ def preflight(config: Config) -> list[str]:
     return problems
 
 
-class ArpViews:
-    def __init__(self, config: Config, wake: Callable[[], None],
+class ArpViews(ReadsConfig):
+    def __init__(self, config: Config | CurrentConfig, wake: Callable[[], None],
                  clock: Callable[[], float] = time.monotonic):
-        self.config = config
+        self._current = holder(config)
         self.wake = wake
         self.clock = clock
         self.watches: dict[str, ArpWatch] = {}

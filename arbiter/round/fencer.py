@@ -24,6 +24,7 @@ from arbiter.config import ClusterConfig, Config
 from arbiter.model import FencePlan, Hold
 from arbiter.probe.ssh import Runner
 from arbiter.probe.term_runner import ANNOUNCE, is_stale_term
+from arbiter.round.current import CurrentConfig, ReadsConfig, holder
 from arbiter.round.fence import (
     ArpCheck,
     FenceReport,
@@ -49,8 +50,8 @@ class FenceFinished:
     at: datetime
 
 
-class Fencer:
-    def __init__(self, config: Config, runner: Runner, ledger: Ledger,
+class Fencer(ReadsConfig):
+    def __init__(self, config: Config | CurrentConfig, runner: Runner, ledger: Ledger,
                  wake: Callable[[], None], clock: Clock = utcnow,
                  metrics: Metrics | None = None,
                  runner_for: Callable[[str, Runner], Runner] | None = None,
@@ -63,7 +64,7 @@ class Fencer:
         ``abstaining``: why the arbiter abstains now (None: it does not); no fence
         agent runs then. ``term_of``: [ha] the term this arbiter leads a cluster under
         now; each step is recorded with the term its fence or recover started under."""
-        self.config = config
+        self._current = holder(config)
         self.runner = runner
         self.ledger = ledger
         self.wake = wake

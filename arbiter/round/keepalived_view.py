@@ -40,6 +40,7 @@ from arbiter.probe.keepalived import (
     watch_command,
 )
 from arbiter.probe.ssh import Runner
+from arbiter.round.current import CurrentConfig, ReadsConfig, holder
 from arbiter.round.fence import target_for
 
 log = logging.getLogger("arbiter.keepalived")
@@ -101,10 +102,10 @@ class _Node:
     clock: NodeClock = field(default_factory=NodeClock)
 
 
-class KeepalivedViews:
-    def __init__(self, config: Config, runner: Runner, wake: Callable[[], None],
+class KeepalivedViews(ReadsConfig):
+    def __init__(self, config: Config | CurrentConfig, runner: Runner, wake: Callable[[], None],
                  clock: Clock = utcnow):
-        self.config = config
+        self._current = holder(config)
         self.runner = runner
         self.wake = wake
         self.clock = clock

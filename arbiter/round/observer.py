@@ -19,6 +19,7 @@ from arbiter.probe.collect import CollectParseError, NodeFacts, collect_command,
 from arbiter.probe.icmp import Pinger, PingResult
 from arbiter.probe.ssh import Runner, Target
 from arbiter.round.arp_view import ArpViews
+from arbiter.round.current import CurrentConfig, ReadsConfig, holder
 from arbiter.round.fence import target_for
 from arbiter.round.keepalived_view import KeepalivedViews
 
@@ -56,10 +57,11 @@ def carry_forward(
     )
 
 
-class Observer:
-    def __init__(self, config: Config, pinger: Pinger, runner: Runner, clock: Clock = utcnow,
-                 arp: ArpViews | None = None, keepalived: KeepalivedViews | None = None):
-        self.config = config
+class Observer(ReadsConfig):
+    def __init__(self, config: Config | CurrentConfig, pinger: Pinger, runner: Runner,
+                 clock: Clock = utcnow, arp: ArpViews | None = None,
+                 keepalived: KeepalivedViews | None = None):
+        self._current = holder(config)
         self.arp = arp  # the ARP view of clusters with an arp_interface
         self.keepalived = keepalived  # keepalived's own view, streamed between rounds
         self.pinger = pinger

@@ -30,6 +30,7 @@ from arbiter.model import Snapshot
 from arbiter.policy.quorum import Quorum, out_of_sight
 from arbiter.probe.ssh import Runner
 from arbiter.probe.term_runner import TermRunner
+from arbiter.round.current import CurrentConfig, ReadsConfig, holder
 from arbiter.round.vantages import Vantages
 from arbiter.store.engine import StoreError
 
@@ -83,13 +84,14 @@ class Alone:
         return None
 
 
-class Peers:
+class Peers(ReadsConfig):
     """``[ha]``: a lease per shard (``Leadership``) and a view exchange per round
     (``Vantages``), both through the shared PostgreSQL."""
 
-    def __init__(self, config: Config, leadership: Leadership, vantages: Vantages):
-        assert config.ha is not None
-        self.config = config
+    def __init__(self, config: Config | CurrentConfig, leadership: Leadership,
+                 vantages: Vantages):
+        self._current = holder(config)
+        assert self.config.ha is not None
         self.leadership = leadership
         self.vantages = vantages
         self.me: str | None = leadership.me
@@ -99,7 +101,7 @@ class Peers:
         self._sight: dict[str, tuple[bool, int]] = {}
 
     def configure(self, config: Config) -> None:
-        self.config = self.vantages.config = config
+        """After the swap (``round.current``): the lease's own settings."""
         self.leadership.reconfigure(config)
 
     def leads(self, cluster: str) -> bool:

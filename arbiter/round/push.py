@@ -15,6 +15,7 @@ from arbiter.clock import Clock, utcnow
 from arbiter.config import ClusterConfig, Config
 from arbiter.probe.collect import MONITOR
 from arbiter.probe.ssh import Runner
+from arbiter.round.current import CurrentConfig, ReadsConfig, holder
 from arbiter.round.fence import target_for
 
 log = logging.getLogger("arbiter.push")
@@ -27,10 +28,10 @@ def mentions_vip(line: str, vips: list[str]) -> str | None:
     return next((v for v in vips if f" {v}/" in line), None)
 
 
-class PushWatcher:
-    def __init__(self, config: Config, runner: Runner, wake: Callable[[], None],
+class PushWatcher(ReadsConfig):
+    def __init__(self, config: Config | CurrentConfig, runner: Runner, wake: Callable[[], None],
                  clock: Clock = utcnow):
-        self.config = config
+        self._current = holder(config)
         self.runner = runner
         self.wake = wake
         self.clock = clock

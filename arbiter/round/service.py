@@ -48,6 +48,7 @@ from arbiter.policy.schedule import Scheduler, confirm_due
 from arbiter.probe.icmp import Pinger
 from arbiter.probe.ssh import Runner
 from arbiter.round.arp_view import ArpViews
+from arbiter.round.current import CurrentConfig
 from arbiter.round.fencer import Fencer
 from arbiter.round.gate_log import GateLog
 from arbiter.round.intents import EventIntent, Intents, PauseIntent, ReleaseIntent
@@ -91,7 +92,7 @@ class Arbiter(Reloading):
                  clock: Clock = utcnow, mono: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time):
         self.clock, self.mono, self.wall = clock, mono, wall
-        self._config = config
+        self.current = current = CurrentConfig(config)  # every unit reads it
         self._wake = asyncio.Event()
         self.history = History()
         self.view = View(config, self.history)
@@ -106,15 +107,15 @@ class Arbiter(Reloading):
                                if config.notify is not None else None)
         self.ledger = Ledger(repo, clock, leads=leadership.leads if leadership else None)
         self.peers: Alone | Peers = Alone() if leadership is None else Peers(
-            config, leadership, Vantages(config, self.ledger, engine))
-        self.arp = ArpViews(config, self.wake)
-        self.keepalived = KeepalivedViews(config, runner, self.wake, clock)
-        self.observer = Observer(config, pinger, runner, clock, self.arp, self.keepalived)
-        self.fencer = Fencer(config, runner, self.ledger, self.wake, clock, self.metrics,
+            current, leadership, Vantages(current, self.ledger, engine))
+        self.arp = ArpViews(current, self.wake)
+        self.keepalived = KeepalivedViews(current, runner, self.wake, clock)
+        self.observer = Observer(current, pinger, runner, clock, self.arp, self.keepalived)
+        self.fencer = Fencer(current, runner, self.ledger, self.wake, clock, self.metrics,
                              runner_for=self.peers.runner_for, term_of=self.peers.term_of,
                              arp_check=self.arp.still_answering, abstaining=self._abstaining)
-        self.push = PushWatcher(config, runner, self.wake, clock)
-        self.track = TrackFiles(config, runner, self.peers.runner_for, self.peers.leads, clock,
+        self.push = PushWatcher(current, runner, self.wake, clock)
+        self.track = TrackFiles(current, runner, self.peers.runner_for, self.peers.leads, clock,
                                 on_write=self.metrics.track_write)
         a = config.arbiter
         self.scheduler = Scheduler(a.interval, a.min_round_gap, config.tilt_after, a.tilt_period)
@@ -139,13 +140,13 @@ class Arbiter(Reloading):
 
     @property
     def config(self) -> Config:
-        return self._config
+        return self.current.config
 
     @config.setter
     def config(self, config: Config) -> None:
-        self._config = config
-        self.observer.config = self.fencer.config = self.push.config = self.arp.config = config
-        self.keepalived.config = self.track.config = config
+        """A reload's swap: once, for every unit (``round.current``); [ha]'s lease and
+        views are rebuilt from it, and the published view carries it."""
+        self.current.swap(config)
         self.peers.configure(config)
         self.view = replace(self.view, config=config)
 

@@ -42,6 +42,7 @@ from arbiter.config import ClusterConfig, Config
 from arbiter.model import Snapshot, Verdict
 from arbiter.policy.assessment import Assessment, NodeAssessment
 from arbiter.probe.ssh import Runner
+from arbiter.round.current import CurrentConfig, ReadsConfig, holder
 from arbiter.round.fence import target_for
 
 log = logging.getLogger("arbiter.track")
@@ -123,12 +124,12 @@ def wanted_values(c: ClusterConfig, snap: Snapshot, ca: NodeAssessment | None,
     return out
 
 
-class TrackFiles:
-    def __init__(self, config: Config, runner: Runner,
+class TrackFiles(ReadsConfig):
+    def __init__(self, config: Config | CurrentConfig, runner: Runner,
                  runner_for: Callable[..., Runner],
                  leads: Callable[[str], bool], clock: Clock = utcnow,
                  on_write: Callable[[str, bool], None] | None = None):
-        self.config = config
+        self._current = holder(config)
         self.runner = runner
         self.runner_for = runner_for
         self.leads = leads

@@ -20,18 +20,19 @@ from arbiter.config import Config
 from arbiter.model import ClusterObservation, Snapshot
 from arbiter.policy.decide import abstain_reason_of
 from arbiter.policy.quorum import ClusterView, NodeView, Quorum, compact
+from arbiter.round.current import CurrentConfig, ReadsConfig, holder
 from arbiter.round.ledger import Ledger
 from arbiter.store import views
 from arbiter.store.engine import StoreError
 
 
-class Vantages:
-    def __init__(self, config: Config, ledger: Ledger, engine: Engine):
-        assert config.ha is not None
-        self.config = config
+class Vantages(ReadsConfig):
+    def __init__(self, config: Config | CurrentConfig, ledger: Ledger, engine: Engine):
+        self._current = holder(config)
+        assert self.config.ha is not None
         self.ledger = ledger
         self.engine = engine
-        self.me = config.ha.name
+        self.me = self.config.ha.name
         self.members: Mapping[str, dict[str, Any]] = {}  # what /status shows
 
     async def exchange(self, snap: Snapshot) -> Quorum:
