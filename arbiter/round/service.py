@@ -44,7 +44,7 @@ from arbiter.policy import decide, memory
 from arbiter.policy.assessment import Assessment
 from arbiter.policy.effects import ChangeState, Recover, StartFence
 from arbiter.policy.memory import Committed
-from arbiter.policy.schedule import Scheduler, confirm_due
+from arbiter.policy.schedule import Scheduler
 from arbiter.probe.icmp import Pinger
 from arbiter.probe.ssh import Runner
 from arbiter.round.arp_view import ArpViews
@@ -54,6 +54,7 @@ from arbiter.round.gate_log import GateLog
 from arbiter.round.intents import EventIntent, Intents, PauseIntent, ReleaseIntent
 from arbiter.round.keepalived_view import KeepalivedViews
 from arbiter.round.ledger import Ledger
+from arbiter.round.loop import Looping
 from arbiter.round.metrics import Metrics
 from arbiter.round.observer import Observer
 from arbiter.round.pauses import Pauses
@@ -81,7 +82,7 @@ def settle_heap() -> None:
     log.debug("heap settled: %d objects frozen", gc.get_freeze_count())
 
 
-class Arbiter(Reloading):
+class Arbiter(Looping, Reloading):
     """The service. Its constructor builds every unit with its collaborators, from the
     config and four adapters: the database (``engine``), ICMP (``pinger``), SSH
     (``runner``), and, with ``[notify]``, the channels built from the config. With
@@ -315,64 +316,6 @@ class Arbiter(Reloading):
             config_status=self.reload_status.as_json(),
             pauses=self.pauses.active,
         )
-
-    # --- the loop ---------------------------------------------------------------
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def wait_fences(self, timeout: float = 30.0) -> None:
-        await self.fencer.wait_idle(timeout)
-
-    async def run_forever(self, stop: asyncio.Event) -> None:
-        self._start_watchers()
-        self._running = True
-        try:
-            await self._loop(stop)
-        finally:
-            self._running = False
-            self.arp.stop()
-            await self.keepalived.stop()
-            await self.push.stop()
-            await self.fencer.wait_idle()
-
-    async def _loop(self, stop: asyncio.Event) -> None:
-        sched = self.scheduler
-        while not stop.is_set():
-            start, start_at = self.mono(), self.clock()
-            if tilted := sched.round_starts(start, self.wall(), start_at):
-                log.warning("TILT: %s; fencing suspended for %.0fs", tilted,
-                            sched.tilt.period)
-            try:
-                await self.run_round()
-            except Exception as exc:  # noqa: BLE001 - the loop must survive its own bugs
-                log.exception("round failed")
-                self._last_error = f"{type(exc).__name__}: {exc}"
-                self._publish()
-            if sched.round_ends(start, self.mono()):
-                log.warning("round took %.2fs, longer than interval %.2fs; next round starts "
-                            "now", self.mono() - start, sched.interval)
-            self._wake.clear()
-            due = confirm_due(self.history, self.config.confirm_span, start_at)
-            confirm_in = (due - self.clock()).total_seconds() if due is not None else None
-            wait, deadline_first = sched.sleep_for(self.mono(), confirm_in)
-            if wait <= 0:
-                continue
-            if await self._sleep(wait, stop):
-                await asyncio.sleep(sched.woke_early(start, self.mono()))
-            elif deadline_first:
-                sched.deadline_reached(self.mono())
-
-    async def _sleep(self, seconds: float, stop: asyncio.Event) -> bool:
-        """Wait for the next round; True if woken early (and not stopping)."""
-        stop_task = asyncio.ensure_future(stop.wait())
-        wake_task = asyncio.ensure_future(self._wake.wait())
-        await asyncio.wait({stop_task, wake_task}, timeout=seconds,
-                           return_when=asyncio.FIRST_COMPLETED)
-        woke = wake_task.done() and not stop.is_set()
-        for t in (stop_task, wake_task):
-            t.cancel()
-        return woke
-
 
 def _by_cluster(changes: tuple[ChangeState, ...],
                 cluster_of: dict[int, str | None]) -> dict[str | None, list[ChangeState]]:
