@@ -37,18 +37,3 @@ def parse_duration(text: str, option: str = "--for") -> float:
     if total <= 0:
         raise ValueError(f"{option}: {text!r} is zero: a duration is positive ({FORMS})")
     return total
-
-
-def flag_values(argv: list[str], flag: str) -> list[str]:
-    """``--for -5m`` as ``--for=-5m``: argparse would take ``-5m`` for an option and
-    answer "expected one argument"; joined, the parser above says what is wrong."""
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        if argv[i] == flag and i + 1 < len(argv) and re.match(r"-\d", argv[i + 1]):
-            out.append(f"{flag}={argv[i + 1]}")
-            i += 2
-            continue
-        out.append(argv[i])
-        i += 1
-    return out

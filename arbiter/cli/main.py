@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from arbiter import config as config_mod
-from arbiter.cli.durations import flag_values
+from arbiter.cli.argv import prepare
 from arbiter.cli.exits import EXIT_ERROR, EXIT_OK
 from arbiter.config import Config, ConfigError, envfile
 
@@ -372,27 +372,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _env_file_option(argv: list[str]) -> tuple[list[str], str | None]:
-    """``--env-file FILE`` (or ``--env-file=FILE``) anywhere on the line: every command
-    takes it (the unit's EnvironmentFile; by default /etc/arbiter/arbiter.env when it
-    is there and readable)."""
-    out, path, i = [], None, 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--env-file" and i + 1 < len(argv):
-            path, i = argv[i + 1], i + 2
-            continue
-        if a.startswith("--env-file="):
-            path = a.split("=", 1)[1]
-        else:
-            out.append(a)
-        i += 1
-    return out, path
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = flag_values(sys.argv[1:] if argv is None else argv, "--for")
-    argv, env_file = _env_file_option(argv)
+    argv, env_file = prepare(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     try:
         envfile.apply(env_file)

@@ -17,7 +17,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from arbiter.model import FenceMode, IncidentKind, IncidentState
-from arbiter.policy import incident_fsm
 from arbiter.policy import notify_events as notify_events
 from arbiter.policy.effects import (
     ChangeState,
@@ -29,16 +28,16 @@ from arbiter.policy.effects import (
     SaveClusterMemory,
 )
 from arbiter.policy.rows import ClusterMemoryRow, IncidentRow
+from arbiter.store import incident_writes as writes
 from arbiter.store import queries
 from arbiter.store.engine import StoreError, make_engine, sqlite_file
 from arbiter.store.node_events import NodeEventStore
-from arbiter.store.outbox import Notice, Outbox
+from arbiter.store.outbox import Outbox
 from arbiter.store.tables import (
     ClusterState,
     FenceAttempt,
     Heartbeat,
     Incident,
-    IncidentEvent,
 )
 
 MAX_PAGE = queries.MAX_PAGE
@@ -71,123 +70,6 @@ class WriteGuard(Protocol):
     this arbiter leads the cluster's shard now; returns the term it leads under."""
 
     def check_write(self, session: Session, cluster: str) -> int: ...
-
-
-def _open(s: Session, kind: IncidentKind, cluster: str | None, at: datetime, reason: str,
-          vips: Sequence[str], evidence: dict[str, Any] | None, term: int | None = None,
-          arbiter: str | None = None) -> int:
-    inc = Incident(
-        kind=kind.value, cluster=cluster, state=IncidentState.OPEN.value,
-        vips=list(vips), victims=[], reason=reason, evidence=evidence,
-        opened_at=at, updated_at=at, dry_run=False, attempts=0, held=False, term=term,
-        arbiter=arbiter if cluster is None else None,
-    )
-    s.add(inc)
-    s.flush()
-    entry = IncidentEvent(incident_id=inc.id, at=at, state=inc.state, message=reason)
-    s.add(entry)
-    _notice(s, notify_events.on_open(kind.value), inc, entry)
-    return inc.id
-
-
-def _notice(s: Session, event: notify_events.EventKind | None, inc: Incident,
-            entry: IncidentEvent, nodes: Sequence[str] = ()) -> None:
-    """Note an incident change worth telling: the outbox rows go into this same
-    transaction (Repository._tx), so a notification exists iff the change does."""
-    if event is not None:
-        s.info.setdefault("notices", []).append(Notice(event, inc, entry, tuple(nodes)))
-
-
-def _incident(s: Session, incident_id: int) -> Incident:
-    inc = s.get(Incident, incident_id)
-    if inc is None:
-        raise StoreError(f"incident {incident_id} does not exist")
-    return inc
-
-
-def _decide(s: Session, e: RecordDecision, incident_id: int, at: datetime,
-            decision: dict[str, Any], evidence: dict[str, Any] | None,
-            term: int | None = None) -> None:
-    inc = _incident(s, incident_id)
-    incident_fsm.check(IncidentState(inc.state), e.dst, incident_id)
-    inc.state = e.dst.value
-    inc.term = term if term is not None else inc.term
-    fenced = [v.node for v in e.plan.victims]
-    before = list(inc.victims or [])
-    # a fence after the first (a re-claim, a new claimant) adds to the victims
-    inc.survivor = e.plan.survivor
-    inc.victims = list(dict.fromkeys(before + fenced)) if e.src in incident_fsm.AFTER_FENCE \
-        else fenced
-    # a second VIP may have gone dual after the incident opened
-    inc.vips = sorted(set(inc.vips or []) | set(e.plan.vips))
-    inc.decision, inc.reason = decision, e.plan.reason
-    if evidence is not None:
-        inc.evidence = evidence
-    inc.dry_run = e.plan.dry_run
-    inc.decided_at = inc.decided_at or at
-    inc.updated_at = at
-    if e.src in incident_fsm.RECLAIMABLE and set(fenced) & set(before):
-        # a re-claim fenced again: the automatic release before it is over (its event
-        # stays in the timeline), and the new hold must be releasable and restorable
-        inc.refenced = True
-        inc.released_at = inc.released_by = None
-    if not e.plan.dry_run:
-        inc.attempts = e.attempt
-        inc.last_attempt_at = at
-        inc.pending_hold = list(e.intended_hold)
-    s.add(IncidentEvent(incident_id=incident_id, at=at, state=e.dst.value,
-                        message=e.plan.reason))
-
-
-def _change(s: Session, incident_id: int, dst: IncidentState, at: datetime, message: str,
-            held: Sequence[str] = ()) -> None:
-    inc = _incident(s, incident_id)
-    src = IncidentState(inc.state)
-    incident_fsm.check(src, dst, incident_id)
-    inc.state = dst.value
-    inc.updated_at = at
-    if src is IncidentState.FENCING:
-        inc.pending_hold = None  # the fence's real outcome replaces what it intended
-    if dst is IncidentState.FENCED:
-        inc.fenced_at = at
-    if dst is IncidentState.RESOLVED:
-        inc.resolved_at = at
-    if held:
-        inc.held = True
-        inc.held_nodes = sorted(set(inc.held_nodes or []) | set(held))
-    entry = IncidentEvent(incident_id=incident_id, at=at, state=dst.value, message=message)
-    s.add(entry)
-    _notice(s, notify_events.on_change(inc.kind, src.value, dst.value), inc, entry,
-            inc.held_nodes if dst is IncidentState.HELD else inc.victims)
-
-
-def _release(s: Session, incident_id: int, at: datetime, by: str, message: str,
-             node: str | None) -> list[str]:
-    inc = s.get(Incident, incident_id)
-    if inc is None or not inc.held or inc.released_at is not None:
-        return []
-    held = list(inc.held_nodes or inc.victims)
-    gone = [n for n in held if node is None or n == node]
-    if not gone:
-        return []
-    left = [n for n in held if n not in gone]
-    inc.held_nodes = left
-    inc.updated_at = at
-    if not left:
-        inc.released_at, inc.released_by = at, by
-    entry = IncidentEvent(incident_id=incident_id, at=at, state=inc.state,
-                          message=f"{message} (released {', '.join(gone)} by {by})")
-    s.add(entry)
-    _notice(s, notify_events.EventKind.NODE_RELEASED, inc, entry, gone)
-    return gone
-
-
-def _save_memory(s: Session, cluster: str, e: SaveClusterMemory, at: datetime) -> None:
-    row = s.get(ClusterState, cluster)
-    if row is None:
-        row = ClusterState(cluster=cluster, epoch=0, updated_at=at)
-        s.add(row)
-    row.epoch, row.incumbents, row.updated_at = e.epoch, dict(e.incumbents), at
 
 
 def _row(i: Incident) -> IncidentRow:
@@ -304,17 +186,17 @@ class Repository(NodeEventStore):
             for n, e in enumerate(effects):
                 if isinstance(e, OpenIncident):
                     ev = None if e.kind is IncidentKind.ARBITER_ISOLATED else evidence
-                    ids[e.kind] = _open(s, e.kind, cluster, at, e.reason, e.vips, ev, term,
+                    ids[e.kind] = writes.insert(s, e.kind, cluster, at, e.reason, e.vips, ev, term,
                                         self.arbiter)
                 elif isinstance(e, RecordDecision):
-                    _decide(s, e, ref(e.incident), at, (decisions or {})[n], evidence, term)
+                    writes.decide(s, e, ref(e.incident), at, (decisions or {})[n], evidence, term)
                 elif isinstance(e, ChangeState):
-                    _change(s, ref(e.incident), e.dst, at, e.message, e.held)
+                    writes.change(s, ref(e.incident), e.dst, at, e.message, e.held)
                 elif isinstance(e, ReleaseHold):
-                    _release(s, e.hold.incident, at, "auto", e.why, e.hold.node)
+                    writes.release(s, e.hold.incident, at, "auto", e.why, e.hold.node)
                 elif isinstance(e, SaveClusterMemory):
                     assert cluster is not None
-                    _save_memory(s, cluster, e, at)
+                    writes.save_memory(s, cluster, e, at)
             return ids
 
         return self._tx(fn)
@@ -322,13 +204,13 @@ class Repository(NodeEventStore):
     # --- single writes ------------------------------------------------------------
     def open_incident(self, kind: IncidentKind, cluster: str | None, at: datetime, reason: str,
                       vips: Sequence[str] = (), evidence: dict[str, Any] | None = None) -> int:
-        return self._tx(lambda s: _open(s, kind, cluster, at, reason, vips, evidence,
+        return self._tx(lambda s: writes.insert(s, kind, cluster, at, reason, vips, evidence,
                                         self._lead(s, cluster), self.arbiter))
 
     def set_state(self, incident_id: int, state: IncidentState, at: datetime, message: str,
                   held_nodes: Sequence[str] = ()) -> None:
         self._tx(lambda s: (self._lead(s, incident=incident_id),
-                            _change(s, incident_id, state, at, message, held_nodes)))
+                            writes.change(s, incident_id, state, at, message, held_nodes)))
 
     def add_attempt(self, incident_id: int, attempt_no: int, rec: AttemptRecord) -> None:
         def held(s: Session) -> int | None:  # the guard first, then the row
@@ -349,7 +231,7 @@ class Repository(NodeEventStore):
         """Release held victims (one node, or all of the incident's). Returns who was
         released; empty if nothing was held. Fully released incidents get released_at/by."""
         return self._tx(lambda s: (self._lead(s, incident=incident_id),
-                                   _release(s, incident_id, at, by, message, node))[1])
+                                   writes.release(s, incident_id, at, by, message, node))[1])
 
     def release_by_operator(self, incident_id: int, at: datetime,
                             by: str) -> tuple[str | None, list[str]] | None:
@@ -361,9 +243,9 @@ class Repository(NodeEventStore):
             if inc is None:
                 return None
             self._lead(s, inc.cluster)
-            gone = _release(s, incident_id, at, by, "released by an operator", None)
+            gone = writes.release(s, incident_id, at, by, "released by an operator", None)
             if gone and not inc.held_nodes and inc.state == IncidentState.HELD.value:
-                _change(s, incident_id, IncidentState.RESOLVED, at,
+                writes.change(s, incident_id, IncidentState.RESOLVED, at,
                         f"every held victim released by {by}")
             return inc.cluster, gone
 

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from arbiter.cli.durations import flag_values, parse_duration
+from arbiter.cli.argv import flag_values
+from arbiter.cli.durations import parse_duration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
