@@ -296,21 +296,28 @@ class Leadership:
 
     # --- what /status shows ------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        now = self.mono()
-        return {
-            "name": self.me,
-            "members": list(self.ha.members),
-            "error": self.error,
-            "renewed_ago": None if self.renewed_at is None else round(now - self.renewed_at, 1),
-            "shards": {
-                s.shard: {
-                    "leader": s.holder, "term": s.term,
-                    "leading": self.term(s.shard) is not None,
-                    "leading_since": (datetime.fromtimestamp(self.since[s.shard], UTC)
-                                      .isoformat() if self.term(s.shard) is not None
-                                      and s.shard in self.since else None),
-                    "expires_at": s.expires_at.isoformat() if s.expires_at else None,
-                    "standing_aside": self._aside.get(s.shard),
-                } for s in self._leases.values()
-            },
-        }
+        """For /status (``arbiter.ha``): ``status_of``."""
+        return status_of(self)
+
+
+def status_of(lead: Leadership) -> dict[str, Any]:
+    """What /status shows of the leases: this arbiter, its last renewal, and each
+    shard's leader, term and expiry."""
+    now = lead.mono()
+    return {
+        "name": lead.me,
+        "members": list(lead.ha.members),
+        "error": lead.error,
+        "renewed_ago": None if lead.renewed_at is None else round(now - lead.renewed_at, 1),
+        "shards": {
+            s.shard: {
+                "leader": s.holder, "term": s.term,
+                "leading": lead.term(s.shard) is not None,
+                "leading_since": (datetime.fromtimestamp(lead.since[s.shard], UTC)
+                                  .isoformat() if lead.term(s.shard) is not None
+                                  and s.shard in lead.since else None),
+                "expires_at": s.expires_at.isoformat() if s.expires_at else None,
+                "standing_aside": lead._aside.get(s.shard),
+            } for s in lead._leases.values()
+        },
+    }
