@@ -47,8 +47,8 @@ async def run_arbiter(cfg_path: str, rounds: int) -> dict:
     from arbiter import config as config_mod
     from arbiter.probe.icmp import IcmpPinger, choose_privileged
     from arbiter.probe.ssh import SshPool
-    from arbiter.round.peers import Peers
     from arbiter.round.service import Arbiter
+    from arbiter.round.views.peers import Peers
     from arbiter.store.engine import make_engine
 
     cfg = config_mod.load(cfg_path)

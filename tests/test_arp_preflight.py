@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from arbiter.probe.arp import off_segment
-from arbiter.round.arp_view import preflight
+from arbiter.round.views.arp_view import preflight
 from tests.unit.builders import make_config
 
 
@@ -35,7 +35,7 @@ def test_without_cap_net_raw_serve_says_which_capability(tmp_path: Path) -> None
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         pytest.fail("setpriv (util-linux) is missing")
-    code = ("from arbiter.round.arp_view import preflight; from tests.unit.builders import "
+    code = ("from arbiter.round.views.arp_view import preflight; from tests.unit.builders import "
             "make_config; c = make_config(); cl = c.clusters[0].model_copy(update="
             "{'arp_interface': 'lo'}); print(preflight(c.model_copy(update={'clusters': "
             "[cl]})))")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from arbiter.model import FenceMethod, FencePlan, VictimAction
-from arbiter.round.fence_levels import FenceContext, agent_recover, execute
+from arbiter.round.acts.fence_levels import FenceContext, agent_recover, execute
 from arbiter.sim.node import SimSite
 from arbiter.sim.scenario import VIP1
 from arbiter.store.repository import AttemptRecord

@@ -10,7 +10,7 @@ import pytest
 
 from arbiter.api.app import create_app, with_fast_verdict
 from arbiter.config import Config
-from arbiter.round.gate_log import GateLog, gate_deadline
+from arbiter.round.outputs.gate_log import GateLog, gate_deadline
 from arbiter.sim.node import SimSite
 from arbiter.sim.scenario import VIP1
 

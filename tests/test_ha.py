@@ -21,8 +21,8 @@ from arbiter.model import IncidentKind, IncidentState
 from arbiter.policy.effects import OpenIncident
 from arbiter.probe.icmp import IcmpPinger, choose_privileged
 from arbiter.probe.ssh import SshPool
-from arbiter.round.peers import Peers
 from arbiter.round.service import Arbiter
+from arbiter.round.views.peers import Peers
 from arbiter.sim.node import SimSite
 from arbiter.sim.scenario import VIP1, site_config
 from arbiter.store.engine import make_engine
@@ -147,7 +147,7 @@ async def test_a_fence_step_written_after_an_outage_keeps_the_term_it_ran_under(
     shard under term 2, was stored under term 2, a term it did not hold when the step
     ran. The fencer stamps each step with the term its fence started under; the
     repository still checks the lease at the write, and stores that term."""
-    from arbiter.round.fencer import Fencer
+    from arbiter.round.acts.fencer import Fencer
     from arbiter.store.repository import AttemptRecord
 
     url = str(pg.url.render_as_string(hide_password=False))

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from arbiter.round.ledger import Ledger
+from arbiter.round.memory.ledger import Ledger
 from arbiter.store.engine import StoreError
 
 

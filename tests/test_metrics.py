@@ -76,8 +76,8 @@ def test_the_alert_rules_use_only_metrics_the_arbiter_exports() -> None:
     import yaml
 
     from arbiter.model import History
-    from arbiter.round.metrics import Metrics
-    from arbiter.round.view import View
+    from arbiter.round.outputs.metrics import Metrics
+    from arbiter.round.outputs.view import View
     from tests.unit.builders import make_config
 
     path = Path(__file__).resolve().parents[1] / "deploy/prometheus/arbiter-rules.yml"

@@ -285,7 +285,7 @@ def track_conf(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_wrapper_writes_a_verdict_into_a_track_file(track_conf: tuple[Path, Path]) -> None:
-    from arbiter.round.track_files import track_command
+    from arbiter.round.acts.track_files import track_command
 
     conf, d = track_conf
     for seq, value in enumerate((True, False, True), start=1):
@@ -298,7 +298,7 @@ def test_wrapper_writes_a_verdict_into_a_track_file(track_conf: tuple[Path, Path
 
 
 def _good(d: Path) -> str:
-    from arbiter.round.track_files import track_command
+    from arbiter.round.acts.track_files import track_command
 
     return track_command(str(d), "VI_1", True, 5)
 
@@ -325,7 +325,7 @@ def test_wrapper_refuses_any_other_write(track_conf: tuple[Path, Path], bad) -> 
 
 def test_wrapper_refuses_track_writes_without_track_dir(wrapper_conf: Path,
                                                          tmp_path: Path) -> None:
-    from arbiter.round.track_files import track_command
+    from arbiter.round.acts.track_files import track_command
 
     p = wrap(wrapper_conf, track_command(str(tmp_path), "VI_1", True, 1))
     assert p.returncode == 126 and "no track_dir" in p.stderr
@@ -437,7 +437,7 @@ def test_the_keepalived_watch_says_why_there_is_no_dump(tmp_path: Path) -> None:
     conf.write_text(f"sudo no\nkeepalived_pid {tmp_path}/none.pid\n")
     env = {**os.environ, "SSH_ORIGINAL_COMMAND": watch_command(0.1)}
     lines = watch_lines(["dash", str(WRAPPER), str(conf)], env, 2)
-    assert lines[1] == "@@kv-error keepalived is not running"
+    assert lines[1].startswith("@@kv-error keepalived is not running (no live pid in ")
     # a keepalived that prints no signal number (1.x, or built without JSON)
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -521,7 +521,7 @@ def test_instance_names_from_a_dump_never_run_and_always_reach_their_file(
     on the node, and legitimate unusual ones (``:``, ``@``) are written, one file per
     name, with the wrapper and without it (a plain shell, as a node without the
     forced command runs it)."""
-    from arbiter.round.track_files import track_command, track_file_name
+    from arbiter.round.acts.track_files import track_command, track_file_name
 
     conf, d = track_conf
     marker = tmp_path / "ran"
@@ -541,7 +541,7 @@ def test_instance_names_from_a_dump_never_run_and_always_reach_their_file(
 
 
 def test_track_file_names_are_one_to_one() -> None:
-    from arbiter.round.track_files import track_file_name
+    from arbiter.round.acts.track_files import track_file_name
 
     names = [n.format(m="x") for n in NAMES] + ["VI%3A6", "%2Ehidden", "VI_1 "]
     files = [track_file_name(n) for n in names]
@@ -555,7 +555,7 @@ def test_a_late_deny_never_lands_after_a_newer_allow(track_conf: tuple[Path, Pat
     """A deny that timed out on the arbiter (or waited for the term lock) reaches the
     node after the allow decided later (issue 29): the node refuses it (exit 3), and
     the allow stands. With the wrapper, and as a plain shell runs it."""
-    from arbiter.round.track_files import SUPERSEDED, track_command
+    from arbiter.round.acts.track_files import SUPERSEDED, track_command
 
     conf, d = track_conf
 

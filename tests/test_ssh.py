@@ -13,7 +13,7 @@ import pytest
 from arbiter.model import FenceMethod, FencePlan, VictimAction
 from arbiter.probe.collect import collect_command, parse_collect
 from arbiter.probe.ssh import SshPool, Target
-from arbiter.round.fence_levels import FenceContext, execute
+from arbiter.round.acts.fence_levels import FenceContext, execute
 from arbiter.sim.node import SimSite
 from arbiter.sim.scenario import GATEWAY, VIP1
 from arbiter.store.repository import AttemptRecord

@@ -24,7 +24,7 @@ from arbiter.model import (
 )
 from arbiter.policy import decide
 from arbiter.probe.ssh import SshPool
-from arbiter.round.track_files import REFRESH, TrackFiles
+from arbiter.round.acts.track_files import REFRESH, TrackFiles
 from arbiter.sim.keepalived import TRACK
 from arbiter.sim.scenario import GATEWAY
 from tests.conftest import write_config

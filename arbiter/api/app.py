@@ -38,9 +38,9 @@ from arbiter.api.schema import (
 from arbiter.api.writes import RateLimit
 from arbiter.ha.lease import NotLeader
 from arbiter.model import IncidentKind, IncidentState
-from arbiter.round import status as views
+from arbiter.round.outputs import status as views
+from arbiter.round.outputs.view import View
 from arbiter.round.service import Arbiter
-from arbiter.round.view import View
 from arbiter.store.engine import StoreError
 from arbiter.store.queries import MAX_ID, MAX_PAGE
 from arbiter.web.page import docs_router, page_router

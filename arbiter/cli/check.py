@@ -14,8 +14,8 @@ from arbiter.clock import utcnow
 from arbiter.config import ClusterConfig, Config
 from arbiter.policy.fence_plan import action_words
 from arbiter.probe.agent import run_agent
-from arbiter.round.arp_view import ArpViews
-from arbiter.round.observer import Observer
+from arbiter.round.views.arp_view import ArpViews
+from arbiter.round.views.observer import Observer
 
 
 def _fmt_bool(v: bool | None, yes: str = "yes", no: str = "NO") -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from arbiter.config import Config
 from arbiter.notify.channels import Channels
-from arbiter.round.sender import send_test
+from arbiter.round.acts.sender import send_test
 
 
 async def run_test(cfg: Config) -> int:

@@ -62,7 +62,7 @@ async def serve(cfg: Config, path: str | None = None) -> int:
                                     else socket.AF_INET, reuse_port=False)
     except OSError as exc:
         raise RuntimeError(f"cannot listen on {cfg.arbiter.listen}: {exc.strerror}") from None
-    from arbiter.round.arp_view import preflight
+    from arbiter.round.views.arp_view import preflight
 
     if problems := preflight(cfg):  # the ARP view needs CAP_NET_RAW: say so, and stop
         raise config_mod.ConfigError(problems, "(the ARP view)")
@@ -94,7 +94,7 @@ async def serve(cfg: Config, path: str | None = None) -> int:
                   id="gate-watch", max_instances=1, coalesce=True)
     arb.peers.schedule(sched)  # [ha]: the lease renewals
     if any(c.track_files for c in cfg.clusters):  # a deny that stands, written again
-        from arbiter.round.track_files import REFRESH
+        from arbiter.round.acts.track_files import REFRESH
 
         sched.add_job(arb.track.refresh, "interval", seconds=REFRESH, id="track-refresh",
                       max_instances=1, coalesce=True, misfire_grace_time=None)

@@ -20,9 +20,9 @@ from arbiter.config import Config
 from arbiter.ha.lease import NotLeader
 from arbiter.model import History
 from arbiter.policy import memory
-from arbiter.round.fencer import Fencer
-from arbiter.round.ledger import Ledger
-from arbiter.round.pauses import Pauses
+from arbiter.round.acts.fencer import Fencer
+from arbiter.round.memory.ledger import Ledger
+from arbiter.round.memory.pauses import Pauses
 from arbiter.store.engine import StoreError
 
 log = logging.getLogger("arbiter.intents")

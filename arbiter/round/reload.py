@@ -23,9 +23,9 @@ from typing import Any
 from arbiter.config import Config
 from arbiter.model import History
 from arbiter.probe.ssh import Target
-from arbiter.round.arp_view import preflight as arp_preflight
-from arbiter.round.fence import target_for
 from arbiter.round.intents import answer_later
+from arbiter.round.views.arp_view import preflight as arp_preflight
+from arbiter.round.views.targets import target_for
 
 # (what to compare, the field named in a refusal)
 log = logging.getLogger("arbiter.service")

@@ -47,25 +47,25 @@ from arbiter.policy.memory import Committed
 from arbiter.policy.schedule import Scheduler
 from arbiter.probe.icmp import Pinger
 from arbiter.probe.ssh import Runner
-from arbiter.round.arp_view import ArpViews
-from arbiter.round.current import CurrentConfig
-from arbiter.round.fencer import Fencer
-from arbiter.round.gate_log import GateLog
+from arbiter.round.acts.fencer import Fencer
+from arbiter.round.acts.sender import Sender
+from arbiter.round.acts.track_files import TrackFiles
 from arbiter.round.intents import EventIntent, Intents, PauseIntent, ReleaseIntent
-from arbiter.round.keepalived_view import KeepalivedViews
-from arbiter.round.ledger import Ledger
 from arbiter.round.loop import Looping
-from arbiter.round.metrics import Metrics
-from arbiter.round.observer import Observer
-from arbiter.round.pauses import Pauses
-from arbiter.round.peers import Alone, Peers
-from arbiter.round.push import PushWatcher
+from arbiter.round.memory.current import CurrentConfig
+from arbiter.round.memory.ledger import Ledger
+from arbiter.round.memory.pauses import Pauses
+from arbiter.round.memory.tilt_notices import TiltNotices
+from arbiter.round.outputs.gate_log import GateLog
+from arbiter.round.outputs.metrics import Metrics
+from arbiter.round.outputs.view import PushStats, RoundStats, View
 from arbiter.round.reload import Reloading, ReloadIntent, ReloadStatus
-from arbiter.round.sender import Sender
-from arbiter.round.tilt_notices import TiltNotices
-from arbiter.round.track_files import TrackFiles
-from arbiter.round.vantages import Vantages
-from arbiter.round.view import PushStats, RoundStats, View
+from arbiter.round.views.arp_view import ArpViews
+from arbiter.round.views.keepalived_view import KeepalivedViews
+from arbiter.round.views.observer import Observer
+from arbiter.round.views.peers import Alone, Peers
+from arbiter.round.views.push import PushWatcher
+from arbiter.round.views.vantages import Vantages
 from arbiter.store.engine import StoreError
 from arbiter.store.outbox import outbox_for
 from arbiter.store.repository import Repository

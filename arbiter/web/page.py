@@ -24,7 +24,7 @@ from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from arbiter.policy.cluster_state import ADVICE, arbiter_problems
-from arbiter.round import status as views
+from arbiter.round.outputs import status as views
 
 REFRESH_MS = 2000
 RECENT = 5  # incidents shown with their timelines

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from arbiter.model import VrrpSample
 from arbiter.policy.vrrp import deaf_rule
-from arbiter.round.keepalived_view import NodeClock
+from arbiter.round.views.keepalived_view import NodeClock
 from tests.unit.builders import VIP1
 from tests.unit.vrrp_sim import Pair
 

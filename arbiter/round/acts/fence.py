@@ -19,6 +19,7 @@ from arbiter.model import Address, FencePlan
 from arbiter.probe.collect import CollectParseError, collect_command, parse_collect
 from arbiter.probe.ssh import Runner, Target
 from arbiter.probe.term_runner import is_stale_term
+from arbiter.round.views.targets import target_for
 from arbiter.store.repository import AttemptRecord
 
 Record = Callable[[AttemptRecord], Awaitable[None]]
@@ -38,12 +39,6 @@ class FenceReport:
 
 class StaleTerm(Exception):
     """[ha] A node's wrapper refused the command: it has seen a newer leader's term."""
-
-
-def target_for(config: Config, cluster: ClusterConfig, node: str) -> Target:
-    n = cluster.node(node)
-    assert n is not None, node
-    return Target(n.name, n.address, n.port or config.ssh.port, n.username or config.ssh.username)
 
 
 async def run_step(

@@ -26,7 +26,7 @@ from arbiter.config import ClusterConfig, Config
 from arbiter.model import FenceMethod, FencePlan, VictimAction
 from arbiter.probe.agent import AgentResult, describe, run_agent
 from arbiter.probe.ssh import Runner
-from arbiter.round.fence import (
+from arbiter.round.acts.fence import (
     VERIFY_POLL,
     ArpCheck,
     FenceReport,
@@ -35,10 +35,10 @@ from arbiter.round.fence import (
     del_command,
     remaining_vips,
     run_step,
-    target_for,
     verify_arp,
     verify_gone,
 )
+from arbiter.round.views.targets import target_for
 from arbiter.store.repository import AttemptRecord
 
 

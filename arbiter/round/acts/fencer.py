@@ -24,19 +24,19 @@ from arbiter.config import ClusterConfig, Config
 from arbiter.model import FencePlan, Hold
 from arbiter.probe.ssh import Runner
 from arbiter.probe.term_runner import ANNOUNCE, is_stale_term
-from arbiter.round.current import CurrentConfig, ReadsConfig, holder
-from arbiter.round.fence import (
+from arbiter.round.acts.fence import (
     ArpCheck,
     FenceReport,
     Record,
     StaleTerm,
     announce,
     run_step,
-    target_for,
 )
-from arbiter.round.fence_levels import FenceContext, agent_recover, execute
-from arbiter.round.ledger import Ledger
-from arbiter.round.metrics import Metrics
+from arbiter.round.acts.fence_levels import FenceContext, agent_recover, execute
+from arbiter.round.memory.current import CurrentConfig, ReadsConfig, holder
+from arbiter.round.memory.ledger import Ledger
+from arbiter.round.outputs.metrics import Metrics
+from arbiter.round.views.targets import target_for
 from arbiter.store.repository import AttemptRecord
 
 log = logging.getLogger("arbiter.fencer")

@@ -20,7 +20,7 @@ from typing import Any
 from arbiter.clock import Clock, utcnow
 from arbiter.config.notify import NotifySection
 from arbiter.notify.channels import Channels, DeliveryError
-from arbiter.round.ledger import Ledger
+from arbiter.round.memory.ledger import Ledger
 from arbiter.store import outbox
 from arbiter.store.engine import StoreError
 

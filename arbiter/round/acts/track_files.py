@@ -42,8 +42,8 @@ from arbiter.config import ClusterConfig, Config
 from arbiter.model import Snapshot, Verdict
 from arbiter.policy.assessment import Assessment, NodeAssessment
 from arbiter.probe.ssh import Runner
-from arbiter.round.current import CurrentConfig, ReadsConfig, holder
-from arbiter.round.fence import target_for
+from arbiter.round.memory.current import CurrentConfig, ReadsConfig, holder
+from arbiter.round.views.targets import target_for
 
 log = logging.getLogger("arbiter.track")
 

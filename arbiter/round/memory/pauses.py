@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from arbiter.clock import Clock, utcnow
 from arbiter.model import Pause
-from arbiter.round.ledger import Ledger
+from arbiter.round.memory.ledger import Ledger
 from arbiter.store import pauses as sql
 from arbiter.store.engine import StoreError
 

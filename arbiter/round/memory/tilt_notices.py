@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from arbiter.policy import notify_events as ev
-from arbiter.round.ledger import Ledger
+from arbiter.round.memory.ledger import Ledger
 from arbiter.store.engine import StoreError
 
 

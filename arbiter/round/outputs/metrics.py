@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from arbiter.model import IncidentKind
 from arbiter.policy.effects import OpenIncident
 from arbiter.policy.view_health import view_failing
-from arbiter.round.view import View
+from arbiter.round.outputs.view import View
 
 ROUND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -14,8 +14,8 @@ from arbiter.policy.liveness import keepalived_state
 from arbiter.policy.verdicts import without_view
 from arbiter.policy.view_health import failing_views
 from arbiter.policy.vrrp import budget_warnings
-from arbiter.round.gate_log import GateWiring
-from arbiter.round.view import View
+from arbiter.round.outputs.gate_log import GateWiring
+from arbiter.round.outputs.view import View
 from arbiter.serialize import iso, node_observation
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from arbiter.config import ClusterConfig, Config
 from arbiter.model import ArpSight, NodeObservation
 from arbiter.probe.arp import ArpUnavailable, ArpWatch, off_segment
-from arbiter.round.current import CurrentConfig, ReadsConfig, holder
+from arbiter.round.memory.current import CurrentConfig, ReadsConfig, holder
 
 log = logging.getLogger("arbiter.arp")
 

@@ -40,8 +40,8 @@ from arbiter.probe.keepalived import (
     watch_command,
 )
 from arbiter.probe.ssh import Runner
-from arbiter.round.current import CurrentConfig, ReadsConfig, holder
-from arbiter.round.fence import target_for
+from arbiter.round.memory.current import CurrentConfig, ReadsConfig, holder
+from arbiter.round.views.targets import target_for
 
 log = logging.getLogger("arbiter.keepalived")
 

@@ -18,10 +18,10 @@ from arbiter.model import ClusterObservation, NodeObservation, SelfCheck, Snapsh
 from arbiter.probe.collect import CollectParseError, NodeFacts, collect_command, parse_collect
 from arbiter.probe.icmp import Pinger, PingResult
 from arbiter.probe.ssh import Runner, Target
-from arbiter.round.arp_view import ArpViews
-from arbiter.round.current import CurrentConfig, ReadsConfig, holder
-from arbiter.round.fence import target_for
-from arbiter.round.keepalived_view import KeepalivedViews
+from arbiter.round.memory.current import CurrentConfig, ReadsConfig, holder
+from arbiter.round.views.arp_view import ArpViews
+from arbiter.round.views.keepalived_view import KeepalivedViews
+from arbiter.round.views.targets import target_for
 
 NodeKey = tuple[str, str]  # (cluster, node)
 

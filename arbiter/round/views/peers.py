@@ -30,8 +30,8 @@ from arbiter.model import Snapshot
 from arbiter.policy.quorum import Quorum, out_of_sight
 from arbiter.probe.ssh import Runner
 from arbiter.probe.term_runner import TermRunner
-from arbiter.round.current import CurrentConfig, ReadsConfig, holder
-from arbiter.round.vantages import Vantages
+from arbiter.round.memory.current import CurrentConfig, ReadsConfig, holder
+from arbiter.round.views.vantages import Vantages
 from arbiter.store.engine import StoreError
 
 log = logging.getLogger("arbiter.service")

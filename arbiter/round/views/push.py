@@ -15,8 +15,8 @@ from arbiter.clock import Clock, utcnow
 from arbiter.config import ClusterConfig, Config
 from arbiter.probe.collect import MONITOR
 from arbiter.probe.ssh import Runner
-from arbiter.round.current import CurrentConfig, ReadsConfig, holder
-from arbiter.round.fence import target_for
+from arbiter.round.memory.current import CurrentConfig, ReadsConfig, holder
+from arbiter.round.views.targets import target_for
 
 log = logging.getLogger("arbiter.push")
 

@@ -20,8 +20,8 @@ from arbiter.config import Config
 from arbiter.model import ClusterObservation, Snapshot
 from arbiter.policy.decide import abstain_reason_of
 from arbiter.policy.quorum import ClusterView, NodeView, Quorum, compact
-from arbiter.round.current import CurrentConfig, ReadsConfig, holder
-from arbiter.round.ledger import Ledger
+from arbiter.round.memory.current import CurrentConfig, ReadsConfig, holder
+from arbiter.round.memory.ledger import Ledger
 from arbiter.store import views
 from arbiter.store.engine import StoreError
 
