@@ -120,6 +120,11 @@ class Denial:
     since: datetime  # when this deny began
     probe_at: datetime | None = None  # a probe release under way
     probed: datetime | None = None  # when the last probe ended
+    family: int = 4  # with the vrid, the VRRP group (IPv4 and IPv6 may share a vrid)
+
+    @property
+    def group(self) -> tuple[str, int, int]:
+        return (self.node, self.vrid, self.family)
 
 
 @dataclass(frozen=True, slots=True)

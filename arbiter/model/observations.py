@@ -119,6 +119,12 @@ class VrrpInstance:
     state_since: datetime  # when the arbiter first saw the current state
 
     @property
+    def family(self) -> int:
+        """4 or 6: what keepalived keys an instance on, with its interface and vrid. An
+        instance's VIPs are of one family (keepalived moves the others out)."""
+        return 6 if self.vips and ":" in self.vips[0] else 4
+
+    @property
     def latest(self) -> VrrpSample:
         return self.samples[-1]
 
@@ -151,8 +157,14 @@ class KeepalivedView:
     # since when the watch has given errors and no dump (None: the last was a dump)
     failing_since: datetime | None = None
 
-    def instance(self, vrid: int) -> VrrpInstance | None:
-        return next((i for i in self.instances if i.vrid == vrid), None)
+    def peer(self, other: VrrpInstance) -> VrrpInstance | None:
+        """This node's instance of the same VRRP group as ``other`` (another node's):
+        the same vrid **and** family (issue 31: VRRP for IPv4 and for IPv6 are separate
+        protocols, so a dual-stack pair commonly runs VI_4 and VI_6 with one vrid), the
+        one sharing a VIP first. Interface names may differ between directors."""
+        same = [i for i in self.instances if i.vrid == other.vrid and i.family == other.family]
+        return next((i for i in same if set(i.vips) & set(other.vips)), None) or \
+            next(iter(same), None)
 
     def holding(self, vip: str) -> VrrpInstance | None:
         """The instance that carries ``vip`` in its virtual_ipaddress."""

@@ -91,7 +91,7 @@ def exclusive_rulings(cluster: ClusterConfig, obs: ClusterObservation,
     out: Rulings = {}
     denials: dict[tuple[str, int], Denial] = {}
     fallback = without_view(cluster, obs, now)
-    known = {(d.node, d.vrid): d for d in hist.denials}
+    known = {d.group: d for d in hist.denials}
     limit = stale_limit(watch_every)
     for vip, (holder, why) in guarded.items():
         ho = obs.node(holder)
@@ -105,12 +105,12 @@ def exclusive_rulings(cluster: ClusterConfig, obs: ClusterObservation,
             no = obs.node(n.name)
             hv, nv = (ho.keepalived if ho else None), (no.keepalived if no else None)
             master = hv.holding(vip) if hv is not None else None
-            key = (n.name, master.vrid) if master is not None else None
+            key = (n.name, master.vrid, master.family) if master is not None else None
             old = known.get(key) if key is not None else None
             if not (fresh(hv, now, limit) and fresh(nv, now, limit)):
                 # no fresh evidence either way: keep a deny that stands, add none
                 if old is not None:
-                    denials[(old.node, old.vrid)] = old
+                    denials[old.group] = old
                     out[(n.name, vip)] = (Verdict.DENY, "deny: keepalived's view is stale "
                                           "here; keeping the deny that stands")
                 else:
@@ -126,11 +126,11 @@ def exclusive_rulings(cluster: ClusterConfig, obs: ClusterObservation,
                     f"view of it ({holder}'s keepalived names {vip} in none of its VRRP "
                     "instances: virtual_ipaddress_excluded, or added by hand?)"))
                 continue
-            r = deaf_rule(n.name, holder, vip, nv.instance(master.vrid), master, old, now)
+            r = deaf_rule(n.name, holder, vip, nv.peer(master), master, old, now)
             if r.denial is not None:
                 denials[key] = r.denial
             out[(n.name, vip)] = (Verdict.DENY if r.deny else Verdict.ALLOW, r.reason)
-    return out, tuple(sorted(denials.values(), key=lambda d: (d.node, d.vrid)))
+    return out, tuple(sorted(denials.values(), key=lambda d: d.group))
 
 
 def node_verdict(

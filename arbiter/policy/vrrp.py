@@ -164,7 +164,7 @@ def split_by_view(cluster: ClusterConfig, obs: ClusterObservation,
             insts.append((name, inst))
         for i, (a_name, a) in enumerate(insts):
             for b_name, b in insts[i + 1:]:
-                if a.vrid != b.vrid or not split_seen(a, b):
+                if a.vrid != b.vrid or a.family != b.family or not split_seen(a, b):
                     return None
                 deaf, master = (a_name, b_name) if deaf_to(a, b) else (b_name, a_name)
                 why.append(f"{deaf} missed {max(missed(a, b), missed(b, a))} adverts of "
@@ -190,7 +190,8 @@ def deaf_rule(node: str, holder: str, vip: str, mine: VrrpInstance | None,
                       None)
     tag = f"{master.name} (vrid {master.vrid})"
     if mine is None:
-        return Ruling(False, f"no instance of vrid {master.vrid} here: nothing to gate", None)
+        return Ruling(False, f"no instance of vrid {master.vrid} (IPv{master.family}) here: "
+                      "nothing to gate", None)
     if not sending(master):
         return Ruling(False, f"{holder} is not sending adverts on {tag}: failover allowed",
                       None)
@@ -201,7 +202,7 @@ def deaf_rule(node: str, holder: str, vip: str, mine: VrrpInstance | None,
             return Ruling(True, (f"deny: missed {n} adverts {holder} sent on {tag}; {holder} "
                                  f"is healthy and MASTER (it would claim {limit:.2f}s after "
                                  "the last advert it heard)"),
-                          Denial(node, master.vrid, now))
+                          Denial(node, master.vrid, now, family=master.family))
         hears = "hears" if mine.state == "BACKUP" else f"is {mine.state}, not denied"
         return Ruling(False, f"{hears} {holder} on {tag}", None)
     if mine.state == "BACKUP" and mine.heard_at > denial.since and n == 0:
@@ -213,18 +214,18 @@ def deaf_rule(node: str, holder: str, vip: str, mine: VrrpInstance | None,
             if n >= MISSED_TO_DENY:
                 return Ruling(True, f"deny: probe missed {n} adverts of {holder} on {tag}: "
                               "the cut is still there",
-                              Denial(node, denial.vrid, denial.since, None, now))
+                              Denial(node, denial.vrid, denial.since, None, now, denial.family))
             return Ruling(False, f"probe: listening for {holder}'s adverts on {tag}",
                           denial)
         if (now - denial.probe_at).total_seconds() > PROBE_WINDOW:
             return Ruling(True, f"deny: the probe did not take it out of {mine.state}",
-                          Denial(node, denial.vrid, denial.since, None, now))
+                          Denial(node, denial.vrid, denial.since, None, now, denial.family))
         return Ruling(False, f"probe: deny lifted once to test whether it hears {holder}",
                       denial)
     last = max(denial.since, denial.probed or denial.since)
     if (now - last).total_seconds() >= PROBE_EVERY:
         return Ruling(False, f"probe: deny lifted once to test whether it hears {holder}",
-                      Denial(node, denial.vrid, denial.since, now, denial.probed))
+                      Denial(node, denial.vrid, denial.since, now, denial.probed, denial.family))
     held = (now - denial.since).total_seconds()
     return Ruling(True, (f"deny: missed adverts {holder} sends on {tag} ({held:.0f}s); "
                          f"{holder} is healthy and MASTER"), denial)

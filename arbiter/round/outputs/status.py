@@ -134,7 +134,8 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
                     "deny a backup that misses a healthy master's adverts"
                     if obs is None or (why := without_view(c, obs, now)) is None
                     else f"deny every backup while the holder is healthy ({why})"),
-                "denials": [{"node": d.node, "vrid": d.vrid, "since": iso(d.since),
+                "denials": [{"node": d.node, "vrid": d.vrid, "family": d.family,
+                             "since": iso(d.since),
                              "probing_since": iso(d.probe_at)} for d in hist.denials],
                 "split_seen": hist.view_split,
             },

@@ -253,7 +253,7 @@ class KeepalivedViews(ReadsConfig):
     def _missed_changed(self, c: ClusterConfig) -> bool:
         """Whether any backup's missed adverts crossed the deny threshold, either way."""
         views = {n.name: self.view(c, n.name) for n in c.nodes}
-        masters = {i.vrid: (name, i) for name, v in views.items() if v is not None
+        masters = {(i.vrid, i.family): (name, i) for name, v in views.items() if v is not None
                    for i in v.instances if i.state == "MASTER"}
         crossed = False
         for name, v in views.items():
@@ -261,11 +261,11 @@ class KeepalivedViews(ReadsConfig):
             if v is None or st is None:
                 continue
             for inst in v.instances:
-                m = masters.get(inst.vrid)
+                m = masters.get((inst.vrid, inst.family))
                 now_missed = missed(inst, m[1]) if m is not None and m[0] != name else 0
-                was = st.missed.get(str(inst.vrid), 0)
+                was = st.missed.get(f"{inst.vrid}/{inst.family}", 0)
                 if (now_missed >= MISSED_TO_DENY) != (was >= MISSED_TO_DENY) or \
                         (now_missed == 0) != (was == 0):
                     crossed = True
-                st.missed[str(inst.vrid)] = now_missed
+                st.missed[f"{inst.vrid}/{inst.family}"] = now_missed
         return crossed
