@@ -99,6 +99,8 @@ class _Node:
     refused: int = 0  # streams in a row that ended without a single line
     missed: dict[str, int] = field(default_factory=dict)  # vrid -> missed, as last judged
     failing_since: datetime | None = None  # errors and no dump since then
+    last_text: str | None = None  # the last dump as it came, and what it parsed to
+    last_dumps: tuple[InstanceDump, ...] = ()
     clock: NodeClock = field(default_factory=NodeClock)
 
 
@@ -110,6 +112,7 @@ class KeepalivedViews(ReadsConfig):
         self.wake = wake
         self.clock = clock
         self.dumps = 0
+        self.parsed = 0  # dumps parsed (the others were the same text as the last)
         self._nodes: dict[NodeKey, _Node] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -222,11 +225,19 @@ class KeepalivedViews(ReadsConfig):
     def _dump(self, c: ClusterConfig, node: str, st: _Node, text: str,
               uptime: float | None = None) -> None:
         now = st.clock.stamp(self.clock(), uptime)
-        try:
-            dumps = parse_dump(text)
-        except DumpError as exc:
-            self._error(st, str(exc))
-            return
+        if text == st.last_text:
+            # between two adverts the dump is the same text: the same instances, a new
+            # sample time (at advert_int 1 and a dump every 0.25 s, 3 dumps in 4; issue
+            # 32: parsing every one strictly was most of the view's cost)
+            dumps = st.last_dumps
+        else:
+            try:
+                dumps = parse_dump(text)
+            except DumpError as exc:
+                self._error(st, str(exc))
+                return
+            self.parsed += 1
+            st.last_text, st.last_dumps = text, dumps
         self.dumps += 1
         changed = st.error is not None
         st.error, st.supported, st.at, st.failing_since = None, True, now, None
