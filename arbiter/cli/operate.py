@@ -53,8 +53,12 @@ def cmd_reload(cfg: Config, path: str, who: str | None) -> int:
     if res.get("queued"):
         print(f"{path}: validated; the next round swaps it in")
         return EXIT_OK
-    print(f"{path}: reloaded")
-    for c in res.get("changes", []):
+    return _reloaded(f"{path}: reloaded", res.get("changes", []))
+
+
+def _reloaded(head: str, changes: list[str]) -> int:
+    print(head)
+    for c in changes:
         print(f"  {c}")
     return EXIT_OK
 
@@ -83,10 +87,8 @@ def _reload_by_signal(cfg: Config, rt: dict, path: str) -> int:
             if not got.get("ok"):
                 print(f"error: {path}: {got.get('error')}")
                 return EXIT_ERROR
-            print(f"{path}: reloaded (SIGHUP to pid {rt['pid']}, serving on {url})")
-            for c in got.get("changes", []):
-                print(f"  {c}")
-            return EXIT_OK
+            return _reloaded(f"{path}: reloaded (SIGHUP to pid {rt['pid']}, serving on "
+                             f"{url})", got.get("changes", []))
     print(f"error: sent SIGHUP to pid {rt['pid']}, but {url}/status shows no reload "
           "after 40 s (see the journal: journalctl -u keepalived-arbiter)")
     return EXIT_ERROR
