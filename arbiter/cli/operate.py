@@ -86,7 +86,7 @@ def _reload_by_signal(cfg: Config, rt: dict, path: str) -> int:
         if got.get("at") and got.get("at") != before:
             if not got.get("ok"):
                 print(f"error: {path}: {got.get('error')}")
-                return EXIT_ERROR
+                return EXIT_OPERATOR  # refused by the running arbiter, as over the API
             return _reloaded(f"{path}: reloaded (SIGHUP to pid {rt['pid']}, serving on "
                              f"{url})", got.get("changes", []))
     print(f"error: sent SIGHUP to pid {rt['pid']}, but {url}/status shows no reload "
