@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 from arbiter.config import Config
 from arbiter.model import History
 from arbiter.probe.ssh import Target
@@ -51,7 +53,8 @@ def _get(cfg: Config, path: str) -> Any:
     cur: Any = cfg
     for part in path.split("."):
         cur = getattr(cur, part)
-    return cur.model_dump() if hasattr(cur, "model_dump") else cur
+    # a section (``[ha]``, ``[notify]``) is compared by its values
+    return cur.model_dump() if isinstance(cur, BaseModel) else cur
 
 
 def refused(old: Config, new: Config, history: History) -> list[str]:
