@@ -18,6 +18,7 @@ from datetime import datetime
 
 from arbiter.config import ClusterConfig
 from arbiter.model import ClusterObservation, NodeObservation
+from arbiter.policy.liveness import Keepalived, keepalived_state
 
 # seconds of nothing but errors: a few watch periods and a reconnect (its first
 # backoff is 1 s); a keepalived restart gives a dump again within about 1 s
@@ -29,7 +30,7 @@ def view_failing(o: NodeObservation, now: datetime) -> str | None:
     kv = o.keepalived
     if kv is None or not kv.supported or kv.error is None or kv.failing_since is None:
         return None
-    if o.keepalived_running is False and not o.keepalived_frozen:
+    if keepalived_state(o)[0] is Keepalived.STOPPED:
         return None  # explained: its keepalived is stopped
     lasted = (now - kv.failing_since).total_seconds()
     if lasted < FAILING_AFTER:

@@ -16,7 +16,8 @@ later, and needs ``rise`` runs to lift it).
   acknowledgement and so came every other tick, 2 s, leaving about 1 s).
 - **A deny is written only by a round that could act on it** (issue 29): the last
   round of the cluster did not abstain, was committed, and (with ``[ha]``) leads it,
-  and it is no older than ``AUTHORITY_ROUNDS`` intervals. The refresh writes only
+  and it is no older than ``AUTHORITY_ROUNDS`` intervals plus one ``REFRESH`` (3 s at
+  the defaults). The refresh writes only
   under that authority; once it lapses (TILT, isolation, a failed commit, a lost
   lease, rounds that stopped), the writes stop and the nodes' TTL runs.
 - Only the arbiter that leads the cluster writes, each command with its term

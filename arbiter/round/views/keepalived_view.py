@@ -16,7 +16,6 @@ master is judged within one dump, not at the next scheduled round.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -40,7 +39,8 @@ from arbiter.probe.keepalived import (
     watch_command,
 )
 from arbiter.probe.ssh import Runner
-from arbiter.round.memory.current import CurrentConfig, ReadsConfig, holder
+from arbiter.round.memory.current import CurrentConfig
+from arbiter.round.views.streams import Streams
 from arbiter.round.views.targets import target_for
 
 log = logging.getLogger("arbiter.keepalived")
@@ -104,17 +104,13 @@ class _Node:
     clock: NodeClock = field(default_factory=NodeClock)
 
 
-class KeepalivedViews(ReadsConfig):
+class KeepalivedViews(Streams):
     def __init__(self, config: Config | CurrentConfig, runner: Runner, wake: Callable[[], None],
                  clock: Clock = utcnow):
-        self._current = holder(config)
-        self.runner = runner
-        self.wake = wake
-        self.clock = clock
+        super().__init__(config, runner, wake, clock)
         self.dumps = 0
         self.parsed = 0  # dumps parsed (the others were the same text as the last)
         self._nodes: dict[NodeKey, _Node] = {}
-        self._tasks: list[asyncio.Task[None]] = []
 
     # --- lifecycle --------------------------------------------------------------
     def start(self) -> None:
@@ -124,14 +120,6 @@ class KeepalivedViews(ReadsConfig):
             for n in c.nodes:
                 self._tasks.append(asyncio.create_task(
                     self._watch(c, n.name), name=f"keepalived-{c.name}-{n.name}"))
-
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self._tasks.clear()
 
     @property
     def up(self) -> int:

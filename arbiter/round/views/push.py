@@ -6,7 +6,6 @@ scheduled round stays the reconcile. Each watcher reconnects with backoff.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +14,8 @@ from arbiter.clock import Clock, utcnow
 from arbiter.config import ClusterConfig, Config
 from arbiter.probe.collect import MONITOR
 from arbiter.probe.ssh import Runner
-from arbiter.round.memory.current import CurrentConfig, ReadsConfig, holder
+from arbiter.round.memory.current import CurrentConfig
+from arbiter.round.views.streams import Streams
 from arbiter.round.views.targets import target_for
 
 log = logging.getLogger("arbiter.push")
@@ -28,31 +28,19 @@ def mentions_vip(line: str, vips: list[str]) -> str | None:
     return next((v for v in vips if f" {v}/" in line), None)
 
 
-class PushWatcher(ReadsConfig):
+class PushWatcher(Streams):
     def __init__(self, config: Config | CurrentConfig, runner: Runner, wake: Callable[[], None],
                  clock: Clock = utcnow):
-        self._current = holder(config)
-        self.runner = runner
-        self.wake = wake
-        self.clock = clock
+        super().__init__(config, runner, wake, clock)
         self.events = 0
         self.last: dict[str, Any] | None = None
         self.up = 0
-        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         for c in self.config.clusters:
             for n in c.nodes:
                 self._tasks.append(asyncio.create_task(self._watch(c, n.name),
                                                        name=f"watch-{c.name}-{n.name}"))
-
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self._tasks.clear()
 
     async def _watch(self, c: ClusterConfig, node: str) -> None:
         t = target_for(self.config, c, node)
