@@ -225,7 +225,23 @@ def main() -> int:
     ap.add_argument("--farm-pid", type=int)
     ap.add_argument("--alt", choices=["pssh", "openssh", "openssh-cm"])
     ap.add_argument("--farm")
+    ap.add_argument("--serve", action="store_true",
+                    help="issue 32: the real `arbiter serve` (defaults), keepalived's view "
+                    "on and off, CPU-s per second in steady state (bench/serve_scale.py)")
+    ap.add_argument("--views", nargs="+", choices=["on", "off"], default=["on", "off"])
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--warmup", type=float, default=20.0)
+    ap.add_argument("--profile", help="with --serve: a folder for cProfile output")
     a = ap.parse_args()
+    if a.serve:
+        from bench.serve_scale import run as run_serve
+
+        prof = Path(a.profile) if a.profile else None
+        if prof:
+            prof.mkdir(parents=True, exist_ok=True)
+        rows = run_serve(a.nodes, a.views, a.seconds, a.warmup, a.port, prof)
+        write_json(a.json, {"serve": rows})
+        return 0
     if a.measure_arbiter:
         print(json.dumps(asyncio.run(measure_arbiter(a.measure_arbiter, a.warm_rounds,
                                                      a.farm_pid))))

@@ -30,8 +30,9 @@ took() { echo "$(( $(date +%s) - $1 )) s"; }
 pkgs=(keepalived openssh-server openssh-client nftables iproute2 iputils-ping iputils-arping nginx curl util-linux procps python3-venv busybox dash netbase e2fsprogs)
 # chromium: tests/test_page.py drives it headless through playwright; prometheus:
 # promtool checks deploy/prometheus/arbiter-rules.yml (its service is kept from starting);
-# lintian checks the .deb (tests/lab/test_package.py)
-[[ $want_test == 1 ]] && pkgs+=(postgresql chromium prometheus debootstrap lintian)
+# lintian checks the .deb (tests/lab/test_package.py); systemd-container boots it
+# (tests/lab/test_first_deployment.py)
+[[ $want_test == 1 ]] && pkgs+=(postgresql chromium prometheus debootstrap lintian systemd-container)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

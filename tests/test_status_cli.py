@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,3 +65,27 @@ def test_version_and_help_name_exit_codes() -> None:
     h = " ".join(cli("--help").stdout.split())  # argparse wraps the lines
     assert "exit 0 fine, 1 something needs an operator" in h
     assert "exit 0 done, 1 nothing held or unknown incident, 2 error" in h
+
+
+def test_status_waits_for_a_service_that_is_starting(tmp_path: Path) -> None:
+    """`systemctl start` returns before the API listens: `status --wait 60s` asks again
+    until it answers (README "First deployment", step 6); an answer with an HTTP error
+    would be final, and a bare number is refused naming the option."""
+    with SimServe(tmp_path) as s:
+        assert s.serve is not None
+        s.serve.terminate()
+        s.serve.wait(15)
+        waiting = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "status", "-c",
+                                    str(s.cfg), "--wait", "60s"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        try:
+            time.sleep(1.0)  # it has found nobody at least once
+            assert waiting.poll() is None, waiting.communicate()[0]
+            s.start_serve()
+            out, _ = waiting.communicate(timeout=60)
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+        assert waiting.returncode in (0, 1) and "+ cluster web:" in out, out
+    bad = cli("status", "-c", str(s.cfg), "--wait", "10")
+    assert bad.returncode == 2 and "argument --wait: '10' has no unit" in bad.stderr

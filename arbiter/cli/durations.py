@@ -37,3 +37,17 @@ def parse_duration(text: str, option: str = "--for") -> float:
     if total <= 0:
         raise ValueError(f"{option}: {text!r} is zero: a duration is positive ({FORMS})")
     return total
+
+
+def duration_arg(option: str):  # noqa: ANN201 (argparse's type= callable)
+    """``parse_duration`` as an argparse ``type=``: a bad value is a usage error that
+    names ``option``."""
+    import argparse
+
+    def parse(text: str) -> float:
+        try:
+            return parse_duration(text, option)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{option}: ")) from None
+
+    return parse

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from arbiter import config as config_mod
 from arbiter.cli.argv import prepare
+from arbiter.cli.durations import duration_arg
 from arbiter.cli.exits import EXIT_ERROR, EXIT_OK
 from arbiter.config import Config, ConfigError, envfile
 
@@ -161,7 +162,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from arbiter.cli.status import cmd_status as run
 
     return run(_api_config(args.config),
-               args.watch if args.watch else None, args.json, args.count)
+               args.watch if args.watch else None, args.json, args.count, args.wait)
 
 
 def cmd_release(args: argparse.Namespace) -> int:
@@ -312,6 +313,9 @@ def parser() -> argparse.ArgumentParser:
                    help="redraw every N seconds (default 2) until interrupted")
     s.add_argument("--count", type=int, default=0, help="with --watch: stop after N draws")
     s.add_argument("--json", action="store_true", help="print /status as JSON instead")
+    s.add_argument("--wait", type=duration_arg("--wait"), default=0.0, metavar="DURATION",
+                   help="while the arbiter does not answer (just started), ask again for "
+                   "up to DURATION (e.g. 30s) before giving up")
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser(

@@ -35,6 +35,8 @@ def render(status: dict[str, Any], now: datetime | None = None) -> str:
     out = []
     arb = status.get("arbiter", {})
     out += [f"! {p}" for p in arbiter_problems(status)] if arb else []
+    if arb.get("dry_run"):
+        out.append("dry run: decisions are recorded, nothing is fenced (dry_run = true)")
     ha = arb.get("ha")
     if ha:
         shards = ", ".join(f"{s}: {v['leader']} (term {v['term']})"
@@ -102,11 +104,26 @@ def needs_operator(status: dict[str, Any]) -> bool:
     return bool((status.get("overall") or {}).get("needs_operator"))
 
 
-def cmd_status(cfg: Config, watch: float | None, as_json: bool, count: int) -> int:
+def _first_status(cfg: Config, wait: float) -> dict[str, Any]:
+    """/status; while there is no answer at all (a service starting: `systemctl start`
+    returns before the API listens), asked again every 0.5 s for ``wait`` seconds. An
+    answer with an HTTP error is final at once."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return call(cfg, "GET", "/status", token=read_token(cfg))
+        except ApiError as exc:
+            if exc.status is not None or time.monotonic() + 0.5 > deadline:
+                raise
+        time.sleep(0.5)
+
+
+def cmd_status(cfg: Config, watch: float | None, as_json: bool, count: int,
+               wait: float = 0.0) -> int:
     shown = 0
     while True:
         try:
-            status = call(cfg, "GET", "/status", token=read_token(cfg))
+            status = _first_status(cfg, wait if shown == 0 else 0.0)
         except ApiError as exc:
             print(f"error: {exc}")
             return EXIT_ERROR
