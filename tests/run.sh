@@ -45,6 +45,9 @@ if [[ $# -eq 0 ]]; then
   $PY -m bench.imports >/dev/null
   echo "bench.imports: ok"
   $PY -m bench.scale --nodes 10 --warm-rounds 2
+  # the real `arbiter serve`, keepalived's view on and off (issue 32)
+  $PY -m bench.scale --serve --nodes 10 --seconds 2 --warmup 1 >/dev/null
+  echo "bench.scale --serve: ok"
   $PY -m bench.verdict --rate 200 --seconds 2 >/dev/null
   echo "bench.verdict: ok"
   $PY -m bench.verdict --mixed --rate 200 --seconds 2 --incidents 100 >/dev/null

@@ -222,3 +222,70 @@ def test_the_watch_finds_a_dump_and_pid_file_where_the_node_keeps_them(
     lines = watch(str(pidfile), glob)
     dumps = [ln for ln in lines if is_dump_line(ln)]
     assert dumps and all(dump_uptime(ln) for ln in dumps), lines
+
+
+@pytest.mark.parametrize("via", ["arbiter", "busybox", "wrapper"])
+def test_a_repeated_dump_is_one_line(outside_tmp: Path, via: str) -> None:
+    """Issue 32: a dump whose text is the one this stream sent last is sent as
+    `@@kv-same UPTIME`, never whole again; a changed one is sent whole. The stand-in
+    keepalived counts an advert every second signal, so dumps alternate."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a private /tmp (unshare -m)")
+    from arbiter.probe.keepalived import (
+        SAME,
+        dump_uptime,
+        is_dump_line,
+        is_same_line,
+        parse_dump,
+        watch_command,
+    )
+
+    (outside_tmp / "dump.tmpl").write_text(DUMP)
+    pidfile = outside_tmp / "keepalived.pid"
+    script = outside_tmp / "fake-keepalived"
+    script.write_text(
+        "#!/bin/bash\nn=0\n"
+        f"trap 'n=$((n+1)); sed \"s/N/$((n / 2))/\" {outside_tmp}/dump.tmpl "
+        "> /tmp/keepalived.json' 36\n"
+        "while :; do sleep 0.05; done\n")
+    script.chmod(0o755)
+    bindir = outside_tmp / "bin"  # `keepalived --signum=JSON` as keepalived answers it
+    bindir.mkdir()
+    (bindir / "keepalived").write_text("#!/bin/sh\necho 36\n")
+    (bindir / "keepalived").chmod(0o755)
+    command = watch_command(0.1, str(pidfile))
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    if via == "wrapper":
+        wrapper = outside_tmp / "arbiter-ssh-wrapper"
+        shutil.copy(WRAPPER, wrapper)
+        conf = outside_tmp / "wrapper.conf"
+        conf.write_text(f"sudo no\nkeepalived_pid {pidfile}\n")
+        run, env["SSH_ORIGINAL_COMMAND"] = f"exec dash {wrapper} {conf}", command
+    elif via == "busybox":
+        bb = shutil.which("busybox")
+        assert bb, "busybox is installed by bootstrap --test"
+        run = f"exec {bb} sh -c {shlex.quote(command)}"
+    else:
+        run = f"exec dash -c {shlex.quote(command)}"
+    inner = (f"mount -t tmpfs t /tmp; {script} & echo $! > {pidfile}; sleep 0.3; {run}")
+    lines = watch_lines(["unshare", "--mount", "--propagation", "private", "bash", "-c",
+                         inner], env, 30)
+    ticks: list[tuple[str, int | None, float | None]] = []  # (kind, advert_rcvd, uptime)
+    block: list[str] | None = None
+    for line in lines[1:]:
+        if is_dump_line(line):
+            block, up = [], dump_uptime(line)
+        elif is_same_line(line):
+            ticks.append(("same", None, dump_uptime(line, SAME)))
+        elif line == "@@kv-end" and block is not None:
+            ticks.append(("dump", parse_dump("\n".join(block))[0].advert_rcvd, up))
+            block = None
+        elif block is not None:
+            block.append(line)
+    kinds = [k for k, _, _ in ticks]
+    assert "same" in kinds and kinds.count("dump") >= 3, lines
+    assert kinds[0] == "dump"  # a stream starts with a whole dump
+    counts = [n for k, n, _ in ticks if k == "dump"]
+    assert all(b > a for a, b in zip(counts, counts[1:], strict=False)), counts  # never twice
+    uptimes = [u for _, _, u in ticks]
+    assert None not in uptimes and uptimes == sorted(uptimes), ticks

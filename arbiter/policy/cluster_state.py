@@ -136,4 +136,6 @@ def arbiter_problems(status: dict) -> list[str]:
         out.append(f"Notifications: {n['error']}")
     if a.get("last_error"):
         out.append(f"Last round failed: {a['last_error']}")
+    if (a.get("load") or {}).get("warning"):
+        out.append(f"Load: {a['load']['warning']}")
     return out

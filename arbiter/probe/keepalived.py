@@ -7,6 +7,12 @@ it between ``@@kv`` and ``@@kv-end``. Without a dump it says why (``@@kv-error``
 keepalived not running, or built without JSON (1.x). ``arbiter-ssh-wrapper``
 recognises the command by its marker and runs its own copy, taking only the period.
 
+A dump byte-identical to the last one this stream sent (between two adverts, three
+dumps in four at ``advert_int`` 1 and a dump every 0.25 s; a deaf backup's every dump)
+is sent as one line, ``@@kv-same UPTIME`` (issue 32): the arbiter records a sample of
+the same counters at the node's new time, as it would from the whole dump, without
+~1.7 KB per instance to carry, decrypt and read.
+
 ``parse_dump`` validates one dump strictly, like the collect: it is input from a
 machine we do not control. Any failure is that node's own error.
 """
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 MARK = "@@arbiter-keepalived v1"
-DUMP, END, ERROR = "@@kv", "@@kv-end", "@@kv-error"
+DUMP, END, ERROR, SAME = "@@kv", "@@kv-end", "@@kv-error", "@@kv-same"
 MAX_DUMP_CHARS = 256 * 1024  # a dump is ~1.7 KB per instance
 MAX_INSTANCES = 256
 # keepalived's numeric states (vrrp.h); anything else is shown as it came
@@ -44,7 +50,7 @@ def watch_command(period: float, pidfile: str = "/run/keepalived.pid",
         f"case $sig in ''|*[!0-9]*) echo '{ERROR} keepalived has no JSON dump "
         "(keepalived --signum=JSON printed no number: 1.x, or built without JSON)'; "
         "exit 0;; esac; "
-        "while :; do "
+        "l=; while :; do "
         f"{find}"
         f"p=$(cat {shlex.quote(pidfile)} 2>/dev/null); "
         "if [ -z \"$p\" ] || [ ! -d \"/proc/$p\" ]; then "
@@ -55,8 +61,10 @@ def watch_command(period: float, pidfile: str = "/run/keepalived.pid",
         "do sleep 0.01; i=$((i+1)); done; "
         # the dump line carries the node's own clock (seconds since boot), so a burst
         # of dumps a stalled connection delivers at once keeps its real spacing
-        f"if [ $i -lt 40 ]; then sleep 0.01; echo \"{DUMP} $(cut -d' ' -f1 /proc/uptime)\"; "
-        f"cat \"$f\"; echo; echo '{END}'; "
+        # (read once: the text compared is the text sent)
+        "if [ $i -lt 40 ]; then sleep 0.01; d=$(cat \"$f\"); u=$(cut -d' ' -f1 /proc/uptime); "
+        f"if [ -n \"$l\" ] && [ \"$d\" = \"$l\" ]; then echo \"{SAME} $u\"; "
+        f"else l=$d; echo \"{DUMP} $u\"; printf '%s\\n' \"$d\"; echo '{END}'; fi; "
         f"else echo \"{ERROR} {NO_ANSWER} 0.4 s of the signal (no new $f)\"; fi; "
         "fi; "
         f"sleep {p} || exit 0; "
@@ -64,10 +72,11 @@ def watch_command(period: float, pidfile: str = "/run/keepalived.pid",
     )
 
 
-def dump_uptime(line: str) -> float | None:
-    """The node's uptime on a dump line (``@@kv 12345.67``); None for a bare ``@@kv``
-    (an older wrapper) or anything that is not a plain, bounded number."""
-    rest = line[len(DUMP):].strip()
+def dump_uptime(line: str, mark: str = DUMP) -> float | None:
+    """The node's uptime on a dump line (``@@kv 12345.67``, ``@@kv-same 12345.92``);
+    None for a bare mark (an older wrapper) or anything that is not a plain, bounded
+    number."""
+    rest = line[len(mark):].strip()
     if not rest or len(rest) > 20 or not rest.replace(".", "", 1).isdigit():
         return None
     return float(rest)
@@ -75,6 +84,10 @@ def dump_uptime(line: str) -> float | None:
 
 def is_dump_line(line: str) -> bool:
     return line == DUMP or line.startswith(DUMP + " ")
+
+
+def is_same_line(line: str) -> bool:
+    return line == SAME or line.startswith(SAME + " ")
 
 
 class DumpError(ValueError):

@@ -57,6 +57,7 @@ from arbiter.round.memory.ledger import Ledger
 from arbiter.round.memory.pauses import Pauses
 from arbiter.round.memory.tilt_notices import TiltNotices
 from arbiter.round.outputs.gate_log import GateLog
+from arbiter.round.outputs.load import LoadMeter
 from arbiter.round.outputs.metrics import Metrics
 from arbiter.round.outputs.view import PushStats, RoundStats, View
 from arbiter.round.reload import Reloading, ReloadIntent, ReloadStatus
@@ -97,6 +98,7 @@ class Arbiter(Looping, Reloading):
         self._wake = asyncio.Event()
         self.history = History()
         self.view = View(config, self.history)
+        self.load = LoadMeter(mono)
         leadership = (Leadership(config, engine, mono, on_lead=self.wake)
                       if config.ha is not None else None)
         repo = Repository(engine, guard=leadership,
@@ -315,6 +317,8 @@ class Arbiter(Looping, Reloading):
             track=self.track.statuses(),
             config_status=self.reload_status.as_json(),
             pauses=self.pauses.active,
+            load=self.load.sample(self.keepalived.dumps),
+            keepalived_dumps=(self.keepalived.dumps, self.keepalived.same),
         )
 
 def _by_cluster(changes: tuple[ChangeState, ...],

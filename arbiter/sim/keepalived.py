@@ -14,7 +14,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from arbiter.probe.keepalived import DUMP, END, ERROR, MARK
+from arbiter.probe.keepalived import DUMP, END, ERROR, MARK, SAME
 
 TRACK = re.compile(r"^f=(/[A-Za-z0-9_./-]+)/([A-Za-z0-9_.%-]+); .* then echo ([0-9]+) > "
                    r"\"\$f\.seq\" && echo ([01]) > ")
@@ -61,8 +61,15 @@ class PlayedKeepalived:
             "stats": {"advert_rcvd": self.rcvd, "advert_sent": self.sent,
                       "pri_zero_rcvd": 0, "pri_zero_sent": 0}}])
 
-    def block(self, holds: bool, vips: list[str], running: bool) -> str:
-        """One tick of the watch's output."""
+    def block(self, holds: bool, vips: list[str], running: bool,
+              sent: str | None = None) -> tuple[str, str | None]:
+        """One tick of the watch's output, and the dump this stream has now sent last
+        (``sent``: the one before; a dump of the same text is `@@kv-same`, as the
+        watch sends it)."""
         if not running:
-            return f"{ERROR} keepalived is not running\n"
-        return f"{DUMP}\n{self.dump(holds, vips)}\n{END}\n"
+            return f"{ERROR} keepalived is not running\n", sent
+        text = self.dump(holds, vips)
+        uptime = f"{time.monotonic():.2f}"
+        if text == sent:
+            return f"{SAME} {uptime}\n", sent
+        return f"{DUMP} {uptime}\n{text}\n{END}\n", text

@@ -248,10 +248,12 @@ class SimNode:
         st = self.state
         process.stdout.write(f"{MARK_KA} {period:g}\n")
         deadline = asyncio.get_running_loop().time() + 3600
+        sent: str | None = None  # the last dump this stream sent whole
         try:
             while asyncio.get_running_loop().time() < deadline:
-                process.stdout.write(st.keepalived.block(
-                    any(st.holds(v) for v in st.vips), st.vips, st.keepalived_running))
+                out, sent = st.keepalived.block(any(st.holds(v) for v in st.vips), st.vips,
+                                                st.keepalived_running, sent)
+                process.stdout.write(out)
                 await asyncio.sleep(max(0.05, period))
         except (asyncio.CancelledError, OSError, asyncssh.Error):
             pass

@@ -115,6 +115,19 @@ class ViewCollector(Collector):
         sc = v.snapshot.self_check if v.snapshot else None
         iso.add_metric([], 0.0 if sc is None or sc.sees_gateway else 1.0)
         yield iso
+        load = GaugeMetricFamily("arbiter_loop_cpu_seconds_per_second",
+                                 "CPU-seconds the arbiter used per second over the last "
+                                 "30 s: its loop runs on one core, so 1 is all of it")
+        if v.load.cpu_per_s is not None:
+            load.add_metric([], v.load.cpu_per_s)
+        yield load
+        dumps = CounterMetricFamily("arbiter_keepalived_dumps", "keepalived dumps recorded "
+                                    "from the directors; kind: whole, or same (@@kv-same: "
+                                    "the text sent before)", labels=["kind"])
+        whole, same = v.keepalived_dumps
+        dumps.add_metric(["whole"], whole - same)
+        dumps.add_metric(["same"], same)
+        yield dumps
         yield from self._reload(v)
         yield from self._clusters(v)
         yield from self._ha(v)

@@ -181,6 +181,7 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
             "tilt": {"until": iso(rt.tilt_until), "reason": rt.tilt_reason}
             if rt.tilt_until and now < rt.tilt_until else None,
             "dry_run": config.arbiter.dry_run,
+            "load": rt.load.as_json(),
             "interval": config.arbiter.interval,
             "confirm_rounds": config.arbiter.confirm_rounds,
             "last_round": {

@@ -16,6 +16,7 @@ from typing import Any
 from arbiter.config import Config
 from arbiter.model import History, Pause, Snapshot
 from arbiter.policy.assessment import Assessment
+from arbiter.round.outputs.load import Load
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,8 @@ class View:
     track: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     config_status: Mapping[str, Any] | None = None  # the config file and the last reload
     pauses: tuple[Pause, ...] = ()  # maintenance pauses in force at the last round
+    load: Load = Load()  # the loop's CPU per second, and keepalived's dumps per second
+    keepalived_dumps: tuple[int, int] = (0, 0)  # recorded since start: all, `@@kv-same`
 
     def staleness(self, now: datetime) -> str | None:
         """Why the latest observations cannot be trusted for a verdict, or None."""

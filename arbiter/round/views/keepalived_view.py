@@ -31,10 +31,12 @@ from arbiter.probe.keepalived import (
     ERROR,
     MARK,
     NO_ANSWER,
+    SAME,
     DumpError,
     InstanceDump,
     dump_uptime,
     is_dump_line,
+    is_same_line,
     parse_dump,
     watch_command,
 )
@@ -56,11 +58,14 @@ NodeKey = tuple[str, str]
 
 @dataclass
 class _Track:
-    """One instance's history on one node."""
+    """One instance's history on one node; ``instance`` is what a round or the
+    crossing check reads, built once per new sample (issue 32: the crossing check
+    rebuilt every node's instances at every dump)."""
 
     samples: deque[VrrpSample] = field(default_factory=lambda: deque(maxlen=HISTORY_MAX))
     state_since: datetime | None = None
     last: InstanceDump | None = None
+    instance: VrrpInstance | None = None
 
 
 @dataclass
@@ -97,7 +102,8 @@ class _Node:
     error: str | None = "no dump yet"
     supported: bool = True
     refused: int = 0  # streams in a row that ended without a single line
-    missed: dict[str, int] = field(default_factory=dict)  # vrid -> missed, as last judged
+    # "vrid/family" -> (missed, counted against whose MASTER), as last judged
+    missed: dict[str, tuple[int, str | None]] = field(default_factory=dict)
     failing_since: datetime | None = None  # errors and no dump since then
     last_text: str | None = None  # the last dump as it came, and what it parsed to
     last_dumps: tuple[InstanceDump, ...] = ()
@@ -108,8 +114,9 @@ class KeepalivedViews(Streams):
     def __init__(self, config: Config | CurrentConfig, runner: Runner, wake: Callable[[], None],
                  clock: Clock = utcnow):
         super().__init__(config, runner, wake, clock)
-        self.dumps = 0
+        self.dumps = 0  # dumps recorded: whole, or `@@kv-same`
         self.parsed = 0  # dumps parsed (the others were the same text as the last)
+        self.same = 0  # `@@kv-same` lines: the node sent no text at all
         self._nodes: dict[NodeKey, _Node] = {}
 
     # --- lifecycle --------------------------------------------------------------
@@ -142,14 +149,17 @@ class KeepalivedViews(Streams):
 
     @staticmethod
     def _instance(t: _Track) -> VrrpInstance:
+        if t.instance is not None:
+            return t.instance
         d = t.last
         assert d is not None and t.state_since is not None
-        return VrrpInstance(
+        t.instance = VrrpInstance(
             name=d.name, vrid=d.vrid, version=d.version, state=d.state,
             wantstate=d.wantstate, base_priority=d.base_priority,
             effective_priority=d.effective_priority, advert_int=d.advert_int,
             vips=d.vips, interface=d.interface, last_transition=d.last_transition,
             samples=tuple(t.samples), state_since=t.state_since)
+        return t.instance
 
     # --- the stream ---------------------------------------------------------------
     async def _watch(self, c: ClusterConfig, node: str) -> None:
@@ -164,6 +174,7 @@ class KeepalivedViews(Streams):
             block: list[str] | None = None
             size = 0
             uptime: float | None = None
+            base = False  # `@@kv-same` repeats this stream's last dump: a readable one?
             cfg = c.node(node)
             command = watch_command(self.config.arbiter.keepalived_watch_every,
                                     *((cfg.keepalived_pidfile, cfg.keepalived_dump)
@@ -175,7 +186,7 @@ class KeepalivedViews(Streams):
                 line = line.rstrip("\n")
                 if block is not None:
                     if line == END:
-                        self._dump(c, node, st, "\n".join(block), uptime)
+                        base = self._dump(c, node, st, "\n".join(block), uptime)
                         block = None
                         continue
                     size += len(line)
@@ -185,6 +196,14 @@ class KeepalivedViews(Streams):
                     block.append(line)
                 elif is_dump_line(line):
                     block, size, uptime = [], 0, dump_uptime(line)
+                elif is_same_line(line):
+                    if base:
+                        self.same += 1
+                        self._record(c, node, st, st.last_dumps,
+                                     st.clock.stamp(self.clock(), dump_uptime(line, SAME)))
+                    else:
+                        self._error(st, "keepalived watch: `@@kv-same` repeats a dump this "
+                                    "stream has not sent whole, or one that could not be read")
                 elif line.startswith(ERROR):
                     why = line[len(ERROR):].strip()[:200] or "unknown"
                     self._error(st, why, supported=UNSUPPORTED not in why)
@@ -211,7 +230,9 @@ class KeepalivedViews(Streams):
         st.error, st.supported = why, supported
 
     def _dump(self, c: ClusterConfig, node: str, st: _Node, text: str,
-              uptime: float | None = None) -> None:
+              uptime: float | None = None) -> bool:
+        """A whole dump: parsed (unless the same text as the last), then recorded.
+        Whether it could be read."""
         now = st.clock.stamp(self.clock(), uptime)
         if text == st.last_text:
             # between two adverts the dump is the same text: the same instances, a new
@@ -223,9 +244,16 @@ class KeepalivedViews(Streams):
                 dumps = parse_dump(text)
             except DumpError as exc:
                 self._error(st, str(exc))
-                return
+                return False
             self.parsed += 1
             st.last_text, st.last_dumps = text, dumps
+        self._record(c, node, st, dumps, now)
+        return True
+
+    def _record(self, c: ClusterConfig, node: str, st: _Node,
+                dumps: tuple[InstanceDump, ...], now: datetime) -> None:
+        """One sample of each instance at ``now``; wake the round if it changes what
+        the policy decides."""
         self.dumps += 1
         changed = st.error is not None
         st.error, st.supported, st.at, st.failing_since = None, True, now, None
@@ -236,7 +264,7 @@ class KeepalivedViews(Streams):
             if tr.last is None or tr.last.state != d.state or tr.last.wantstate != d.wantstate:
                 tr.state_since = now
                 changed = True
-            tr.last = d
+            tr.last, tr.instance = d, None
             tr.samples.append(VrrpSample(now, d.state, d.advert_rcvd, d.advert_sent,
                                          d.pri_zero_sent, d.pri_zero_rcvd))
             while tr.samples and now - tr.samples[0].at > HISTORY:
@@ -244,27 +272,36 @@ class KeepalivedViews(Streams):
         for gone in set(st.tracks) - seen:
             del st.tracks[gone]
             changed = True
-        if self._missed_changed(c):
+        if self._missed_changed(c, node):
             changed = True
         if changed:
             self.wake()
 
-    def _missed_changed(self, c: ClusterConfig) -> bool:
-        """Whether any backup's missed adverts crossed the deny threshold, either way."""
-        views = {n.name: self.view(c, n.name) for n in c.nodes}
-        masters = {(i.vrid, i.family): (name, i) for name, v in views.items() if v is not None
-                   for i in v.instances if i.state == "MASTER"}
+    def _missed_changed(self, c: ClusterConfig, dumped: str) -> bool:
+        """Whether any backup's missed adverts crossed the deny threshold, either way.
+        Only pairs that ``dumped`` is part of can have changed (``missed`` reads the
+        backup's samples and its master's), so only those are counted again."""
+        instances: dict[str, tuple[VrrpInstance, ...]] = {}
+        for n in c.nodes:
+            st = self._nodes.get((c.name, n.name))
+            if st is not None:
+                instances[n.name] = tuple(self._instance(tr) for tr in st.tracks.values()
+                                          if tr.last is not None and tr.samples)
+        masters = {(i.vrid, i.family): (name, i) for name, insts in instances.items()
+                   for i in insts if i.state == "MASTER"}
         crossed = False
-        for name, v in views.items():
-            st = self._nodes.get((c.name, name))
-            if v is None or st is None:
-                continue
-            for inst in v.instances:
+        for name, insts in instances.items():
+            st = self._nodes[(c.name, name)]
+            for inst in insts:
+                key = f"{inst.vrid}/{inst.family}"
                 m = masters.get((inst.vrid, inst.family))
-                now_missed = missed(inst, m[1]) if m is not None and m[0] != name else 0
-                was = st.missed.get(f"{inst.vrid}/{inst.family}", 0)
+                was, was_by = st.missed.get(key, (0, None))
+                by = m[0] if m is not None else None
+                if dumped not in (name, by, was_by):
+                    continue  # neither end of this pair sent anything new
+                now_missed = missed(inst, m[1]) if m is not None and by != name else 0
                 if (now_missed >= MISSED_TO_DENY) != (was >= MISSED_TO_DENY) or \
                         (now_missed == 0) != (was == 0):
                     crossed = True
-                st.missed[f"{inst.vrid}/{inst.family}"] = now_missed
+                st.missed[key] = (now_missed, by)
         return crossed
