@@ -9,7 +9,10 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pct(values: list[float], p: float) -> float:
@@ -44,3 +47,23 @@ def stop_process(p: subprocess.Popen | None, grace: float = 10) -> None:
         p.wait(grace)
     if p.poll() is None:
         p.kill()
+
+
+def start_farm(n: int, out: Path, port: int) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-m", "bench.simfarm", "--nodes", str(n), "--out",
+                          str(out), "--port", str(port)], cwd=ROOT)
+    deadline = time.monotonic() + 120 + n * 0.1
+    while not (out / "ready").exists():
+        if p.poll() is not None or time.monotonic() > deadline:
+            p.kill()
+            raise RuntimeError("simfarm did not start")
+        time.sleep(0.1)
+    return p
+
+
+def proc_cpu(pid: int | None) -> float:
+    """CPU-seconds (user + system) a process has used so far, from /proc; 0 without a pid."""
+    if not pid:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -25,9 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import median, stop_process, write_json
+from bench.common import median, proc_cpu, start_farm, stop_process, write_json
 from bench.pg import throwaway_pg
-from bench.scale import proc_cpu, start_farm
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,32 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import median, stop_process, write_json
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def start_farm(n: int, out: Path, port: int) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-m", "bench.simfarm", "--nodes", str(n), "--out",
-                          str(out), "--port", str(port)], cwd=ROOT)
-    deadline = time.monotonic() + 120 + n * 0.1
-    while not (out / "ready").exists():
-        if p.poll() is not None or time.monotonic() > deadline:
-            p.kill()
-            raise RuntimeError("simfarm did not start")
-        time.sleep(0.1)
-    return p
-
+from bench.common import ROOT, median, proc_cpu, start_farm, stop_process, write_json
 
 # --- the arbiter, in a process of its own ------------------------------------------------
-
-def proc_cpu(pid: int | None) -> float:
-    """CPU-seconds (user + system) a process has used so far, from /proc; 0 without a pid."""
-    if not pid:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 async def measure_arbiter(cfg_path: str, warm_rounds: int, farm_pid: int | None = None) -> dict:
     from arbiter import config as config_mod

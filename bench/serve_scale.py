@@ -26,9 +26,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import median, stop_process
+from bench.common import ROOT, median, proc_cpu, start_farm, stop_process
 
-ROOT = Path(__file__).resolve().parents[1]
 STATUS = "http://127.0.0.1:18080/status"
 METRICS = "http://127.0.0.1:18080/metrics"
 
@@ -36,12 +35,6 @@ METRICS = "http://127.0.0.1:18080/metrics"
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 (loopback only)
         return r.read().decode()
-
-
-def _cpu(pid: int) -> float:
-    from bench.scale import proc_cpu
-
-    return proc_cpu(pid)
 
 
 def _hwm_mb(pid: int) -> float:
@@ -92,8 +85,6 @@ def _wait_steady(p: subprocess.Popen, n: int, deadline: float) -> dict:
 
 def measure(n: int, view: bool, seconds: float, warmup: float, port: int,
             profile: Path | None) -> dict:
-    from bench.scale import start_farm
-
     farm = Path(tempfile.mkdtemp(prefix=f"serve{n}-"))
     fp = start_farm(n, farm, port)
     serve = None
@@ -103,17 +94,18 @@ def measure(n: int, view: bool, seconds: float, warmup: float, port: int,
         argv = [sys.executable, "-m", "arbiter.cli", "serve", "-c", str(cfg)]
         with log.open("w") as f:
             serve = subprocess.Popen(argv, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-        started, c_start = time.monotonic(), _cpu(serve.pid)
+        started, c_start = time.monotonic(), proc_cpu(serve.pid)
         try:
             _wait_steady(serve, n, started + 120 + n * 0.1)
         except NotSteady as exc:  # a finding, not a failure: the size it cannot carry
             wall = time.monotonic() - started
             return {"nodes": n, "view": "on" if view else "off", "steady": False,
                     "why": str(exc), "waited_s": round(wall, 1),
-                    "arbiter_cpu_s_per_s": round((_cpu(serve.pid) - c_start) / wall, 3),
+                    "arbiter_cpu_s_per_s": round((proc_cpu(serve.pid) - c_start) / wall, 3),
                     "peak_rss_mb": _hwm_mb(serve.pid)}
         time.sleep(warmup)
-        a0, f0, d0, t0 = _cpu(serve.pid), _cpu(fp.pid), _dumps(_get(METRICS)), time.monotonic()
+        a0, f0 = proc_cpu(serve.pid), proc_cpu(fp.pid)
+        d0, t0 = _dumps(_get(METRICS)), time.monotonic()
         first = json.loads(_get(STATUS))["arbiter"]["last_round"]
         spy = None
         if profile is not None:
@@ -127,7 +119,8 @@ def measure(n: int, view: bool, seconds: float, warmup: float, port: int,
         while time.monotonic() < end:  # /status at 1000 directors costs a little: 1 in 5 s
             time.sleep(min(5.0, max(0.1, end - time.monotonic())))
             durations.append(json.loads(_get(STATUS))["arbiter"]["last_round"]["duration_ms"])
-        a1, f1, d1, t1 = _cpu(serve.pid), _cpu(fp.pid), _dumps(_get(METRICS)), time.monotonic()
+        a1, f1 = proc_cpu(serve.pid), proc_cpu(fp.pid)
+        d1, t1 = _dumps(_get(METRICS)), time.monotonic()
         last = json.loads(_get(STATUS))["arbiter"]["last_round"]
         if spy is not None and spy.wait(seconds + 30) != 0:
             raise RuntimeError("py-spy failed (pip install py-spy)")
