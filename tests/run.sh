@@ -42,6 +42,7 @@ if [[ $# -eq 0 ]]; then
   # Benchmark smoke runs: tiny sizes, no timing assertions; they only must not rot.
   echo "== bench smoke (numbers are not judged here; see BENCHMARKS.md)"
   # Each on its own line: under `set -e` a failing `cmd && echo ok` would not stop CI.
+  # no import cycle, none up a layer or across siblings (exit 1 otherwise)
   $PY -m bench.imports >/dev/null
   echo "bench.imports: ok"
   $PY -m bench.scale --nodes 10 --warm-rounds 2
