@@ -51,6 +51,11 @@ def node_observation(o: NodeObservation, vips: list[str] | tuple[str, ...]) -> d
         "lo_vips": sorted(
             a.address for a in (o.addresses or ()) if a.is_loopback and a.address in vips
         ),
+        # IPv6 VIPs whose duplicate address detection failed on this node: another node
+        # answered for them; they do not count as held (``Address.claims``)
+        "dadfailed_vips": sorted(
+            a.address for a in (o.addresses or ()) if a.dadfailed and a.address in vips
+        ),
         "addresses_carried_from": iso(o.addresses_seen_at) if o.carried_forward else None,
         "observed_at": iso(o.observed_at),
         "keepalived": keepalived_view(o.keepalived),

@@ -10,7 +10,7 @@ from bench.common import median, pct
 from tests.lab.labctl import VIP1, AddrEvents, Lab, wait_for
 
 
-def one_cut(lab: Lab, ev: AddrEvents, last_id: int) -> dict:
+def one_cut(lab: Lab, ev: AddrEvents, last_id: int, vip: str = VIP1) -> dict:
     ev.drain()
     t_cut = time.time()
     lab.fault("vrrp-cut")
@@ -31,7 +31,7 @@ def one_cut(lab: Lab, ev: AddrEvents, last_id: int) -> dict:
     wait_for(lambda: lab.post(f"/incidents/{inc['id']}/release", {"reason": "bench"},
                               lab.token("ops"))[0] == 200, 15, "release")
     wait_for(lambda: lab.keepalived_running("lb2"), 10, "keepalived back on lb2")
-    wait_for(lambda: lab.holders()[VIP1] == ["lb1"], 15, "lb1 alone")
+    wait_for(lambda: lab.holders()[vip] == ["lb1"], 15, "lb1 alone")
     wait_for(lambda: not [i for i in lab.incidents("split_brain") if i["state"] != "resolved"],
              20, "incident resolved")
     time.sleep(1.0)

@@ -7,7 +7,10 @@
 - gate: push detection as above, but fence_mode "gate": no SSH, the victim's
   arbiter-gate puts it into FAULT;
 - seed: no arbiter; the seeds' split-brain ping script, run every 2 s on the master
-  the way seed 001 deploys it.
+  the way seed 001 deploys it;
+- push6 and ndp: push and garp on an IPv6-only lab (`lab up --ipv6`: a VRRPv3
+  instance for fd77:77:77::100, the arbiter reaching the directors over IPv6); ndp is
+  the neighbour view, woken by the new holder's unsolicited neighbour advertisement.
 
 Times come from `ip -ts -o monitor address` inside the directors' namespaces (kernel
 event times), and from the incident the arbiter recorded:
@@ -16,6 +19,7 @@ event times), and from the incident the arbiter recorded:
 - window: victim's VIP deleted - second holder's VIP added.
 
     python -m bench.window --cuts 20 --modes poll push garp gate seed [--json out.json]
+    python -m bench.window --cuts 20 --modes push push6 garp ndp   # IPv6 beside IPv4
     python -m bench.window --modes failover --failover-reps 5   # exclusive verdicts:
                                                      # gain and cost (bench/failover.py)
     python -m bench.window --modes failover --failover-advert-int 0.5  # and VRRPv3 at 0.5 s
@@ -31,9 +35,10 @@ import sys
 
 from bench.common import write_json
 from bench.cuts import one_cut, summarize
-from tests.lab.labctl import VIP1, AddrEvents, Lab, steady, wait_for
+from tests.lab.labctl import VIP1, VIP6, AddrEvents, Lab, steady, wait_for
 
 MASTER_DOWN = 3 * 1.0 + (256 - 90) / 256  # lb2: 3 x advert_int + skew
+IPV6_MODES = {"push6": "push", "ndp": "garp"}  # an IPv6 lab, configured as this mode
 
 
 def configure(lab: Lab, mode: str) -> None:
@@ -50,16 +55,19 @@ def configure(lab: Lab, mode: str) -> None:
 
 
 def run_mode(mode: str, cuts: int) -> dict:
-    lab = Lab("active-backup+gate" if mode == "gate" else "active-backup")
+    ipv6 = mode in IPV6_MODES
+    vip = VIP6 if ipv6 else VIP1
+    lab = Lab("active-backup+gate" if mode == "gate" else "active-backup",
+              up=("--ipv6",) if ipv6 else ())
     ev = None
     try:
-        configure(lab, mode)
-        steady(lab)
-        ev = AddrEvents(lab)
+        configure(lab, IPV6_MODES.get(mode, mode))
+        steady(lab, {vip: ["lb1"]})
+        ev = AddrEvents(lab, vip)
         rows, last = [], 0
         for i in range(cuts):
             try:
-                r = one_cut(lab, ev, last)
+                r = one_cut(lab, ev, last, vip)
             except Exception:
                 lab.dump_logs()
                 raise
@@ -125,7 +133,8 @@ def lab_path():  # type: ignore[no-untyped-def]
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cuts", type=int, default=20)
-    ap.add_argument("--modes", nargs="+", default=["poll", "push", "garp", "gate", "seed"])
+    ap.add_argument("--modes", nargs="+",
+                    default=["poll", "push", "garp", "gate", "seed", "push6", "ndp"])
     ap.add_argument("--seed-observe", type=float, default=20.0)
     ap.add_argument("--failover-reps", type=int, default=3,
                     help="mode failover (bench/failover.py): runs per setup and fault, "

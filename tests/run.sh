@@ -59,7 +59,7 @@ if [[ $# -eq 0 ]]; then
   # the lease's renewals beside pgbench load on a throw-away PostgreSQL
   $PY -m bench.lease_load --seconds 3 --clients 0 4 >/dev/null
   echo "bench.lease_load: ok"
-  $PY -m bench.window --cuts 1 --modes push garp gate seed --seed-observe 6 >/dev/null
+  $PY -m bench.window --cuts 1 --modes push garp gate seed push6 ndp --seed-observe 6 >/dev/null
   echo "bench.window: ok"
   $PY -m bench.window --modes failover --failover-reps 1 --failover-observe 12 \
     --failover-faults keepalived-stop >/dev/null

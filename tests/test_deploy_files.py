@@ -17,7 +17,7 @@ SNIPPETS = sorted((REPO / "deploy/keepalived").glob("*.conf"))
 
 def test_every_seed_topology_has_a_snippet() -> None:
     assert {p.stem for p in SNIPPETS} == {"active-backup", "dual-master", "lvs-dr", "unicast",
-                                           "nopreempt"}
+                                           "nopreempt", "dual-stack"}
 
 
 @pytest.mark.parametrize("conf", SNIPPETS, ids=[p.stem for p in SNIPPETS])
@@ -30,6 +30,11 @@ def test_keepalived_accepts_snippet_with_gate_and_notify(conf: Path, tmp_path: P
         assert "chk_arbiter_vi1 weight 0" in text and "chk_arbiter_vi2 weight 0" in text
         assert text.count("arbiter-gate --track /run/arbiter-verdict/VI_") == 2
         assert text.count(" --vip 192.168.77.") == 2
+    elif conf.stem == "dual-stack":  # VI_4 and VI_6 share vrid 51; IPv6 VIP as a /128
+        assert "chk_arbiter_vi4 weight 0" in text and "chk_arbiter_vi6 weight 0" in text
+        assert text.count("virtual_router_id 51") == 2
+        assert " --vip 192.168.77.100 " in text and " --vip fd77:77:77::100 " in text
+        assert "fd77:77:77::100/128 dev eth0" in text and "http://[fd77:77:77::2]:8080" in text
     else:
         assert "chk_arbiter weight 0" in text
     # each instance tracks its own track file (track_files = true), with weight 0

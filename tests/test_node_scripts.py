@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -56,14 +57,23 @@ class Arbiter(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def arbiter_url() -> Iterator[str]:
-    srv = HTTPServer(("127.0.0.1", 0), Arbiter)
+class _HTTPServer6(HTTPServer):
+    address_family = socket.AF_INET6
+
+
+def _serve(host: str) -> Iterator[str]:
+    """The tiny arbiter on loopback (127.0.0.1, or ::1 for IPv6); its URL."""
+    srv = (_HTTPServer6 if ":" in host else HTTPServer)((host, 0), Arbiter)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     Arbiter.posts = []
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    yield f"http://{f'[{host}]' if ':' in host else host}:{srv.server_address[1]}"
     srv.shutdown()
+
+
+@pytest.fixture
+def arbiter_url() -> Iterator[str]:
+    yield from _serve("127.0.0.1")
 
 
 def shells(tmp_path: Path) -> list[tuple[str, list[str], dict[str, str]]]:
@@ -329,3 +339,66 @@ def test_a_write_delayed_by_1_5_s_never_lifts_a_standing_deny(arbiter_url: str,
         assert _gate_on(track, 4.2, argv, env, arbiter_url) == "0\n", name
         if name.startswith("dash"):  # milliseconds: exactly the TTL
             assert _gate_on(track, 3.05, argv, env, arbiter_url) == "0\n"
+
+
+# --- IPv6 (issue 31): an IPv6 arbiter URL, IPv6 VIPs, under dash and busybox ---------------
+
+@pytest.fixture
+def arbiter_url6() -> Iterator[str]:
+    yield from _serve("::1")
+
+
+def test_gate_asks_an_ipv6_arbiter_about_an_ipv6_vip(arbiter_url6: str, tmp_path: Path) -> None:
+    for answer, code in (("deny", 1), ("allow", 0)):
+        Arbiter.answer = answer
+        for name, argv, env in shells(tmp_path):
+            Arbiter.paths = []
+            p = subprocess.run([*argv, str(GATE), "--vip", "fd77:77:77::100", arbiter_url6,
+                                "web", "lb1", "::1"], env=env, capture_output=True, text=True,
+                               timeout=10)
+            assert p.returncode == code, (name, answer, p.stderr)
+            assert Arbiter.paths == [
+                "/verdict?cluster=web&node=lb1&format=text&vip=fd77:77:77::100"], name
+
+
+def test_gate_with_an_ipv6_gateway_falls_back_on_it(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    dead = f"http://[::1]:{free_port()}"  # nothing listens there; ::1 answers ping
+    for name, argv, env in shells(tmp_path):
+        p = subprocess.run([*argv, str(GATE), dead, "web", "lb1", "::1"], env=env,
+                           capture_output=True, text=True, timeout=10)
+        assert p.returncode == 0, (name, p.stderr)
+
+
+def test_notify_posts_to_an_ipv6_arbiter(arbiter_url6: str, tmp_path: Path) -> None:
+    token = tmp_path / "node.token"
+    token.write_text("t0ken\n")
+    for name, argv, env in shells(tmp_path):
+        Arbiter.posts = []
+        p = subprocess.run([*argv, str(NOTIFY), arbiter_url6, "web", "lb1", "INSTANCE", "VI_6",
+                            "MASTER"], env={**env, "ARBITER_TOKEN_FILE": str(token)},
+                           capture_output=True, text=True, timeout=10)
+        assert p.returncode == 0, (name, p.stderr)
+        assert [b["instance"] for b, _ in Arbiter.posts] == ["VI_6"], (name, Arbiter.posts)
+
+
+@pytest.mark.parametrize(("command", "ok"), [
+    ("ip addr del fd77:77:77::100/128 dev lo", True),  # handed to ip (which then fails)
+    ("ip addr del fd77:77:77::101/128 dev lo", False),
+    ("ip addr del FD77:77:77::100/128 dev lo", False),  # not as the config spells it
+    ("ip addr del 10.0.0.1../24 dev lo", False),  # a pattern once matched 10.0.0.100
+    ("ip addr del .*/24 dev lo", False),
+    ("ip addr del 10.0.0.100/24 dev lo", True),
+])
+@pytest.mark.parametrize("shell", [("dash",), ("busybox", "sh")])
+def test_wrapper_matches_vips_exactly(tmp_path: Path, command: str, ok: bool,
+                                      shell: tuple[str, ...]) -> None:
+    c = tmp_path / "wrapper.conf"
+    c.write_text("vip 10.0.0.100\nvip fd77:77:77::100\nsudo no\n")
+    p = subprocess.run([*shell, str(WRAPPER), str(c)], capture_output=True, text=True,
+                       env={**os.environ, "SSH_ORIGINAL_COMMAND": command}, timeout=15)
+    if ok:  # the wrapper let it through: `ip` itself fails, as lo has no such address
+        assert p.returncode not in (0, 126) and "refused" not in p.stderr, p.stderr
+    else:
+        assert p.returncode == 126 and "not a configured VIP" in p.stderr, p.stderr

@@ -120,7 +120,7 @@ async def serve(cfg: Config, path: str | None = None) -> int:
 
     _signal.signal(_signal.SIGTERM, lambda *_: None)
     log.info("arbiter serving on %s://%s:%d (interval %.2fs, confirm_rounds %d%s)",
-             "https" if tls else "http", host, port,
+             "https" if tls else "http", f"[{host}]" if ":" in host else host, port,
              cfg.arbiter.interval, cfg.arbiter.confirm_rounds,
              ", DRY RUN" if cfg.arbiter.dry_run else "")
     try:

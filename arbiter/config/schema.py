@@ -6,12 +6,14 @@ errors into ``path: reason`` lines.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from typing import Literal
 
 from pydantic import (
     Field,
     PrivateAttr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -111,6 +113,22 @@ class NodeConfig(_Strict, NodeFencing, NodeKeepalived):
         return _ip(v, "address")
 
 
+def _not_a_service_address(vip: str) -> str | None:
+    """Why an address cannot be a service VIP (None: it can). keepalived runs a VIP of
+    either family (IPv4 in a VRRPv2 or v3 instance, IPv6 in a VRRPv3 one; a dual-stack
+    service is two instances), but none of these reaches a client as one shared address."""
+    a = ipaddress.ip_address(vip)
+    if a.is_link_local:
+        return "link-local (every node has its own on each link)"
+    if a.is_multicast:
+        return "multicast"
+    if a.is_unspecified:
+        return "unspecified"
+    if a.is_loopback:
+        return "loopback"
+    return None
+
+
 class ClusterConfig(_Strict, ClusterFencing, ClusterKeepalived, AgentRule):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     vips: list[IPAddr] = Field(min_length=1)
@@ -150,10 +168,14 @@ class ClusterConfig(_Strict, ClusterFencing, ClusterKeepalived, AgentRule):
 
     @field_validator("vips", "gateways")
     @classmethod
-    def _ips(cls, v: list[str]) -> list[str]:
+    def _ips(cls, v: list[str], info: ValidationInfo) -> list[str]:
         out = [_ip(x, "vip/gateway") for x in v]
         if len(set(out)) != len(out):
             raise ValueError("duplicate address in list")
+        if info.field_name == "vips":
+            for i, x in enumerate(out):
+                if why := _not_a_service_address(x):
+                    raise ValueError(f"[{i}] {x} is {why}: it cannot be a VIP")
         return out
 
     @field_validator("announce_command")

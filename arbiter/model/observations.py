@@ -16,16 +16,49 @@ class Health(StrEnum):
 
 
 
+_LINK_LOCAL_HEADS = frozenset({"fe8", "fe9", "fea", "feb"})  # fe80::/10
+
+
 @dataclass(frozen=True, slots=True)
 class Address:
     ifname: str
-    address: str
+    address: str  # canonical (``str(ipaddress.ip_address(...))``), as the config's VIPs
     prefixlen: int
+    # IPv6 duplicate address detection (`ip -j addr`'s flags): tentative while DAD
+    # runs (~1 s; never with keepalived's `nodad`), dadfailed once another node answered
+    tentative: bool = False
+    dadfailed: bool = False
+    # preferred_lft 0 (keepalived's default for a /128 IPv6 VIP): never a source address
+    deprecated: bool = False
 
     @property
     def is_loopback(self) -> bool:
         # LVS-DR real servers carry the VIP on lo (or lo:0): that is not ownership.
         return self.ifname == "lo" or self.ifname.startswith("lo:")
+
+    @property
+    def is_link_local(self) -> bool:
+        # fe80::/10 exists once per link and per node: never a service address. The
+        # address is canonical (lowercase, compressed), so its first three digits tell
+        # (a string test: this runs for every address of every director every round)
+        return ":" in self.address and self.address[:3] in _LINK_LOCAL_HEADS
+
+    @property
+    def claims(self) -> bool:
+        """Does this address, if it is a VIP, make the node a holder clients can reach?
+
+        The address rules (issue 31), one place for the split check, the fence's
+        verify and the status page:
+        - on loopback: no (an LVS-DR real server's VIP);
+        - link-local: no (every node has its own);
+        - dadfailed: no: the kernel neither answers neighbour solicitations for it nor
+          accepts packets to it, so no client reaches this node through it;
+        - tentative: yes: the node has claimed it and serves it within DAD's ~1 s unless
+          another node answers, and it is what a node that claims a VIP held elsewhere
+          shows first; counting it can only make a split be seen earlier, and no act
+          follows one round of evidence.
+        """
+        return not (self.is_loopback or self.is_link_local or self.dadfailed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,16 +105,16 @@ class NodeObservation:
         return self.addresses_seen_at is not None and not self.ssh_ok
 
     def holds(self, vips: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-        """VIPs this node owns: on a non-loopback interface."""
+        """VIPs this node owns: addresses that claim (``Address.claims``)."""
         if not self.addresses:
             return ()
-        own = {a.address for a in self.addresses if not a.is_loopback}
+        own = {a.address for a in self.addresses if a.claims}
         return tuple(v for v in vips if v in own)
 
     def vip_addresses(self, vips: tuple[str, ...] | list[str]) -> tuple[Address, ...]:
         if not self.addresses:
             return ()
-        return tuple(a for a in self.addresses if a.address in vips and not a.is_loopback)
+        return tuple(a for a in self.addresses if a.address in vips and a.claims)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """The ARP view: which MAC addresses answer for each VIP on the arbiter's own
-segment, seen with an ``AF_PACKET`` socket (needs ``CAP_NET_RAW``).
+segment, seen with ``AF_PACKET`` sockets (needs ``CAP_NET_RAW``): ARP for IPv4 VIPs,
+neighbour discovery for IPv6 ones (``probe.ndp``; the neighbour view, issue 31).
 
 - **probe**: each round, one ARP request per VIP; every distinct MAC that answers
   within ``arp_timeout`` is a holder as clients see it, whatever SSH says.
@@ -27,6 +28,17 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from arbiter.probe.ndp import (
+    ETH_P_IPV6,
+    NaPacket,
+    attach_na_filter,
+    link_local_of,
+    parse_na,
+    prefixes_of,
+    solicitation_frame,
+    unsolicited_na_frame,
+)
 
 log = logging.getLogger("arbiter.arp")
 
@@ -116,6 +128,10 @@ class ArpWatch:
                  clock: Callable[[], float] = time.monotonic):
         self.ifname = ifname
         self.vips = {v for v in vips if ipaddress.ip_address(v).version == 4}
+        self.vips6 = {v for v in vips if ipaddress.ip_address(v).version == 6}
+        self._sock6: socket.socket | None = None  # advertisements only (a BPF filter)
+        self._ip6: bytes | None = None  # the interface's link-local: our NS's source
+        self.networks6: list[ipaddress.IPv6Network] = []
         self.on_claim = on_claim
         self.clock = clock
         self.seen = Seen()
@@ -151,33 +167,78 @@ class ArpWatch:
             self.network = ipaddress.IPv4Network(
                 f"{socket.inet_ntoa(self._ip)}/{socket.inet_ntoa(mask)}", strict=False)
         self._sock = s
+        self._ip6 = link_local_of(self.ifname)
+        self.networks6 = prefixes_of(self.ifname)
+        if self.vips6:
+            self._open6()
+
+    def _open6(self) -> None:
+        """The neighbour view's socket: IPv6 frames the filter lets through (NAs)."""
+        if self._ip6 is None:
+            self.close()
+            raise ArpUnavailable(f"{self.ifname} has no IPv6 link-local address: the "
+                                 "neighbour view needs one to solicit from")
+        s6 = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
+        try:
+            attach_na_filter(s6)
+            s6.bind((self.ifname, ETH_P_IPV6))
+        except OSError as exc:
+            s6.close()
+            self.close()
+            raise ArpUnavailable(f"cannot listen for neighbour advertisements on "
+                                 f"{self.ifname!r}: {exc.strerror}") from None
+        s6.setblocking(False)
+        self._sock6 = s6
 
     def start(self) -> None:
         if self._sock is None:
             self.open()
         assert self._sock is not None
-        asyncio.get_running_loop().add_reader(self._sock.fileno(), self._readable)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._sock.fileno(), self._readable)
+        if self._sock6 is not None:
+            loop.add_reader(self._sock6.fileno(), self._readable6)
 
     def close(self) -> None:
-        if self._sock is not None:
-            with contextlib.suppress(RuntimeError):  # no running loop: nothing registered
-                asyncio.get_running_loop().remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
+        for s in (self._sock, self._sock6):
+            if s is not None:
+                with contextlib.suppress(RuntimeError):  # no running loop: none registered
+                    asyncio.get_running_loop().remove_reader(s.fileno())
+                s.close()
+        self._sock = self._sock6 = None
 
     def _readable(self) -> None:
         assert self._sock is not None
+        self._drain(self._sock, 128, "ARP", lambda f: self._handle(parse_frame(f)))
+
+    def _readable6(self) -> None:
+        assert self._sock6 is not None
+        self._drain(self._sock6, 256, "NDP", lambda f: self._handle_na(parse_na(f)))
+
+    def _drain(self, sock: socket.socket, size: int, what: str,
+               handle: Callable[[bytes], None]) -> None:
+        """Every frame the socket has, up to MAX_FRAMES_PER_WAKE (a flood costs one
+        bounded pass per wake-up); our own outgoing frames are skipped."""
         for _ in range(MAX_FRAMES_PER_WAKE):
             try:
-                frame, addr = self._sock.recvfrom(128)
+                frame, addr = sock.recvfrom(size)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("ARP on %s: %s", self.ifname, exc)
+                log.warning("%s on %s: %s", what, self.ifname, exc)
                 return
-            if addr[2] == PACKET_OUTGOING:
-                continue
-            self._handle(parse_frame(frame))
+            if addr[2] != PACKET_OUTGOING:
+                handle(frame)
+
+    def _handle_na(self, p: NaPacket | None) -> None:
+        if p is None or p.target not in self.vips6 or p.mac == self.mac:
+            return
+        now = self.clock()
+        self.seen.note(p.target, p.mac, now)
+        # a claim: an unsolicited advertisement (keepalived's, as it becomes MASTER), or
+        # an answer nobody here asked for (outside a probe)
+        if (not p.solicited or now > self._probing_until) and self.on_claim is not None:
+            self.on_claim(p.target, p.mac)
 
     def _handle(self, p: ArpPacket | None) -> None:
         if p is None or p.sender_ip not in self.vips or p.sender_mac == self.mac:
@@ -193,12 +254,15 @@ class ArpWatch:
         """Ask for each VIP once; every MAC that answered within ``timeout``."""
         if self._sock is None:
             raise ArpUnavailable("the ARP socket is not open")
-        wanted = [v for v in vips if v in self.vips]
+        wanted = [v for v in vips if v in self.vips or (v in self.vips6 and self._sock6)]
         t0 = self.clock()
         self._probing_until = t0 + timeout + 0.05
         for vip in wanted:
+            frame = (request_frame(self._mac, self._ip, socket.inet_aton(vip))
+                     if vip in self.vips else solicitation_frame(self._mac, self._ip6 or b"",
+                                                                 vip))
             try:
-                self._sock.send(request_frame(self._mac, self._ip, socket.inet_aton(vip)))
+                self._sock.send(frame)
             except OSError as exc:
                 raise ArpUnavailable(f"cannot send on {self.ifname}: {exc.strerror}") \
                     from None
@@ -206,9 +270,35 @@ class ArpWatch:
         return {vip: self.seen.since(vip, t0) for vip in wanted}
 
 
-def off_segment(vips: list[str], network: ipaddress.IPv4Network | None) -> list[str]:
-    """VIPs outside the interface's subnet: behind a router, where ARP cannot see
-    who holds them (every answer would be the router's)."""
-    if network is None:
-        return []
-    return [v for v in vips if ipaddress.ip_address(v) not in network]
+    def send_na(self, vip: str, mac: str, count: int = 2) -> None:
+        """Tell the link that IPv6 ``vip`` is at ``mac`` (an unsolicited neighbour
+        advertisement, ``probe.ndp``), ``count`` times as keepalived does; ArpUnavailable
+        when it cannot (no socket, no IPv6 on the interface)."""
+        if self._sock is None:
+            raise ArpUnavailable("the ARP socket is not open")
+        src = self._ip6 or link_local_of(self.ifname)
+        if src is None:
+            raise ArpUnavailable(f"{self.ifname} has no IPv6 link-local address to send "
+                                 "neighbour advertisements from")
+        frame = unsolicited_na_frame(self._mac, src, vip, bytes.fromhex(mac.replace(":", "")))
+        for _ in range(count):
+            try:
+                self._sock.send(frame)
+            except OSError as exc:
+                raise ArpUnavailable(f"cannot send on {self.ifname}: {exc.strerror}") \
+                    from None
+
+
+def off_segment(vips: list[str], network: ipaddress.IPv4Network | None,
+                networks6: list[ipaddress.IPv6Network] | None = None) -> list[str]:
+    """VIPs outside the interface's subnets: behind a router, where ARP or neighbour
+    discovery cannot see who holds them (every answer would be the router's). An
+    interface without an address of a family says nothing about that family's VIPs."""
+    out = []
+    for v in vips:
+        a = ipaddress.ip_address(v)
+        if a.version == 4 and network is not None and a not in network:
+            out.append(v)
+        if a.version == 6 and networks6 and not any(a in n for n in networks6):
+            out.append(v)
+    return out

@@ -73,6 +73,12 @@ class NodeFacts:
     peers: tuple[tuple[str, bool], ...] = ()
     macs: tuple[str, ...] = ()  # link-layer addresses of its Ethernet links
     keepalived_frozen: bool = False  # its process is there, stopped (state T)
+    link_macs: tuple[tuple[str, str], ...] = ()  # (ifname, MAC) of each Ethernet link
+
+    def mac_of(self, ifname: str) -> str | None:
+        """The MAC of the link an address is on (a label like eth0:1 is eth0's)."""
+        base = ifname.split(":", 1)[0]
+        return next((m for i, m in self.link_macs if i == base), None)
 
 
 class CollectParseError(ValueError):
@@ -101,13 +107,16 @@ class _AddrInfo(BaseModel):
     local: str | None = Field(None, max_length=64)
     prefixlen: int = Field(32, ge=0, le=128)
     label: str | None = Field(None, max_length=64)
+    tentative: bool = False  # IPv6 DAD running
+    dadfailed: bool = False  # IPv6 DAD found another node with it
+    deprecated: bool = False  # preferred_lft 0: never chosen as a source address
 
     @field_validator("local")
     @classmethod
     def _local(cls, v: str | None) -> str | None:
-        if v is not None:
-            ipaddress.ip_address(v)  # ValueError names the field through pydantic
-        return v
+        # canonical, as the config's VIPs are: compared as strings from here on
+        # (ValueError names the field through pydantic)
+        return None if v is None else str(ipaddress.ip_address(v))
 
 
 class _Link(BaseModel):
@@ -162,7 +171,7 @@ def parse_collect(
         raise CollectParseError("`ip -j addr` output is nested too deeply") from None
     addrs = [
         Address(ai.label or link.ifname if link.ifname == "lo" else link.ifname, ai.local,
-                ai.prefixlen)
+                ai.prefixlen, ai.tentative, ai.dadfailed, ai.deprecated)
         for link in links for ai in link.addr_info if ai.local is not None
     ]
     if len(addrs) > MAX_ADDRESSES:
@@ -172,13 +181,15 @@ def parse_collect(
         raise CollectParseError(f"unexpected keepalived state {ka[:3]!r}"[:200])
     seen = _updown(sections["gw"])
     peer_seen = _updown(sections.get("peers", []))
+    link_macs = tuple((link.ifname, link.address.lower()) for link in links
+                      if link.link_type == "ether" and link.address
+                      and _MAC.fullmatch(link.address))
     return NodeFacts(
         addresses=tuple(addrs),
         keepalived_running=ka == ["running"],
         keepalived_frozen=ka == ["frozen"],
         gateways=tuple((g, seen.get(g, False)) for g in gateways),
         peers=tuple((p, peer_seen.get(p, False)) for p in peers or []),
-        macs=tuple(sorted({link.address.lower() for link in links
-                           if link.link_type == "ether" and link.address
-                           and _MAC.fullmatch(link.address)})),
+        macs=tuple(sorted({m for _, m in link_macs})),
+        link_macs=link_macs,
     )

@@ -147,7 +147,8 @@ class SshPool:
                     self.connect_timeout,
                 )
             self._conns[t] = conn
-            log.info("ssh connected to %s (%s:%d)", t.name, t.address, t.port)
+            log.info("ssh connected to %s (%s:%d)", t.name,
+                     f"[{t.address}]" if ":" in t.address else t.address, t.port)
             return conn
 
     def trust(self, known_hosts: str) -> None:

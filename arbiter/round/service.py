@@ -116,7 +116,8 @@ class Arbiter(Looping, Reloading):
         self.observer = Observer(current, pinger, runner, clock, self.arp, self.keepalived)
         self.fencer = Fencer(current, runner, self.ledger, self.wake, clock, self.metrics,
                              runner_for=self.peers.runner_for, term_of=self.peers.term_of,
-                             arp_check=self.arp.still_answering, abstaining=self._abstaining)
+                             arp_check=self.arp.still_answering, send_na=self.arp.announce_na,
+                             abstaining=self._abstaining)
         self.push = PushWatcher(current, runner, self.wake, clock)
         self.track = TrackFiles(current, runner, self.peers.runner_for, self.peers.leads, clock,
                                 on_write=self.metrics.track_write)

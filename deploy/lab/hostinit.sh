@@ -56,6 +56,7 @@ if [[ $role == director ]]; then
   mkdir -p /run/arbiter-verdict
   echo 0 > /run/arbiter-verdict/VI_1
   echo 0 > /run/arbiter-verdict/VI_2
+  echo 0 > /run/arbiter-verdict/VI_6
   mkdir -p /etc/keepalived
   mount --bind "$d/keepalived" /etc/keepalived   # this host's keepalived.conf at the usual path
   /usr/sbin/sshd -f "$d/sshd_config" -E "$d/log/sshd.log" || failed "sshd did not start (log/sshd.log)"

@@ -19,6 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / "deploy" / "lab" / "lab"
 VIP1, VIP2 = "192.168.77.100", "192.168.77.200"
+VIP6 = "fd77:77:77::100"  # lab up --ipv6 / --dual-stack
 DIRECTORS = ("lb1", "lb2")
 
 
@@ -39,6 +40,9 @@ class Lab:
         if ha:
             flags += ["--ha", ha]
         self.arbiters = ("arb", "arb2", "arb3")[:int(ha)] if ha else ("arb",)
+        # --ipv6/--dual-stack: the arbiter listens on [::] and is asked on ::1
+        self.ipv6 = bool({"--ipv6", "--dual-stack"} & set(up))
+        self.loopback = "[::1]" if self.ipv6 else "127.0.0.1"
         out = self._run("up", "--variant", variant, *flags, *up, "--owner", str(os.getpid()))
         self.id = out.strip().splitlines()[-1]
         self.env["LAB_ID"] = self.id
@@ -104,7 +108,7 @@ class Lab:
                "-H", "Content-Type: application/json", "-d", json.dumps(body or {})]
         if token is not None:
             cmd += ["-H", f"Authorization: Bearer {token}"]
-        p = subprocess.run(cmd + [f"http://127.0.0.1:8080{path}"], capture_output=True,
+        p = subprocess.run(cmd + [f"http://{self.loopback}:8080{path}"], capture_output=True,
                            text=True, timeout=15)
         out, _, code = p.stdout.rpartition("\n")
         return int(code), json.loads(out) if out else {}
@@ -147,7 +151,7 @@ class Lab:
     # --- observe (real state, read with ip inside the namespaces) ----------------
     def holders(self) -> dict[str, list[str]]:
         """VIP -> directors holding it on a non-loopback interface."""
-        out: dict[str, list[str]] = {VIP1: [], VIP2: []}
+        out: dict[str, list[str]] = {VIP1: [], VIP2: [], **({VIP6: []} if self.ipv6 else {})}
         for h in self.directors:
             for a in self.addresses(h):
                 if a["ifname"] != "lo" and a["address"] in out:
@@ -180,7 +184,7 @@ class Lab:
     def api(self, path: str, host: str = "arb") -> dict:
         p = subprocess.run(
             ["ip", "netns", "exec", self.ns(host), "curl", "-sS", "--max-time", "5",
-             f"http://127.0.0.1:8080{path}"],
+             f"http://{self.loopback}:8080{path}"],
             capture_output=True, text=True, timeout=10,
         )
         if p.returncode != 0:
@@ -280,10 +284,24 @@ def steady(lab: Lab, holders: dict[str, list[str]] | None = None, timeout: float
     wait_for(ok, timeout, f"steady state {want}")
 
 
-class AddrEvents:
-    """Kernel address events for VIP1 on both directors, with their timestamps."""
+def sshd_down_then_cut(lab: Lab, host: str = "lb2") -> tuple[dict, float]:
+    """Stop ``host``'s sshd, wait until the arbiter sees its SSH down, then cut VRRP:
+    the split-brain incident that opens, and when the cut was made."""
+    lab.fault("sshd-stop", host)
+    wait_for(lambda: not next(n for n in lab.api("/status")["clusters"][0]["nodes"]
+                              if n["name"] == host)["ssh"]["ok"], 15, f"{host}'s SSH down")
+    t0 = time.time()
+    lab.fault("vrrp-cut")
+    (inc,) = wait_for(lambda: lab.incidents("split_brain"), 15, "split brain opened")
+    return inc, t0
 
-    def __init__(self, lab: Lab):
+
+class AddrEvents:
+    """Kernel address events for one VIP (VIP1 by default) on both directors, with their
+    timestamps."""
+
+    def __init__(self, lab: Lab, vip: str = VIP1):
+        self.vip = vip
         self.q: queue.Queue[tuple[str, str, float]] = queue.Queue()
         self.procs = []
         for h in ("lb1", "lb2"):
@@ -296,7 +314,7 @@ class AddrEvents:
     def _read(self, host: str, p: subprocess.Popen) -> None:
         assert p.stdout is not None
         for line in p.stdout:
-            if f" {VIP1}/" not in line:
+            if f" {self.vip}/" not in line:
                 continue
             ts = datetime.fromisoformat(line[1:line.index("]")] + "+00:00").timestamp()
             self.q.put((host, "del" if "Deleted" in line else "add", ts))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.labctl import VIP1, AddrEvents, Lab, steady, wait_for
+from tests.lab.labctl import VIP1, AddrEvents, Lab, sshd_down_then_cut, steady, wait_for
 
 pytestmark = pytest.mark.lab
 SLOW_POLL = 4.0  # the arbiter's interval here: far longer than a GARP's wake-up
@@ -63,12 +63,7 @@ def test_a_new_holders_gratuitous_arp_is_seen_between_polls(lab: Lab) -> None:
 def test_sshd_stopped_then_vrrp_cut_is_seen_by_arp_alone(lab: Lab) -> None:
     arp_on(lab, confirm_rounds=30)  # watch it be seen; fencing is the next test's
     steady(lab)
-    lab.fault("sshd-stop", "lb2")
-    wait_for(lambda: not next(n for n in lab.api("/status")["clusters"][0]["nodes"]
-                              if n["name"] == "lb2")["ssh"]["ok"], 15, "lb2's SSH down")
-    t0 = time.time()
-    lab.fault("vrrp-cut")
-    (inc,) = wait_for(lambda: lab.incidents("split_brain"), 15, "split brain opened")
+    inc, t0 = sshd_down_then_cut(lab)
     web = lab.api("/status")["clusters"][0]
     assert web["holders"][VIP1] == ["lb1", "lb2"]
     assert sorted(a["node"] for a in web["arp"]["answers"][VIP1]) == ["lb1", "lb2"]

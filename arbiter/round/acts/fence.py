@@ -1,5 +1,6 @@
 """The steps of a fence over SSH: run a command, read what VIPs are left, verify
-(by SSH and by ARP), announce; each recorded. ``fence_levels`` orders them.
+(by SSH and by ARP), announce (ARP from the survivor, NDP from the arbiter); each
+recorded. ``fence_levels`` orders them.
 
 Each step is handed to ``record`` the moment it ends, so a crash mid-fence
 still leaves a trail. Victims are fenced one at a time (one fence in flight).
@@ -16,13 +17,20 @@ from dataclasses import dataclass
 from arbiter.clock import utcnow
 from arbiter.config import ClusterConfig, Config
 from arbiter.model import Address, FencePlan
-from arbiter.probe.collect import CollectParseError, collect_command, parse_collect
+from arbiter.probe.collect import (
+    CollectParseError,
+    NodeFacts,
+    collect_command,
+    parse_collect,
+)
 from arbiter.probe.ssh import Runner, Target
 from arbiter.probe.term_runner import is_stale_term
 from arbiter.round.views.targets import target_for
 from arbiter.store.repository import AttemptRecord
 
 Record = Callable[[AttemptRecord], Awaitable[None]]
+# (cluster, IPv6 VIP, the survivor's MAC) -> why no advertisement was sent, or None
+NeighbourAnnounce = Callable[[ClusterConfig, str, str], str | None]
 # (cluster, node, vips) -> the VIPs the node's MAC still answers ARP for (None: no view)
 ArpCheck = Callable[[ClusterConfig, str, tuple[str, ...]], Awaitable[tuple[str, ...] | None]]
 VERIFY_POLL = 0.2
@@ -61,18 +69,25 @@ async def run_step(
     return rec
 
 
-async def remaining_vips(
-    runner: Runner, t: Target, vips: tuple[str, ...], timeout: float
-) -> tuple[tuple[Address, ...] | None, str | None]:
-    """The victim's VIP addresses still on non-loopback interfaces (None: could not read)."""
+async def _facts(runner: Runner, t: Target, timeout: float) -> tuple[NodeFacts | None, str]:
     res = await runner.run(t, collect_command([], 1.0), timeout)
     if not res.ok or res.exit_status != 0:
         return None, res.error or f"exit status {res.exit_status}"
     try:
-        facts = parse_collect(res.stdout, [])
+        return parse_collect(res.stdout, []), ""
     except CollectParseError as exc:
         return None, str(exc)
-    return tuple(a for a in facts.addresses if a.address in vips and not a.is_loopback), None
+
+
+async def remaining_vips(
+    runner: Runner, t: Target, vips: tuple[str, ...], timeout: float
+) -> tuple[tuple[Address, ...] | None, str | None]:
+    """The victim's VIP addresses that still claim (``Address.claims``; None: could not
+    read). A dadfailed copy does not: no client reaches the victim through it."""
+    facts, err = await _facts(runner, t, timeout)
+    if facts is None:
+        return None, err
+    return tuple(a for a in facts.addresses if a.address in vips and a.claims), None
 
 
 async def verify_gone(
@@ -134,20 +149,35 @@ async def verify_arp(cluster: ClusterConfig, node: str, vips: tuple[str, ...],
 
 
 async def announce(
-    config: Config, cluster: ClusterConfig, plan: FencePlan, runner: Runner, record: Record
+    config: Config, cluster: ClusterConfig, plan: FencePlan, runner: Runner, record: Record,
+    send_na: NeighbourAnnounce | None = None,
 ) -> None:
-    """Gratuitous ARP from the survivor, so clients forget the victim's MAC now.
-    Best effort: a failure is recorded, and the fence still counts as done."""
+    """Tell clients the survivor holds the VIPs now, so they forget the victim's MAC:
+    IPv4, gratuitous ARP from the survivor (``announce_command``); IPv6, unsolicited
+    neighbour advertisements from the arbiter (``probe.ndp``, on ``arp_interface``).
+    Best effort: each failure is recorded, and the fence still counts as done."""
     t = target_for(config, cluster, plan.survivor)
-    held, err = await remaining_vips(runner, t, plan.vips, config.ssh.command_timeout)
-    if held is None:
+    facts, err = await _facts(runner, t, config.ssh.command_timeout)
+    if facts is None:
         await record(AttemptRecord(
             node=t.name, step="announce", command="ip -j addr show", ok=False, exit_status=None,
             output="", error=f"could not read the survivor's addresses: {err}",
             started_at=utcnow(), finished_at=utcnow(),
         ))
         return
-    for a in held:
-        cmd = cluster.announce_command.format(vip=shlex.quote(a.address),
-                                              ifname=shlex.quote(a.ifname))
-        await run_step(runner, t, "announce", cmd, config.ssh.command_timeout, record)
+    for a in (a for a in facts.addresses if a.address in plan.vips and a.claims):
+        if ":" not in a.address:
+            if cluster.announce_command:
+                cmd = cluster.announce_command.format(vip=shlex.quote(a.address),
+                                                      ifname=shlex.quote(a.ifname))
+                await run_step(runner, t, "announce", cmd, config.ssh.command_timeout, record)
+            continue
+        started, mac = utcnow(), facts.mac_of(a.ifname)
+        why = ("the survivor's MAC on " + a.ifname + " is unknown" if mac is None
+               else "no neighbour announcement sender" if send_na is None
+               else send_na(cluster, a.address, mac))
+        await record(AttemptRecord(
+            node=t.name, step="announce", command=f"NA {a.address} is at {mac} (from the arbiter)",
+            ok=why is None, exit_status=None,
+            output=f"unsolicited neighbour advertisement: {a.address} is at {mac}"
+            if why is None else "", error=why, started_at=started, finished_at=utcnow()))

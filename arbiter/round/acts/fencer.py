@@ -27,6 +27,7 @@ from arbiter.probe.term_runner import ANNOUNCE, is_stale_term
 from arbiter.round.acts.fence import (
     ArpCheck,
     FenceReport,
+    NeighbourAnnounce,
     Record,
     StaleTerm,
     announce,
@@ -56,11 +57,13 @@ class Fencer(ReadsConfig):
                  metrics: Metrics | None = None,
                  runner_for: Callable[[str, Runner], Runner] | None = None,
                  arp_check: ArpCheck | None = None,
+                 send_na: NeighbourAnnounce | None = None,
                  abstaining: Callable[[], str | None] | None = None,
                  term_of: Callable[[str], int | None] | None = None):
         """``runner_for``: the runner of one cluster's fence or recover ([ha]: with the
         leader's term in front of each command; by default ``runner`` itself).
         ``arp_check``: the ARP view's check that a victim's MAC no longer answers.
+        ``send_na``: the ARP view's sender of IPv6 neighbour advertisements.
         ``abstaining``: why the arbiter abstains now (None: it does not); no fence
         agent runs then. ``term_of``: [ha] the term this arbiter leads a cluster under
         now; each step is recorded with the term its fence or recover started under."""
@@ -79,6 +82,7 @@ class Fencer(ReadsConfig):
         self._finished: list[FenceFinished] = []
         self.runner_for = runner_for
         self.arp_check = arp_check
+        self.send_na = send_na
         self.abstaining = abstaining
         self.term_of = term_of
 
@@ -197,9 +201,10 @@ class Fencer(ReadsConfig):
         finally:
             ended.set()
         self.wake()  # fold the result in now rather than a whole interval later
-        if report.ok and cluster.announce_command:
+        # IPv4 VIPs: announce_command on the survivor (empty: none); IPv6: the arbiter's NA
+        if report.ok and (cluster.announce_command or any(":" in v for v in plan.vips)):
             try:
-                await announce(self.config, cluster, plan, runner, record)
+                await announce(self.config, cluster, plan, runner, record, self.send_na)
             except StaleTerm as exc:
                 log.error("[%s] announce: %s", cluster.name, exc)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from arbiter.config import ClusterConfig
 from arbiter.model import ClusterHistory, Pause, Verdict
+from arbiter.policy.address_warnings import vip_warnings
 from arbiter.policy.cluster_state import cluster_state, overall
 from arbiter.policy.liveness import keepalived_state
 from arbiter.policy.verdicts import without_view
@@ -117,6 +118,7 @@ def status(view: View, now: datetime, gates: dict[str, list[GateWiring]] | None 
             then = ("exclusive verdicts run on the fallback rule" if c.verdict == "exclusive"
                     else "confirmation waits for confirm_min_span")
             warnings += [f"{w}: {then}" for w in failing_views(c, obs, now)]
+            warnings += vip_warnings(c, obs)
         word, why = cluster_state(config, hist, ca, stale or (a.abstain_reason if a else None),
                                   warnings, rt.db_error)
         pause = next((p for p in view.pauses if p.covers(c.name, now)), None)

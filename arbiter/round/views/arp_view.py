@@ -25,7 +25,9 @@ def preflight(config: Config) -> list[str]:
     """Problems opening each configured interface (serve refuses to start on any)."""
     problems = []
     for iface in sorted({c.arp_interface for c in config.clusters if c.arp_interface}):
-        w = ArpWatch(iface, set())
+        # with the interface's VIPs: an IPv6 one needs the neighbour view's socket too
+        w = ArpWatch(iface, {v for c in config.clusters if c.arp_interface == iface
+                             for v in c.vips})
         try:
             w.open()
         except ArpUnavailable as exc:
@@ -81,9 +83,11 @@ class ArpViews(ReadsConfig):
         w = self.watches.get(c.arp_interface)
         if w is None:
             return self.errors.get(c.arp_interface, "the ARP view has not started")
-        off = off_segment(c.vips, w.network)
+        off = off_segment(c.vips, w.network, w.networks6)
         if off:
-            return (f"{', '.join(off)} not on {c.arp_interface}'s subnet {w.network}: the "
+            nets = [str(n) for n in [w.network, *w.networks6] if n is not None]
+            return (f"{', '.join(off)} not on {c.arp_interface}'s "
+                    f"subnet{'s' if len(nets) > 1 else ''} {', '.join(nets)}: the "
                     "ARP view works only on the directors' own segment (behind a router, "
                     "every answer would be the router's)")
         return None
@@ -113,6 +117,21 @@ class ArpViews(ReadsConfig):
             return ArpSight(owners=tuple(sorted(own.items())), error=str(exc))
         self._answering.update(answers)
         return ArpSight(tuple(sorted(answers.items())), tuple(sorted(own.items())))
+
+    def announce_na(self, c: ClusterConfig, vip: str, mac: str) -> str | None:
+        """Send the unsolicited neighbour advertisements for IPv6 ``vip`` at ``mac`` on
+        the cluster's ``arp_interface``; why not, or None once sent."""
+        if not c.arp_interface:
+            return ("no arp_interface: the arbiter sends IPv6 announcements from the "
+                    "directors' segment only")
+        w = self.watches.get(c.arp_interface)
+        if w is None:
+            return self.errors.get(c.arp_interface, "the ARP view has not started")
+        try:
+            w.send_na(vip, mac)
+        except ArpUnavailable as exc:
+            return str(exc)
+        return None
 
     async def still_answering(self, c: ClusterConfig, node: str,
                               vips: tuple[str, ...]) -> tuple[str, ...] | None:
