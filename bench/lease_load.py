@@ -42,7 +42,8 @@ known_hosts = "/nonexistent/known_hosts"
 [[clusters]]
 name = "{shard}"
 shard = "{shard}"
-vips = ["192.0.2.100"]  # TEST-NET-1: never contacted (the bench only renews leases); a loopback VIP is refused
+# TEST-NET-1: never contacted (the bench only renews leases); a loopback VIP is refused
+vips = ["192.0.2.100"]
   [[clusters.nodes]]
   name = "lb1"
   address = "127.0.0.11"
