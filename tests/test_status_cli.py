@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -89,3 +90,31 @@ def test_status_waits_for_a_service_that_is_starting(tmp_path: Path) -> None:
         assert waiting.returncode in (0, 1) and "+ cluster web:" in out, out
     bad = cli("status", "-c", str(s.cfg), "--wait", "10")
     assert bad.returncode == 2 and "argument --wait: '10' has no unit" in bad.stderr
+
+
+def test_status_waits_for_the_first_round_too(tmp_path: Path) -> None:
+    """Right after `systemctl enable --now`, the API can answer before the first round
+    has completed: `status --wait` asks again rather than report "no round has
+    completed yet" and exit 1 (the README's step 6 failed that way, now and then, on
+    the booted Debian of tests/lab/test_first_deployment.py). The first round is held
+    at a failpoint until the test lets it go."""
+    marker = tmp_path / "first-round"
+    with SimServe(tmp_path, env={"ARBITER_FAILPOINT_BEFORE_FIRST_ROUND": str(marker)}) as s:
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), "the serve never reached its first round"
+        early = cli("status", "-c", str(s.cfg), "--json")  # no --wait: what it says now
+        assert json.loads(early.stdout)["arbiter"]["last_round"]["count"] == 0, early.stdout
+        waiting = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "status", "-c",
+                                    str(s.cfg), "--wait", "60s"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        try:
+            time.sleep(1.5)  # the API answers; the round has not run
+            assert waiting.poll() is None, waiting.communicate()[0]
+            marker.unlink()
+            out, _ = waiting.communicate(timeout=60)
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+    assert "+ cluster web:" in out and "no round has completed yet" not in out, out

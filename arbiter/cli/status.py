@@ -106,16 +106,23 @@ def needs_operator(status: dict[str, Any]) -> bool:
 
 def _first_status(cfg: Config, wait: float) -> dict[str, Any]:
     """/status; while there is no answer at all (a service starting: `systemctl start`
-    returns before the API listens), asked again every 0.5 s for ``wait`` seconds. An
-    answer with an HTTP error is final at once."""
+    returns before the API listens), or the answer is from before the first round (it
+    would only say "no round has completed yet"), asked again every 0.5 s for ``wait``
+    seconds; then what there is. An answer with an HTTP error is final at once."""
     deadline = time.monotonic() + wait
     while True:
         try:
-            return call(cfg, "GET", "/status", token=read_token(cfg))
+            status = call(cfg, "GET", "/status", token=read_token(cfg))
+            if _rounds_done(status) or time.monotonic() + 0.5 > deadline:
+                return status
         except ApiError as exc:
             if exc.status is not None or time.monotonic() + 0.5 > deadline:
                 raise
         time.sleep(0.5)
+
+
+def _rounds_done(status: dict[str, Any]) -> int:
+    return int(((status.get("arbiter") or {}).get("last_round") or {}).get("count") or 0)
 
 
 def cmd_status(cfg: Config, watch: float | None, as_json: bool, count: int,

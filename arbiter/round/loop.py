@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from arbiter import failpoints
 from arbiter.config import Config
 from arbiter.model import History
 from arbiter.policy.schedule import Scheduler, confirm_due
@@ -53,6 +54,7 @@ class Looping:
         self._start_watchers()
         self._running = True
         try:
+            await failpoints.reach("BEFORE_FIRST_ROUND")  # test only (status --wait)
             await self._loop(stop)
         finally:
             self._running = False
