@@ -95,7 +95,7 @@ def test_wrapper_runs_its_own_keepalived_watch(outside_tmp: Path) -> None:
              f"exec dash {wrapper} {conf}")
     lines = watch_lines(["unshare", "--mount", "--propagation", "private", "bash", "-c", inner],
                         {**os.environ, "SSH_ORIGINAL_COMMAND": watch_command(0.1)}, 12)
-    assert lines[0] == "@@arbiter-keepalived v1 0.1", lines
+    assert lines[0] == "@@arbiter-keepalived v1 0.1 quiet 3", lines
     from arbiter.probe.keepalived import dump_uptime, is_dump_line, parse_dump
 
     dumps, block, uptimes = [], None, []
@@ -133,6 +133,10 @@ def test_the_keepalived_watch_says_why_there_is_no_dump(tmp_path: Path) -> None:
     assert lines[1].startswith("@@kv-error keepalived has no JSON dump")
     p = wrap(conf, watch_command(0.1).replace("v1 0.1", "v1 0.1; id"))
     assert p.returncode == 126 and "refused" in p.stderr
+    # the quiet ticks are one digit, and nothing else
+    for bad in ("quiet x", "quiet 33", "quiet ;"):
+        p = wrap(conf, watch_command(0.1).replace("quiet 3", bad))
+        assert p.returncode == 126 and "refused" in p.stderr, bad
 
 
 @pytest.mark.parametrize("stop", ["", "kill -STOP $k; "])
@@ -224,41 +228,33 @@ def test_the_watch_finds_a_dump_and_pid_file_where_the_node_keeps_them(
     assert dumps and all(dump_uptime(ln) for ln in dumps), lines
 
 
-@pytest.mark.parametrize("via", ["arbiter", "busybox", "wrapper"])
-def test_a_repeated_dump_is_one_line(outside_tmp: Path, via: str) -> None:
-    """Issue 32: a dump whose text is the one this stream sent last is sent as
-    `@@kv-same UPTIME`, never whole again; a changed one is sent whole. The stand-in
-    keepalived counts an advert every second signal, so dumps alternate."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root for a private /tmp (unshare -m)")
-    from arbiter.probe.keepalived import (
-        SAME,
-        dump_uptime,
-        is_dump_line,
-        is_same_line,
-        parse_dump,
-        watch_command,
-    )
+def run_watch(tmp: Path, via: str, every: int, want: int, quiet: int,
+              template: str = DUMP) -> list[str]:
+    """``want`` lines of the watch (the arbiter's command under dash or busybox sh, or
+    the wrapper's own copy under dash) against a stand-in keepalived whose advert count
+    moves at every ``every``-th signal, in a mount namespace of its own (a private
+    /tmp), as root."""
+    from arbiter.probe.keepalived import watch_command
 
-    (outside_tmp / "dump.tmpl").write_text(DUMP)
-    pidfile = outside_tmp / "keepalived.pid"
-    script = outside_tmp / "fake-keepalived"
+    (tmp / "dump.tmpl").write_text(template)
+    pidfile = tmp / "keepalived.pid"
+    script = tmp / "fake-keepalived"
     script.write_text(
         "#!/bin/bash\nn=0\n"
-        f"trap 'n=$((n+1)); sed \"s/N/$((n / 2))/\" {outside_tmp}/dump.tmpl "
+        f"trap 'n=$((n+1)); sed \"s/N/$((n / {every}))/\" {tmp}/dump.tmpl "
         "> /tmp/keepalived.json' 36\n"
         "while :; do sleep 0.05; done\n")
     script.chmod(0o755)
-    bindir = outside_tmp / "bin"  # `keepalived --signum=JSON` as keepalived answers it
-    bindir.mkdir()
+    bindir = tmp / "bin"  # `keepalived --signum=JSON` as keepalived answers it
+    bindir.mkdir(exist_ok=True)
     (bindir / "keepalived").write_text("#!/bin/sh\necho 36\n")
     (bindir / "keepalived").chmod(0o755)
-    command = watch_command(0.1, str(pidfile))
+    command = watch_command(0.1, str(pidfile), quiet=quiet)
     env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
     if via == "wrapper":
-        wrapper = outside_tmp / "arbiter-ssh-wrapper"
+        wrapper = tmp / "arbiter-ssh-wrapper"
         shutil.copy(WRAPPER, wrapper)
-        conf = outside_tmp / "wrapper.conf"
+        conf = tmp / "wrapper.conf"
         conf.write_text(f"sudo no\nkeepalived_pid {pidfile}\n")
         run, env["SSH_ORIGINAL_COMMAND"] = f"exec dash {wrapper} {conf}", command
     elif via == "busybox":
@@ -268,8 +264,20 @@ def test_a_repeated_dump_is_one_line(outside_tmp: Path, via: str) -> None:
     else:
         run = f"exec dash -c {shlex.quote(command)}"
     inner = (f"mount -t tmpfs t /tmp; {script} & echo $! > {pidfile}; sleep 0.3; {run}")
-    lines = watch_lines(["unshare", "--mount", "--propagation", "private", "bash", "-c",
-                         inner], env, 30)
+    return watch_lines(["unshare", "--mount", "--propagation", "private", "bash", "-c",
+                        inner], env, want)
+
+
+@pytest.mark.parametrize("via", ["arbiter", "busybox", "wrapper"])
+def test_a_repeated_dump_is_one_line(outside_tmp: Path, via: str) -> None:
+    """Issue 32: a dump whose text is the one this stream sent last is sent as
+    `@@kv-same UPTIME`, never whole again; a changed one is sent whole. The stand-in
+    keepalived counts an advert every second signal, so dumps alternate."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a private /tmp (unshare -m)")
+    from arbiter.probe.keepalived import SAME, dump_uptime, is_dump_line, is_same_line, parse_dump
+
+    lines = run_watch(outside_tmp, via, every=2, want=30, quiet=0)
     ticks: list[tuple[str, int | None, float | None]] = []  # (kind, advert_rcvd, uptime)
     block: list[str] | None = None
     for line in lines[1:]:
@@ -289,3 +297,61 @@ def test_a_repeated_dump_is_one_line(outside_tmp: Path, via: str) -> None:
     assert all(b > a for a, b in zip(counts, counts[1:], strict=False)), counts  # never twice
     uptimes = [u for _, _, u in ticks]
     assert None not in uptimes and uptimes == sorted(uptimes), ticks
+
+
+@pytest.mark.parametrize("via", ["arbiter", "busybox", "wrapper"])
+@pytest.mark.parametrize("dump", ["one", "two", "fast"])
+def test_the_nodes_quiet_ticks_follow_the_rule(outside_tmp: Path, via: str,
+                                               dump: str) -> None:
+    """Issue 32: each shell copy of the watch holds back exactly the ticks that
+    ``probe.keepalived.QuietTicks`` holds back (nothing from a dump of two instances,
+    or of an advert interval under 1 s), and a change carries the uptime of the last
+    tick held back before it. The stand-in counts an advert every fourth signal: the
+    cadence of advert_int 1 at 0.25 s."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a private /tmp (unshare -m)")
+    import json
+
+    from arbiter.probe.keepalived import (
+        QuietTicks,
+        dump_uptime,
+        dump_uptimes,
+        is_dump_line,
+        is_same_line,
+    )
+
+    template = {"one": DUMP, "fast": DUMP.replace('"adver_int": 1', '"adver_int": 0.5'),
+                "two": DUMP.replace("}}]", "}}, " + DUMP[1:-1].replace("VI_1", "VI_6")
+                                    .replace(": N", ": 0") + "]")}[dump]
+    assert len(json.loads(template.replace("N", "0"))) == (2 if dump == "two" else 1)
+    assert template != DUMP or dump == "one"
+    lines = run_watch(outside_tmp, via, every=4, want=32, quiet=3, template=template)
+    assert lines[0] == "@@arbiter-keepalived v1 0.1 quiet 3", lines[:2]
+    seen, texts, block, last_up = [], [], None, 0.0
+    for line in lines[1:]:
+        if is_dump_line(line):
+            block = []
+            up, held = dump_uptimes(line)
+            assert up is not None and up > last_up, lines
+            assert held is None or last_up < held < up, lines
+            seen.append("H" if held is not None else "D")
+            last_up = up
+        elif is_same_line(line):
+            up = dump_uptime(line, "@@kv-same")
+            assert up is not None and up > last_up, lines
+            seen.append("S")
+            last_up = up
+        elif line == "@@kv-end" and block is not None:
+            texts.append("\n".join(block))
+            block = None
+        elif block is not None:
+            block.append(line)
+    # the rule, fed the dump of every tick (signal n shows advert n // 4)
+    rule, want = QuietTicks(3), []
+    for n in range(1, 200):
+        r = rule.tick(template.replace("N", str(n // 4)), float(n))
+        if r is not None:
+            want.append("S" if r[0] == "same" else "H" if r[1] is not None else "D")
+    assert "".join(seen) == "".join(want)[:len(seen)], (seen, lines[:6])
+    assert ("H" in seen) is (dump == "one")
+    assert len(texts) >= 3

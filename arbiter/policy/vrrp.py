@@ -29,6 +29,22 @@ TRANSIT = timedelta(seconds=0.05)  # an advert's flight plus a dump's latency, a
 MISSED_TO_DENY = 2
 PROBE_EVERY = 10.0  # seconds a deny stands before it is lifted once to test the cut
 PROBE_WINDOW = 3.0  # seconds a probe waits for the backup to leave FAULT
+# unchanged dumps in a row a node may leave unsent (issue 32: ``probe.keepalived``'s
+# quiet ticks): never a change, never a tick its own cadence says is late, never with
+# two instances or an advert interval under 1 s in the dump; so the counts below are
+# the ones every tick gives (tests/unit/test_quiet_ticks.py)
+QUIET_TICKS = 3
+QUIET_MIN_ADVERT = 1.0  # seconds: a dump with a shorter adver_int is never held back
+TICK_OVERHEAD = 1.25  # a node's tick takes its period and up to a quarter more
+
+
+def quiet_ticks(watch_every: float) -> int:
+    """The quiet ticks to ask a node for: as many as end, with the longest ticks, before
+    a backup could have missed two adverts of ``QUIET_MIN_ADVERT`` (the deny needs
+    samples from then on), at most ``QUIET_TICKS``: 3 at the default 0.25 s, 2 at
+    0.5 s, none from 0.8 s."""
+    fit = int(MISSED_TO_DENY * QUIET_MIN_ADVERT / (watch_every * TICK_OVERHEAD) + 1e-9) - 1
+    return max(0, min(QUIET_TICKS, fit))
 
 
 def master_down(advert_int: float, priority: int, version: int) -> float:
@@ -92,8 +108,9 @@ def sending(master: VrrpInstance) -> bool:
 
 
 def stale_limit(watch_every: float) -> float:
-    """A view older than this is stale: a few missed dumps, never less than 1 s."""
-    return max(1.0, 4 * watch_every)
+    """A view older than this is stale: a few missed dumps, never less than 1 s, on top
+    of the ticks a healthy node leaves unsent (1.75 s at the default 0.25 s)."""
+    return max(1.0, 4 * watch_every) + quiet_ticks(watch_every) * watch_every
 
 
 def fresh(view: KeepalivedView | None, now: datetime, stale_after: float) -> bool:

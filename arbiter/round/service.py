@@ -319,7 +319,8 @@ class Arbiter(Looping, Reloading):
             config_status=self.reload_status.as_json(),
             pauses=self.pauses.active,
             load=self.load.sample(self.keepalived.dumps),
-            keepalived_dumps=(self.keepalived.dumps, self.keepalived.same),
+            keepalived_dumps=(self.keepalived.dumps, self.keepalived.same,
+                              self.keepalived.held),
         )
 
 def _by_cluster(changes: tuple[ChangeState, ...],

@@ -4,7 +4,9 @@ streams (arbiter.probe.keepalived), and the track files the arbiter writes.
 One VRRP instance (``VI_1``, vrid 51) over the node's VIPs: MASTER while the node holds
 one of them, BACKUP otherwise, FAULT while its track file says 1; a MASTER sends an
 advert every ``advert_int``; a BACKUP hears them unless the node is ``deaf`` (a VRRP
-cut). The advert counters grow with elapsed time, as a real instance's do.
+cut). The advert counters grow with elapsed time, as a real instance's do. The watch
+sends what the node's quiet-tick rule says (``probe.keepalived.QuietTicks``), as the
+node's own watch and ``arbiter-ssh-wrapper``'s copy do.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from arbiter.probe.keepalived import DUMP, END, ERROR, MARK, SAME
+from arbiter.probe.keepalived import DUMP, END, ERROR, MARK, SAME, QuietTicks
 
 TRACK = re.compile(r"^f=(/[A-Za-z0-9_./-]+)/([A-Za-z0-9_.%-]+); .* then echo ([0-9]+) > "
                    r"\"\$f\.seq\" && echo ([01]) > ")
-PERIOD = re.compile(r"^echo '" + re.escape(MARK) + r" ([0-9.]+)'")
+PERIOD = re.compile(r"^echo '" + re.escape(MARK) + r" ([0-9.]+)(?: quiet ([0-9]))?'")
 
 
 @dataclass
@@ -62,14 +64,19 @@ class PlayedKeepalived:
                       "pri_zero_rcvd": 0, "pri_zero_sent": 0}}])
 
     def block(self, holds: bool, vips: list[str], running: bool,
-              sent: str | None = None) -> tuple[str, str | None]:
-        """One tick of the watch's output, and the dump this stream has now sent last
-        (``sent``: the one before; a dump of the same text is `@@kv-same`, as the
-        watch sends it)."""
+              stream: QuietTicks) -> str:
+        """One tick of the watch's output as ``stream`` (the node's quiet-tick rule,
+        with the dump this stream sent last) says it: whole, `@@kv-same`, or nothing."""
         if not running:
-            return f"{ERROR} keepalived is not running\n", sent
+            stream.lost()
+            return f"{ERROR} keepalived is not running\n"
         text = self.dump(holds, vips)
-        uptime = f"{time.monotonic():.2f}"
-        if text == sent:
-            return f"{SAME} {uptime}\n", sent
-        return f"{DUMP} {uptime}\n{text}\n{END}\n", text
+        uptime = round(time.monotonic(), 2)
+        out = stream.tick(text, uptime)
+        if out is None:
+            return ""
+        kind, held = out
+        if kind == "same":
+            return f"{SAME} {uptime:.2f}\n"
+        return (f"{DUMP} {uptime:.2f}{f' {held:.2f}' if held is not None else ''}\n"
+                f"{text}\n{END}\n")

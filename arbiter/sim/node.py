@@ -19,6 +19,7 @@ import asyncssh
 
 from arbiter.probe.collect import MARK, MONITOR
 from arbiter.probe.keepalived import MARK as MARK_KA
+from arbiter.probe.keepalived import QuietTicks
 from arbiter.probe.ssh import session_line
 from arbiter.sim.keepalived import PERIOD, TRACK, PlayedKeepalived
 
@@ -242,18 +243,19 @@ class SimNode:
             process.exit(0)
 
     async def _keepalived_watch(self, process: asyncssh.SSHServerProcess,
-                                period: float) -> None:
+                                period: float, quiet: int) -> None:
         """The keepalived watch: a dump every ``period`` until the channel closes
-        (bounded: an hour)."""
+        (bounded: an hour), with the node's quiet ticks."""
         st = self.state
-        process.stdout.write(f"{MARK_KA} {period:g}\n")
+        process.stdout.write(f"{MARK_KA} {period:g}{f' quiet {quiet}' if quiet else ''}\n")
         deadline = asyncio.get_running_loop().time() + 3600
-        sent: str | None = None  # the last dump this stream sent whole
+        stream = QuietTicks(quiet)
         try:
             while asyncio.get_running_loop().time() < deadline:
-                out, sent = st.keepalived.block(any(st.holds(v) for v in st.vips), st.vips,
-                                                st.keepalived_running, sent)
-                process.stdout.write(out)
+                out = st.keepalived.block(any(st.holds(v) for v in st.vips), st.vips,
+                                          st.keepalived_running, stream)
+                if out:
+                    process.stdout.write(out)
                 await asyncio.sleep(max(0.05, period))
         except (asyncio.CancelledError, OSError, asyncssh.Error):
             pass
@@ -306,7 +308,7 @@ class SimNode:
             await self._monitor(process)
             return
         if (m := PERIOD.match(cmd)) is not None:
-            await self._keepalived_watch(process, float(m.group(1)))
+            await self._keepalived_watch(process, float(m.group(1)), int(m.group(2) or 0))
             return
         if st.hang:
             await asyncio.sleep(3600)

@@ -191,6 +191,15 @@ class Lab:
             raise RuntimeError(f"API {path}: {p.stderr}")
         return json.loads(p.stdout)
 
+    def metric(self, name: str, host: str = "arb") -> float:
+        """The sum of a metric's samples on the arbiter's /metrics (every label)."""
+        p = subprocess.run(
+            ["ip", "netns", "exec", self.ns(host), "curl", "-sS", "--max-time", "5",
+             f"http://{self.loopback}:8080/metrics"],
+            capture_output=True, text=True, timeout=10, check=True)
+        return sum(float(line.rsplit(" ", 1)[1]) for line in p.stdout.splitlines()
+                   if line.startswith((name + "{", name + " ")))
+
     def sql(self, query: str) -> list[dict]:
         """Rows of ``query`` on the lab's PostgreSQL (--ha), as dicts: asked from the db
         host's own namespace with psql."""

@@ -103,3 +103,68 @@ def test_a_same_line_never_repeats_what_this_stream_did_not_send_whole() -> None
     views, st = _watch_once(["@@kv 100.00", good, "@@kv-end", "@@kv 100.25", "[{",
                              "@@kv-end", "@@kv-same 100.50"])
     assert views.dumps == 1 and st.error is not None and "@@kv-same" in st.error
+
+
+def test_a_held_tick_is_a_sample_of_the_dump_before_the_change() -> None:
+    """Quiet ticks (issue 32): `@@kv UPTIME HELD` brings the last tick the node held
+    back, with the counters of the dump before it, at its own time; then the change."""
+    before = json.dumps([GOOD])
+    changed = json.loads(before)
+    changed[0]["stats"]["advert_sent"] += 1
+    views, st = _watch_once(["@@kv 100.00", before, "@@kv-end",
+                             "@@kv 101.00 100.75", json.dumps(changed), "@@kv-end"])
+    (track,) = st.tracks.values()
+    sent = GOOD["stats"]["advert_sent"]
+    t0 = track.samples[0].at
+    assert [s.advert_sent for s in track.samples] == [sent, sent, sent + 1]
+    assert [(s.at - t0).total_seconds() for s in track.samples] == \
+        pytest.approx([0.0, 0.75, 1.0], abs=2e-3)
+    assert (views.dumps, views.held) == (2, 1)
+
+
+def test_a_held_tick_never_repeats_a_dump_that_could_not_be_read() -> None:
+    good = json.dumps([GOOD])
+    views, st = _watch_once(["@@kv 100.00", good, "@@kv-end", "@@kv 100.25", "[{",
+                             "@@kv-end", "@@kv 101.00 100.75", good, "@@kv-end"])
+    assert views.held == 0
+    (track,) = st.tracks.values()
+    assert len(track.samples) == 2  # the two good dumps, nothing at 100.75
+
+
+def test_a_watch_refused_with_quiet_ticks_is_asked_again_for_every_tick() -> None:
+    """An arbiter-ssh-wrapper older than quiet ticks refuses the quiet form (the
+    stream ends without a line): the next stream asks for every tick, which it runs;
+    the one after asks for quiet ticks again (the wrapper may have been upgraded)."""
+    import asyncio
+
+    from arbiter.probe.keepalived import MARK
+
+    class Refusing:
+        def __init__(self) -> None:
+            self.commands: list[str] = []
+
+        async def stream(self, target: object, command: str):  # type: ignore[no-untyped-def]
+            self.commands.append(command)
+            yield ""
+            if " quiet " in command.split(";", 1)[0]:
+                return  # refused: not a line
+            for line in (f"{MARK} 0.25", "@@kv 100.00", json.dumps([GOOD]), "@@kv-end"):
+                yield line + "\n"
+
+    cfg = make_config()
+    runner = Refusing()
+    views = KeepalivedViews(cfg, runner=runner, wake=lambda: None)  # type: ignore[arg-type]
+
+    async def go() -> None:
+        task = asyncio.create_task(views._watch(cfg.clusters[0], "lb1"))
+        for _ in range(80):  # bounded: the backoffs are 1 s, then 2 s
+            if len(runner.commands) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        task.cancel()
+
+    asyncio.run(go())
+    heads = [c.split(";", 1)[0] for c in runner.commands]
+    assert heads[:3] == [f"echo '{MARK} 0.25 quiet 3'", f"echo '{MARK} 0.25'",
+                         f"echo '{MARK} 0.25 quiet 3'"], heads
+    assert views.dumps == 1  # the plain stream's dump was recorded

@@ -224,17 +224,8 @@ def test_the_rule_only_denies_a_backup_of_a_healthy_sending_master(tl) -> None: 
     p.run(3.0)
     dead = False
     for what, dt in steps:
-        if what == "cut":
-            p.cut = True
-        elif what == "heal":
-            p.cut = False
-        elif what == "fault":
-            p.set_state("lb2", "FAULT")
-        elif what == "backup":
-            p.set_state("lb2", "BACKUP")
-        elif what == "master-dies":
-            dead = True
-            p.nodes["lb1"].dumping = False
+        p.step(what)
+        dead = dead or what == "master-dies"
         end = p.t + dt
         while p.t < end:
             p.run(min(end, p.t + 0.25))

@@ -5,7 +5,7 @@ director every ``keepalived_watch_every``), SSH, the API. The process's CPU-seco
 per second of wall time, over the last ``WINDOW`` seconds, is how much of that core
 is spent; near 1.0 rounds start late, TILT follows and the arbiter abstains. At
 ``WARN_AT`` /status warns and says what moves the limit. Measured on the 2-core
-reference machine (BENCHMARKS §2): 1000 directors with the view on use 0.6-1.0.
+reference machine (BENCHMARKS §2): 1000 directors with the view on use 0.7-0.9 (quiet ticks).
 """
 
 from __future__ import annotations

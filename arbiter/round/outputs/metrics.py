@@ -124,10 +124,16 @@ class ViewCollector(Collector):
         dumps = CounterMetricFamily("arbiter_keepalived_dumps", "keepalived dumps recorded "
                                     "from the directors; kind: whole, or same (@@kv-same: "
                                     "the text sent before)", labels=["kind"])
-        whole, same = v.keepalived_dumps
+        whole, same, held = v.keepalived_dumps
         dumps.add_metric(["whole"], whole - same)
         dumps.add_metric(["same"], same)
         yield dumps
+        quiet = CounterMetricFamily(
+            "arbiter_keepalived_held_ticks", "ticks a director held back (quiet ticks) "
+            "whose sample the next change brought: one per quiet stretch; 0 with every "
+            "director's arbiter-ssh-wrapper older than quiet ticks")
+        quiet.add_metric([], held)
+        yield quiet
         yield from self._reload(v)
         yield from self._clusters(v)
         yield from self._ha(v)

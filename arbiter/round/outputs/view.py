@@ -64,7 +64,8 @@ class View:
     config_status: Mapping[str, Any] | None = None  # the config file and the last reload
     pauses: tuple[Pause, ...] = ()  # maintenance pauses in force at the last round
     load: Load = Load()  # the loop's CPU per second, and keepalived's dumps per second
-    keepalived_dumps: tuple[int, int] = (0, 0)  # recorded since start: all, `@@kv-same`
+    # recorded since start: all dumps, `@@kv-same`, samples of held (quiet) ticks
+    keepalived_dumps: tuple[int, int, int] = (0, 0, 0)
 
     def staleness(self, now: datetime) -> str | None:
         """Why the latest observations cannot be trusted for a verdict, or None."""

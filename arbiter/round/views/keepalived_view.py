@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from arbiter.clock import Clock, utcnow
 from arbiter.config import ClusterConfig, Config
 from arbiter.model import KeepalivedView, VrrpInstance, VrrpSample
-from arbiter.policy.vrrp import MISSED_TO_DENY, missed
+from arbiter.policy.vrrp import MISSED_TO_DENY, missed, quiet_ticks
 from arbiter.probe.keepalived import (
     END,
     ERROR,
@@ -35,6 +35,7 @@ from arbiter.probe.keepalived import (
     DumpError,
     InstanceDump,
     dump_uptime,
+    dump_uptimes,
     is_dump_line,
     is_same_line,
     parse_dump,
@@ -108,6 +109,9 @@ class _Node:
     last_text: str | None = None  # the last dump as it came, and what it parsed to
     last_dumps: tuple[InstanceDump, ...] = ()
     clock: NodeClock = field(default_factory=NodeClock)
+    # the last stream asked for quiet ticks and ended at once: an arbiter-ssh-wrapper
+    # older than quiet ticks refuses that form, so the next asks for every tick
+    plain: bool = False
 
 
 class KeepalivedViews(Streams):
@@ -117,6 +121,7 @@ class KeepalivedViews(Streams):
         self.dumps = 0  # dumps recorded: whole, or `@@kv-same`
         self.parsed = 0  # dumps parsed (the others were the same text as the last)
         self.same = 0  # `@@kv-same` lines: the node sent no text at all
+        self.held = 0  # samples of ticks a node held back (quiet ticks), from `@@kv`
         self._nodes: dict[NodeKey, _Node] = {}
 
     # --- lifecycle --------------------------------------------------------------
@@ -174,11 +179,14 @@ class KeepalivedViews(Streams):
             block: list[str] | None = None
             size = 0
             uptime: float | None = None
+            held: float | None = None  # the last tick the node held back before a dump
             base = False  # `@@kv-same` repeats this stream's last dump: a readable one?
             cfg = c.node(node)
-            command = watch_command(self.config.arbiter.keepalived_watch_every,
+            every = self.config.arbiter.keepalived_watch_every
+            quiet = 0 if st.plain else quiet_ticks(every)
+            command = watch_command(every,
                                     *((cfg.keepalived_pidfile, cfg.keepalived_dump)
-                                      if cfg is not None else ()))
+                                      if cfg is not None else ()), quiet=quiet)
             async for line in self.runner.stream(t, command):
                 if line == "":
                     continue  # the stream is running
@@ -186,7 +194,8 @@ class KeepalivedViews(Streams):
                 line = line.rstrip("\n")
                 if block is not None:
                     if line == END:
-                        base = self._dump(c, node, st, "\n".join(block), uptime)
+                        base = self._dump(c, node, st, "\n".join(block), uptime,
+                                          held if base else None)
                         block = None
                         continue
                     size += len(line)
@@ -195,7 +204,8 @@ class KeepalivedViews(Streams):
                         break
                     block.append(line)
                 elif is_dump_line(line):
-                    block, size, uptime = [], 0, dump_uptime(line)
+                    block, size = [], 0
+                    uptime, held = dump_uptimes(line)
                 elif is_same_line(line):
                     if base:
                         self.same += 1
@@ -211,6 +221,13 @@ class KeepalivedViews(Streams):
                     self._error(st, f"unexpected line from the keepalived watch: "
                                 f"{line[:80]!r}")
             st.refused = st.refused + 1 if lines == 0 else 0
+            if lines == 0 and quiet:
+                log.info("keepalived view: %s/%s: the watch with quiet ticks ended at once; "
+                         "asking for every tick (an arbiter-ssh-wrapper older than this "
+                         "arbiter refuses quiet ticks: upgrade it)", c.name, node)
+            # one stream in every form a refused quiet one is retried in: a node's wrapper
+            # may be upgraded, and a lost connection says nothing about the form
+            st.plain = lines == 0 and not st.plain
             if lines == 0:
                 self._error(st, "the keepalived watch ended at once (refused? an "
                             "arbiter-ssh-wrapper older than this arbiter?)",
@@ -230,10 +247,13 @@ class KeepalivedViews(Streams):
         st.error, st.supported = why, supported
 
     def _dump(self, c: ClusterConfig, node: str, st: _Node, text: str,
-              uptime: float | None = None) -> bool:
+              uptime: float | None = None, held: float | None = None) -> bool:
         """A whole dump: parsed (unless the same text as the last), then recorded.
-        Whether it could be read."""
+        Whether it could be read. ``held``: the node's uptime at the last tick it held
+        back (quiet ticks), which showed the stream's previous dump."""
         now = st.clock.stamp(self.clock(), uptime)
+        if held is not None and uptime is not None:
+            self._held(st, now - timedelta(seconds=uptime - held))
         if text == st.last_text:
             # between two adverts the dump is the same text: the same instances, a new
             # sample time (at advert_int 1 and a dump every 0.25 s, 3 dumps in 4; issue
@@ -249,6 +269,19 @@ class KeepalivedViews(Streams):
             st.last_text, st.last_dumps = text, dumps
         self._record(c, node, st, dumps, now)
         return True
+
+    def _held(self, st: _Node, at: datetime) -> None:
+        """A sample of the previous dump at the last tick the node held back: the
+        counters just before a change, as the tick would have shown them. Nothing
+        else changes (the dump was the same), so nothing wakes."""
+        for tr in st.tracks.values():
+            d = tr.last
+            if d is None or not tr.samples or at <= tr.samples[-1].at:
+                continue
+            tr.samples.append(VrrpSample(at, d.state, d.advert_rcvd, d.advert_sent,
+                                         d.pri_zero_sent, d.pri_zero_rcvd))
+            tr.instance = None
+        self.held += 1
 
     def _record(self, c: ClusterConfig, node: str, st: _Node,
                 dumps: tuple[InstanceDump, ...], now: datetime) -> None:
