@@ -34,6 +34,7 @@ from arbiter.probe.ndp import (
     NaPacket,
     attach_na_filter,
     link_local_of,
+    mac_str,
     parse_na,
     prefixes_of,
     solicitation_frame,
@@ -54,10 +55,6 @@ MAX_MACS_PER_VIP = 64  # a spoofed flood of MACs cannot grow memory without boun
 
 class ArpUnavailable(Exception):
     """The ARP view cannot run here (no CAP_NET_RAW, no such interface); says why."""
-
-
-def mac_str(b: bytes) -> str:
-    return ":".join(f"{x:02x}" for x in b)
 
 
 def request_frame(src_mac: bytes, src_ip: bytes, target_ip: bytes) -> bytes:

@@ -66,19 +66,29 @@ def unsolicited_na_frame(src_mac: bytes, src_ip: bytes, target: str,
     return ALL_NODES_MAC + src_mac + struct.pack("!H", ETH_P_IPV6) + ip6 + body
 
 
-def link_local_of(ifname: str, if_inet6: Path = Path("/proc/net/if_inet6")) -> bytes | None:
-    """The interface's IPv6 link-local address (the source of what it sends on the
-    link), or None when it has none (IPv6 off on it)."""
+IF_INET6 = Path("/proc/net/if_inet6")
+
+
+def addresses6(ifname: str, if_inet6: Path = IF_INET6) -> list[tuple[bytes, int, str]]:
+    """The interface's IPv6 addresses from the kernel's one table of them: (address,
+    prefix length, scope: "20" link, "00" global); none when it cannot be read."""
     try:
         lines = if_inet6.read_text().splitlines()
     except OSError:
-        return None
+        return []
+    out = []
     for line in lines:
         f = line.split()
-        # address, ifindex, prefix length, scope (0x20: link), flags, name
-        if len(f) == 6 and f[5] == ifname and f[3] == "20":
-            return bytes.fromhex(f[0])
-    return None
+        # address, ifindex, prefix length, scope, flags, name
+        if len(f) == 6 and f[5] == ifname and len(f[0]) == 32:
+            out.append((bytes.fromhex(f[0]), int(f[2], 16), f[3]))
+    return out
+
+
+def link_local_of(ifname: str, if_inet6: Path = IF_INET6) -> bytes | None:
+    """The interface's IPv6 link-local address (the source of what it sends on the
+    link), or None when it has none (IPv6 off on it)."""
+    return next((a for a, _, scope in addresses6(ifname, if_inet6) if scope == "20"), None)
 
 
 # --- the neighbour view: solicit each IPv6 VIP, read the advertisements ---------------
@@ -116,7 +126,8 @@ class NaPacket:
     override: bool
 
 
-def _mac_str(b: bytes) -> str:
+def mac_str(b: bytes) -> str:
+    """``0a:1b:…``: a MAC as ARP, NDP and ``ip -j`` show it."""
     return ":".join(f"{x:02x}" for x in b)
 
 
@@ -148,7 +159,7 @@ def parse_na(frame: bytes) -> NaPacket | None:
         if kind == OPT_TARGET_LLADDR and units == 1 and i + 8 <= len(msg):
             mac = msg[i + 2:i + 8]
         i += units * 8
-    return NaPacket(str(ipaddress.IPv6Address(target)), _mac_str(mac),
+    return NaPacket(str(ipaddress.IPv6Address(target)), mac_str(mac),
                     bool(flags & FLAG_SOLICITED), bool(flags & FLAG_OVERRIDE))
 
 
@@ -175,18 +186,8 @@ def attach_na_filter(sock: socket.socket) -> None:
                     struct.pack("HL", len(NA_FILTER), ctypes.addressof(prog)))
 
 
-def prefixes_of(ifname: str, if_inet6: Path = Path("/proc/net/if_inet6")
-                ) -> list[ipaddress.IPv6Network]:
+def prefixes_of(ifname: str, if_inet6: Path = IF_INET6) -> list[ipaddress.IPv6Network]:
     """The interface's global IPv6 prefixes (an IPv6 VIP outside all of them is behind
     a router, where the neighbour view cannot see who holds it)."""
-    try:
-        lines = if_inet6.read_text().splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        f = line.split()
-        if len(f) == 6 and f[5] == ifname and f[3] == "00":
-            addr = ipaddress.IPv6Address(bytes.fromhex(f[0]))
-            out.append(ipaddress.IPv6Network(f"{addr}/{int(f[2], 16)}", strict=False))
-    return out
+    return [ipaddress.IPv6Network((ipaddress.IPv6Address(a), plen), strict=False)
+            for a, plen, scope in addresses6(ifname, if_inet6) if scope == "00"]

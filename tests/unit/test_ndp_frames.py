@@ -21,6 +21,7 @@ from arbiter.probe.ndp import (
     icmpv6_checksum,
     link_local_of,
     parse_na,
+    prefixes_of,
     solicitation_frame,
     unsolicited_na_frame,
 )
@@ -65,6 +66,10 @@ def test_the_link_local_source_comes_from_the_interface(tmp_path: Path) -> None:
     assert link_local_of("eth0", p) == bytes.fromhex("fe8000000000000000ff00fffe770002")
     assert link_local_of("eth2", p) is None
     assert link_local_of("eth0", tmp_path / "missing") is None
+    # one table read for both: the global prefixes of the same interface
+    p.write_text(p.read_text() + "fd770077007700000000000000000002 02 40 00 80     eth0\n")
+    assert prefixes_of("eth0", p) == [ipaddress.IPv6Network("fd77:77:77::/64")]
+    assert prefixes_of("eth1", p) == [] and prefixes_of("eth0", tmp_path / "missing") == []
 
 
 # --- the neighbour view: advertisements read back, frames built here ----------------
