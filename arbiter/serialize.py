@@ -3,10 +3,11 @@ store keeps them in evidence and decisions and the API shows them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from arbiter.model import FencePlan, KeepalivedView, NodeObservation
+from arbiter.model import Address, FencePlan, KeepalivedView, NodeObservation
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -33,6 +34,12 @@ def keepalived_view(kv: KeepalivedView | None) -> dict[str, Any] | None:
     }
 
 
+def _vips_where(o: NodeObservation, vips: list[str] | tuple[str, ...],
+                which: Callable[[Address], bool]) -> list[str]:
+    """The node's copies of the VIPs that ``which`` picks, sorted."""
+    return sorted(a.address for a in (o.addresses or ()) if which(a) and a.address in vips)
+
+
 def node_observation(o: NodeObservation, vips: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return {
         "node": o.node,
@@ -48,14 +55,10 @@ def node_observation(o: NodeObservation, vips: list[str] | tuple[str, ...]) -> d
             {"ifname": a.ifname, "address": a.address, "prefixlen": a.prefixlen}
             for a in o.vip_addresses(vips)
         ],
-        "lo_vips": sorted(
-            a.address for a in (o.addresses or ()) if a.is_loopback and a.address in vips
-        ),
+        "lo_vips": _vips_where(o, vips, lambda a: a.is_loopback),
         # IPv6 VIPs whose duplicate address detection failed on this node: another node
         # answered for them; they do not count as held (``Address.claims``)
-        "dadfailed_vips": sorted(
-            a.address for a in (o.addresses or ()) if a.dadfailed and a.address in vips
-        ),
+        "dadfailed_vips": _vips_where(o, vips, lambda a: a.dadfailed),
         "addresses_carried_from": iso(o.addresses_seen_at) if o.carried_forward else None,
         "observed_at": iso(o.observed_at),
         "keepalived": keepalived_view(o.keepalived),
