@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -68,6 +68,25 @@ def test_version_and_help_name_exit_codes() -> None:
     assert "exit 0 done, 1 nothing held or unknown incident, 2 error" in h
 
 
+def status_waiting(cfg: Path, settle: float, release: Callable[[], object]) -> tuple[str, int]:
+    """`arbiter status --wait 60s`, started now: still waiting after ``settle`` seconds;
+    then ``release`` lets the service answer. Its output and exit code (it is killed
+    by its id if it outlives the test)."""
+    waiting = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "status", "-c",
+                                str(cfg), "--wait", "60s"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(settle)
+        assert waiting.poll() is None, waiting.communicate()[0]
+        release()
+        out, _ = waiting.communicate(timeout=60)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait(5)
+    return out, waiting.returncode
+
+
 def test_status_waits_for_a_service_that_is_starting(tmp_path: Path) -> None:
     """`systemctl start` returns before the API listens: `status --wait 60s` asks again
     until it answers (README "First deployment", step 6); an answer with an HTTP error
@@ -76,18 +95,9 @@ def test_status_waits_for_a_service_that_is_starting(tmp_path: Path) -> None:
         assert s.serve is not None
         s.serve.terminate()
         s.serve.wait(15)
-        waiting = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "status", "-c",
-                                    str(s.cfg), "--wait", "60s"], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
-        try:
-            time.sleep(1.0)  # it has found nobody at least once
-            assert waiting.poll() is None, waiting.communicate()[0]
-            s.start_serve()
-            out, _ = waiting.communicate(timeout=60)
-        finally:
-            if waiting.poll() is None:
-                waiting.kill()
-        assert waiting.returncode in (0, 1) and "+ cluster web:" in out, out
+        # after 1 s it has found nobody at least once
+        out, rc = status_waiting(s.cfg, 1.0, s.start_serve)
+        assert rc in (0, 1) and "+ cluster web:" in out, out
     bad = cli("status", "-c", str(s.cfg), "--wait", "10")
     assert bad.returncode == 2 and "argument --wait: '10' has no unit" in bad.stderr
 
@@ -106,15 +116,6 @@ def test_status_waits_for_the_first_round_too(tmp_path: Path) -> None:
         assert marker.exists(), "the serve never reached its first round"
         early = cli("status", "-c", str(s.cfg), "--json")  # no --wait: what it says now
         assert json.loads(early.stdout)["arbiter"]["last_round"]["count"] == 0, early.stdout
-        waiting = subprocess.Popen([sys.executable, "-m", "arbiter.cli", "status", "-c",
-                                    str(s.cfg), "--wait", "60s"], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
-        try:
-            time.sleep(1.5)  # the API answers; the round has not run
-            assert waiting.poll() is None, waiting.communicate()[0]
-            marker.unlink()
-            out, _ = waiting.communicate(timeout=60)
-        finally:
-            if waiting.poll() is None:
-                waiting.kill()
+        # after 1.5 s the API answers and the round has not run
+        out, _ = status_waiting(s.cfg, 1.5, marker.unlink)
     assert "+ cluster web:" in out and "no round has completed yet" not in out, out
