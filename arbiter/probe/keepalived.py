@@ -125,8 +125,8 @@ class QuietTicks:
     a VI_4 that still changes), and the node cannot tell whose change it saw without
     reading the JSON. Nor one with an advert interval under 1 s: ``quiet`` ticks must
     end before a backup could miss two adverts (``policy.vrrp.quiet_ticks``), and a
-    gap learned across a lost advert would let them run past that (found by the
-    property test at ``advert_int`` 0.4 with adverts lost)."""
+    gap learned across a lost advert would let them run past that (found by a table
+    of lost-advert cases at ``advert_int`` 0.4; now a test)."""
 
     quiet: int = QUIET_TICKS
     last: str | None = None
